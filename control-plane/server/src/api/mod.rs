@@ -1,0 +1,62 @@
+//! The public gRPC API (`mtp.v1`): authentication of each call, then one
+//! service implementation per resource, all over the same store.
+
+mod audit;
+mod clusters;
+pub mod convert;
+mod environments;
+pub mod error;
+mod profiles;
+pub mod request;
+mod tenants;
+mod tokens;
+
+use mtp_core::access::Principal;
+use mtp_store::{ChangeContext, Store};
+use tonic::Request;
+
+use self::error::ApiResult;
+
+/// Shared state of every API service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Api {
+    store: Store,
+}
+
+/// The authenticated caller of one request and what its changes are recorded as.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub principal: Principal,
+    pub ctx: ChangeContext,
+}
+
+impl Api {
+    pub fn new(store: Store) -> Self {
+        Api { store }
+    }
+
+    /// Establishes who is calling from the `authorization: Bearer …` metadata.
+    pub(crate) async fn caller<T>(&self, request: &Request<T>) -> ApiResult<Caller> {
+        let request_id = request::request_id(request.metadata());
+        let secret = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| {
+                mtp_core::Error::Unauthenticated(
+                    "missing credentials: send the metadata 'authorization: Bearer <token>'".into(),
+                )
+            })?;
+        let principal = self.store.authenticate(secret).await?;
+        tracing::Span::current().record("actor", principal.actor());
+        Ok(Caller {
+            ctx: ChangeContext {
+                actor: principal.actor(),
+                request_id,
+            },
+            principal,
+        })
+    }
+}

@@ -1,0 +1,194 @@
+//! Command-line and environment configuration, validated once into `Config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args as ClapArgs, Parser, ValueEnum};
+
+use crate::telemetry::LogFormat;
+
+/// The k8s-mtp control plane: tenants, environments and clusters on PostgreSQL,
+/// served over gRPC, with /healthz, /readyz and /metrics on the admin port.
+#[derive(Debug, Parser)]
+#[command(name = "mtp-control-plane", version, about, long_about = None)]
+pub struct Args {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// If no usable platform-admin token exists, mint one and write its secret
+    /// to this file (mode 0600). The secret is never logged.
+    #[arg(long, env = "MTP_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Largest accepted gRPC request, in bytes.
+    #[arg(long, env = "MTP_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
+    pub max_request_bytes: usize,
+    /// Development mode: allows plaintext gRPC without TLS. Never in production.
+    #[arg(long, env = "MTP_DEV")]
+    pub dev: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Database")]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL (postgres://user:pass@host:port/db). Prefer
+    /// --database-url-file or the environment so the password stays out of `ps`.
+    #[arg(long, env = "MTP_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// File holding the PostgreSQL connection URL (e.g. a mounted Secret).
+    #[arg(long, env = "MTP_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// Most connections this replica opens to PostgreSQL.
+    #[arg(long, env = "MTP_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Listen")]
+pub struct ListenArgs {
+    /// Address of the gRPC API.
+    #[arg(long, env = "MTP_GRPC_LISTEN", default_value = "0.0.0.0:7443")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the admin HTTP port (/healthz, /readyz, /metrics).
+    #[arg(long, env = "MTP_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// PEM certificate chain served on the gRPC port.
+    #[arg(long, env = "MTP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MTP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Logging")]
+pub struct LogArgs {
+    /// Log filter in RUST_LOG syntax, e.g. "info" or "info,mtp_store=debug".
+    #[arg(long, env = "MTP_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: text for people, json for log pipelines.
+    #[arg(long, env = "MTP_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+/// TLS material loaded from disk.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").finish_non_exhaustive()
+    }
+}
+
+/// The validated configuration the runtime starts from.
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// `None` only in dev mode.
+    pub tls: Option<TlsMaterial>,
+    pub bootstrap_token_file: Option<PathBuf>,
+    pub max_request_bytes: usize,
+    /// How often readiness re-checks PostgreSQL for the gRPC health service.
+    pub health_interval: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The database URL may carry a password: never print it.
+        f.debug_struct("Config")
+            .field("grpc_listen", &self.grpc_listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// A plaintext configuration for tests and local development.
+    pub fn for_dev(database_url: impl Into<String>) -> Self {
+        Config {
+            database_url: database_url.into(),
+            db_max_connections: 20,
+            grpc_listen: "127.0.0.1:0".parse().expect("static address"),
+            admin_listen: "127.0.0.1:0".parse().expect("static address"),
+            tls: None,
+            bootstrap_token_file: None,
+            max_request_bytes: 1 << 20,
+            health_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Args {
+    /// Validates the arguments into a [`Config`].
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let database_url = match (self.database.database_url, self.database.database_url_file) {
+            (Some(url), None) => url,
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .with_context(|| format!("reading --database-url-file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            (Some(_), Some(_)) => bail!("give either --database-url or --database-url-file, not both"),
+            (None, None) => bail!("--database-url (MTP_DATABASE_URL) or --database-url-file is required"),
+        };
+        let tls = match (self.tls.tls_cert, self.tls.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsMaterial {
+                cert_pem: std::fs::read(&cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?,
+                key_pem: std::fs::read(&key).with_context(|| format!("reading --tls-key {}", key.display()))?,
+            }),
+            _ if self.dev => None,
+            _ => bail!(
+                "--tls-cert and --tls-key are required; pass --dev (MTP_DEV=1) to serve plaintext gRPC for local development"
+            ),
+        };
+        if self.max_request_bytes < 4096 {
+            bail!("--max-request-bytes must be at least 4096");
+        }
+        Ok(Config {
+            database_url,
+            db_max_connections: self.database.db_max_connections.max(2),
+            grpc_listen: self.listen.grpc_listen,
+            admin_listen: self.listen.admin_listen,
+            tls,
+            bootstrap_token_file: self.bootstrap_token_file,
+            max_request_bytes: self.max_request_bytes,
+            health_interval: Duration::from_secs(5),
+        })
+    }
+
+    /// Entry point of the binary: logging, runtime, run until a signal.
+    pub fn run(self) -> anyhow::Result<()> {
+        let format = match self.log.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+        crate::telemetry::init(&self.log.log, format)?;
+        let config = self.into_config()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(crate::runtime::run_until_signal(config))
+    }
+}
