@@ -1,0 +1,273 @@
+//! kube-sim: an in-memory Kubernetes API server that the real kube-rs client and kubectl
+//! talk to over HTTP(S), for tests, the local demo and scale runs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kube_sim::Error> {
+//! let sim = kube_sim::SimCluster::start(kube_sim::SimOptions::default()).await?;
+//! let client = sim.client();
+//! sim.faults().deny("delete", "networkpolicies");
+//! sim.set_pod_usage("team-a", "web-0", kube_sim::PodUsage { cpu_nano_cores: 250_000_000, memory_working_set_bytes: 64 << 20 });
+//! # drop(client);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod apply;
+pub mod discovery;
+pub mod faults;
+pub mod kinds;
+pub mod kubeconfig;
+pub mod kubelet;
+pub mod selectors;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod tls;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::Faults;
+pub use kubelet::{PodUsage, UsageProfile};
+pub use status::ApiError;
+pub use store::Store;
+
+/// Errors starting or talking to a simulated cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding or writing files failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Certificate generation or TLS setup failed.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Building the kube client failed.
+    #[error("kube client: {0}")]
+    Client(String),
+    /// The resource is not one the simulator serves.
+    #[error("unknown resource {0}")]
+    UnknownResource(String),
+}
+
+/// How to start a simulated cluster.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Serve HTTPS with a generated self-signed CA (written into the kubeconfig).
+    pub tls: bool,
+    /// Require `Authorization: Bearer <token>` on every request (401 otherwise).
+    pub bearer_token: Option<String>,
+    /// Cluster, user and context name in the kubeconfig.
+    pub name: String,
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Committed changes kept for watch resumption; older versions answer 410 Expired.
+    pub watch_history: usize,
+    /// Period of BOOKMARK events on watches that ask for them.
+    pub bookmark_interval: Duration,
+    /// How long a deleted namespace stays `Terminating` before its contents are removed.
+    pub namespace_finalize_delay: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            tls: false,
+            bearer_token: None,
+            name: "kube-sim".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            watch_history: 10_000,
+            bookmark_interval: Duration::from_secs(1),
+            namespace_finalize_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A running simulated cluster. Dropping it without [`SimCluster::shutdown`] also stops it.
+pub struct SimCluster {
+    shared: Arc<server::Shared>,
+    url: String,
+    kubeconfig: String,
+    ca_pem: Option<String>,
+    client: kube::Client,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimCluster {
+    /// Starts a cluster listening on `opts.bind` (default `127.0.0.1:0`).
+    pub async fn start(opts: SimOptions) -> Result<Self, Error> {
+        tls::install_provider();
+        let listener = TcpListener::bind(opts.bind).await?;
+        let addr = listener.local_addr()?;
+        let material = if opts.tls {
+            Some(tls::TlsMaterial::generate()?)
+        } else {
+            None
+        };
+        let acceptor = match &material {
+            Some(m) => Some(tokio_rustls::TlsAcceptor::from(m.server_config()?)),
+            None => None,
+        };
+        let scheme = if opts.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
+        let ca_pem = material.map(|m| m.ca_pem);
+        let kubeconfig = kubeconfig::render(
+            &opts.name,
+            &url,
+            ca_pem.as_deref(),
+            opts.bearer_token.as_deref(),
+        );
+        let shared = Arc::new(server::Shared {
+            store: Arc::new(Store::new(opts.watch_history)),
+            faults: Arc::new(Faults::default()),
+            kubelet: Arc::new(kubelet::Kubelet::default()),
+            bearer_token: opts.bearer_token.clone(),
+            bookmark_interval: opts.bookmark_interval,
+            namespace_finalize_delay: opts.namespace_finalize_delay,
+            addr: addr.to_string(),
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(server::serve(
+            listener,
+            shared.clone(),
+            acceptor,
+            cancel.clone(),
+        ));
+        let client = client_from_kubeconfig(&kubeconfig).await?;
+        Ok(Self {
+            shared,
+            url,
+            kubeconfig,
+            ca_pem,
+            client,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// Starts `n` clusters in this process (one port each), named `{name}-{i}`.
+    pub async fn start_many(n: usize, opts: SimOptions) -> Result<Vec<Self>, Error> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut o = opts.clone();
+            o.name = format!("{}-{i}", opts.name);
+            out.push(Self::start(o).await?);
+        }
+        Ok(out)
+    }
+
+    /// Base URL (`http://127.0.0.1:PORT` or `https://...`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A kube client configured from this cluster's kubeconfig (shares one connection pool).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// A fresh kube client with its own connection pool.
+    pub async fn new_client(&self) -> Result<kube::Client, Error> {
+        client_from_kubeconfig(&self.kubeconfig).await
+    }
+
+    /// The kubeconfig document (YAML) for this cluster.
+    pub fn kubeconfig_yaml(&self) -> &str {
+        &self.kubeconfig
+    }
+
+    /// The CA certificate (PEM) when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Writes the kubeconfig to `path`.
+    pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        std::fs::write(path, &self.kubeconfig)?;
+        Ok(())
+    }
+
+    /// Fault switches of this cluster.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Direct access to the object store (bypasses HTTP, auth and faults).
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Reads a stored object, including `managedFields`, by plural resource name
+    /// (`namespaces`, `networkpolicies`, ...); `namespace` is `""` for cluster-scoped kinds.
+    pub fn object(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, Error> {
+        let kind = kinds::KINDS
+            .iter()
+            .find(|k| k.resource == resource)
+            .ok_or_else(|| Error::UnknownResource(resource.into()))?;
+        Ok(self
+            .shared
+            .store
+            .get(kind, namespace, name)
+            .ok()
+            .map(|v| (*v).clone()))
+    }
+
+    /// Sets the constant CPU/memory usage the kubelet stats report for a pod.
+    pub fn set_pod_usage(&self, namespace: &str, pod: &str, usage: PodUsage) {
+        self.shared.kubelet.set_usage(namespace, pod, usage);
+    }
+
+    /// Sets a usage profile: a function of the time elapsed since this call.
+    pub fn set_pod_usage_profile(
+        &self,
+        namespace: &str,
+        pod: &str,
+        profile: impl Fn(Duration) -> PodUsage + Send + Sync + 'static,
+    ) {
+        self.shared
+            .kubelet
+            .set_profile(namespace, pod, Arc::new(profile));
+    }
+
+    /// Number of stored objects.
+    pub fn object_count(&self) -> usize {
+        self.shared.store.object_count()
+    }
+
+    /// Stops accepting connections and closes open ones (watches end).
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Builds a kube client from a kubeconfig document.
+pub async fn client_from_kubeconfig(yaml: &str) -> Result<kube::Client, Error> {
+    tls::install_provider();
+    let kc = kube::config::Kubeconfig::from_yaml(yaml).map_err(|e| Error::Client(e.to_string()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Client(e.to_string()))?;
+    kube::Client::try_from(cfg).map_err(|e| Error::Client(e.to_string()))
+}
