@@ -1,0 +1,178 @@
+//! Test fixtures shared by the end-to-end tests and the benchmark: a control
+//! plane running in-process on its own fresh PostgreSQL database, and gRPC
+//! clients that authenticate like real callers.
+
+use mtp_control_plane::config::Config;
+use mtp_control_plane::{ControlPlane, RunningControlPlane};
+use mtp_proto::v1 as pb;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+pub use mtp_pg_harness;
+
+/// A control plane on a database of its own, with a platform-admin secret.
+pub struct TestPlane {
+    pub running: RunningControlPlane,
+    pub database_url: String,
+    pub admin_secret: String,
+}
+
+impl TestPlane {
+    /// Starts a control plane on a fresh database and mints its first admin token.
+    pub async fn start() -> TestPlane {
+        let db = mtp_pg_harness::fresh_database().await;
+        Self::start_on(db.url().to_owned()).await
+    }
+
+    /// Starts a control plane on an existing database (e.g. a second replica).
+    pub async fn start_on(database_url: String) -> TestPlane {
+        let running = ControlPlane::start(Config::for_dev(database_url.clone()))
+            .await
+            .expect("control plane starts");
+        let admin_secret = match running.store.bootstrap_admin_token().await.expect("bootstrap token") {
+            Some((_, secret)) => secret,
+            None => {
+                let ctx = mtp_store::ChangeContext::system("tests");
+                let new = mtp_store::NewToken {
+                    role: mtp_core::access::Role::PlatformAdmin,
+                    tenant: None,
+                    description: "test admin".into(),
+                    expire_time: None,
+                };
+                running.store.create_token(&ctx, &new).await.expect("admin token").1
+            }
+        };
+        TestPlane { running, database_url, admin_secret }
+    }
+
+    pub fn url(&self) -> String {
+        self.running.grpc_url()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("connects to the control plane")
+    }
+
+    /// Clients authenticated as the platform admin.
+    pub async fn admin(&self) -> Clients {
+        Clients::new(self.channel().await, Some(self.admin_secret.clone()))
+    }
+
+    /// Clients with the given secret (or none).
+    pub async fn clients(&self, secret: Option<&str>) -> Clients {
+        Clients::new(self.channel().await, secret.map(str::to_owned))
+    }
+
+    /// A direct SQL connection pool, for checking what was (not) written.
+    pub async fn sql(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.database_url).await.expect("sql connects")
+    }
+}
+
+/// Adds `authorization: Bearer …` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+/// One client per service, sharing a channel and a credential.
+#[derive(Clone)]
+pub struct Clients {
+    pub tenants: pb::tenant_service_client::TenantServiceClient<Authed>,
+    pub environments: pb::environment_service_client::EnvironmentServiceClient<Authed>,
+    pub profiles: pb::profile_service_client::ProfileServiceClient<Authed>,
+    pub clusters: pb::cluster_service_client::ClusterServiceClient<Authed>,
+    pub tokens: pb::token_service_client::TokenServiceClient<Authed>,
+    pub audit: pb::audit_service_client::AuditServiceClient<Authed>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel, secret: Option<String>) -> Self {
+        let bearer = Bearer(secret.map(|s| format!("Bearer {s}").parse().expect("ascii secret")));
+        let i = || InterceptedService::new(channel.clone(), bearer.clone());
+        Clients {
+            tenants: pb::tenant_service_client::TenantServiceClient::new(i()),
+            environments: pb::environment_service_client::EnvironmentServiceClient::new(i()),
+            profiles: pb::profile_service_client::ProfileServiceClient::new(i()),
+            clusters: pb::cluster_service_client::ClusterServiceClient::new(i()),
+            tokens: pb::token_service_client::TokenServiceClient::new(i()),
+            audit: pb::audit_service_client::AuditServiceClient::new(i()),
+        }
+    }
+
+    /// A tenant with the given quota and everything else defaulted.
+    pub async fn create_tenant(&mut self, name: &str, quota: pb::TenantQuota) -> Result<pb::Tenant, Status> {
+        self.tenants
+            .create_tenant(pb::CreateTenantRequest {
+                name: name.into(),
+                display_name: format!("Team {name}"),
+                owners: Some(pb::Owners { users: vec![format!("{name}-lead@example.com")], groups: vec![], service_accounts: vec![] }),
+                quota: Some(quota),
+                allowed_profiles: vec![],
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn create_cluster(&mut self, name: &str) -> Result<pb::Cluster, Status> {
+        self.clusters
+            .create_cluster(pb::CreateClusterRequest { name: name.into(), ..Default::default() })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn create_env(&mut self, tenant: &str, name: &str, cluster: &str, profile: &str) -> Result<pb::Environment, Status> {
+        self.environments
+            .create_environment(pb::CreateEnvironmentRequest {
+                tenant: tenant.into(),
+                name: name.into(),
+                cluster: cluster.into(),
+                profile: profile.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Mints a token and returns its secret.
+    pub async fn mint(&mut self, role: pb::TokenRole, tenant: &str) -> String {
+        self.tokens
+            .create_token(pb::CreateTokenRequest { role: role as i32, tenant: tenant.into(), ..Default::default() })
+            .await
+            .expect("token minted")
+            .into_inner()
+            .secret
+    }
+}
+
+/// A tenant quota written the way a user would.
+pub fn quota(cpu: &str, memory: &str, storage: &str, pods: i64, max_environments: i64) -> pb::TenantQuota {
+    pb::TenantQuota {
+        cpu: cpu.into(),
+        memory: memory.into(),
+        storage: storage.into(),
+        pods,
+        max_environments,
+    }
+}
+
+/// Counts rows of a table (for "nothing was written" checks).
+pub async fn count(pool: &sqlx::PgPool, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.expect("count query")
+}
