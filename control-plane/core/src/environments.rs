@@ -75,6 +75,11 @@ pub struct Environment {
     pub create_time: DateTime<Utc>,
     pub expire_time: Option<DateTime<Utc>>,
     pub delete_time: Option<DateTime<Utc>>,
+    /// The cluster revision at which this environment last changed.
+    pub revision: i64,
+    /// The revision an applier agent acknowledged for it (0: none yet).
+    pub applied_revision: i64,
+    pub ready_time: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

@@ -29,6 +29,13 @@ pub struct Args {
     /// Largest accepted gRPC request, in bytes.
     #[arg(long, env = "MTP_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
     pub max_request_bytes: usize,
+    /// How often the control plane and agents exchange keepalives on the agent
+    /// channel; a session silent for three intervals is closed as half-open.
+    #[arg(long, env = "MTP_AGENT_KEEPALIVE", value_parser = parse_duration, default_value = "5s")]
+    pub agent_keepalive: Duration,
+    /// How often expired environments are looked for and deleted.
+    #[arg(long, env = "MTP_EXPIRY_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub expiry_interval: Duration,
     /// Development mode: allows plaintext gRPC without TLS. Never in production.
     #[arg(long, env = "MTP_DEV")]
     pub dev: bool,
@@ -114,6 +121,27 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// How often readiness re-checks PostgreSQL for the gRPC health service.
     pub health_interval: Duration,
+    pub agent_keepalive: Duration,
+    pub expiry_interval: Duration,
+}
+
+/// Parses "500ms", "5s", "2m" or "1h".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 5s, 2m or 1h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
 }
 
 impl std::fmt::Debug for Config {
@@ -139,6 +167,8 @@ impl Config {
             bootstrap_token_file: None,
             max_request_bytes: 1 << 20,
             health_interval: Duration::from_secs(5),
+            agent_keepalive: Duration::from_secs(1),
+            expiry_interval: Duration::from_millis(500),
         }
     }
 }
@@ -177,6 +207,8 @@ impl Args {
             bootstrap_token_file: self.bootstrap_token_file,
             max_request_bytes: self.max_request_bytes,
             health_interval: Duration::from_secs(5),
+            agent_keepalive: self.agent_keepalive,
+            expiry_interval: self.expiry_interval,
         })
     }
 

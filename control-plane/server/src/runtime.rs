@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mtp_proto::v1::{
-    audit_service_server::AuditServiceServer, cluster_service_server::ClusterServiceServer,
+    agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer, cluster_service_server::ClusterServiceServer,
     environment_service_server::EnvironmentServiceServer, profile_service_server::ProfileServiceServer,
     tenant_service_server::TenantServiceServer, token_service_server::TokenServiceServer, FILE_DESCRIPTOR_SET,
 };
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::Instrument;
 
+use crate::api::agents::{AgentChannel, RevisionNotice};
 use crate::api::request::RequestLayer;
 use crate::api::Api;
 use crate::config::Config;
@@ -81,6 +82,8 @@ impl ControlPlane {
             .context("building the reflection service")?;
 
         let api = Api::new(store.clone());
+        let (notices, _) = tokio::sync::broadcast::channel(1024);
+        let agents = AgentChannel::new(store.clone(), notices.clone(), config.agent_keepalive, cancel.clone());
         let limit = config.max_request_bytes;
         let mut builder = Server::builder();
         if let Some(tls) = &config.tls {
@@ -99,7 +102,8 @@ impl ControlPlane {
             .add_service(ClusterServiceServer::new(api.clone()).max_decoding_message_size(limit))
             .add_service(EnvironmentServiceServer::new(api.clone()).max_decoding_message_size(limit))
             .add_service(TokenServiceServer::new(api.clone()).max_decoding_message_size(limit))
-            .add_service(AuditServiceServer::new(api).max_decoding_message_size(limit));
+            .add_service(AuditServiceServer::new(api).max_decoding_message_size(limit))
+            .add_service(AgentServiceServer::new(agents).max_decoding_message_size(limit));
 
         let mut tasks = Vec::new();
         let shutdown = cancel.clone();
@@ -153,6 +157,14 @@ impl ControlPlane {
             .instrument(tracing::info_span!("health")),
         ));
 
+        tasks.push(tokio::spawn(
+            forward_notifications(store.clone(), notices, cancel.clone()).instrument(tracing::info_span!("notifications")),
+        ));
+        tasks.push(tokio::spawn(
+            expire_environments(store.clone(), config.expiry_interval, cancel.clone())
+                .instrument(tracing::info_span!("expiry")),
+        ));
+
         tracing::info!(grpc = %grpc_addr, admin = %admin_addr, tls = config.tls.is_some(), "control plane serving");
         Ok(RunningControlPlane {
             grpc_addr,
@@ -167,6 +179,7 @@ impl ControlPlane {
 /// Names reported by the health service ("" is the server as a whole).
 const SERVICES: &[&str] = &[
     "",
+    "mtp.v1.AgentService",
     "mtp.v1.TenantService",
     "mtp.v1.ProfileService",
     "mtp.v1.ClusterService",
@@ -194,6 +207,64 @@ impl RunningControlPlane {
     pub fn kill(self) {
         for task in &self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// Relays PostgreSQL notifications of revision changes to this replica's
+/// agent sessions, whichever replica committed the change. Reconnects with
+/// backoff; sessions also poll on every keepalive, so a gap only delays.
+async fn forward_notifications(
+    store: Store,
+    notices: tokio::sync::broadcast::Sender<RevisionNotice>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = std::time::Duration::from_millis(200);
+    while !cancel.is_cancelled() {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
+            listener.listen(mtp_store::REVISION_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listener.await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen for revision notifications");
+                tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = std::time::Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                received = listener.try_recv() => match received {
+                    Ok(Some(n)) => {
+                        if let Some(notice) = RevisionNotice::parse(n.payload()) {
+                            let _ = notices.send(notice);
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!("notification connection lost; reconnecting");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification listener failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Deletes expired environments (audited as `system:expiry`).
+async fn expire_environments(store: Store, interval: std::time::Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(interval) => {} }
+        if let Err(e) = store.expire_environments().await {
+            tracing::warn!(error = %e, "expiry pass failed");
         }
     }
 }

@@ -40,6 +40,9 @@ struct EnvironmentRow {
     create_time: DateTime<Utc>,
     expire_time: Option<DateTime<Utc>>,
     delete_time: Option<DateTime<Utc>>,
+    revision: i64,
+    applied_revision: i64,
+    ready_time: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<EnvironmentRow> for Environment {
@@ -66,6 +69,9 @@ impl TryFrom<EnvironmentRow> for Environment {
             create_time: r.create_time,
             expire_time: r.expire_time,
             delete_time: r.delete_time,
+            revision: r.revision,
+            applied_revision: r.applied_revision,
+            ready_time: r.ready_time,
         })
     }
 }
@@ -73,16 +79,25 @@ impl TryFrom<EnvironmentRow> for Environment {
 const SELECT_ENVIRONMENT: &str = "
     SELECT t.name AS tenant, e.name, c.name AS cluster, e.profile, e.namespace, e.cpu_millis, e.memory_bytes,
            e.storage_bytes, e.pods, e.services, e.persistent_volume_claims, e.status, e.reason,
-           e.create_time, e.expire_time, e.delete_time
+           e.create_time, e.expire_time, e.delete_time, e.revision, e.applied_revision, e.ready_time
     FROM environments e JOIN tenants t ON t.id = e.tenant_id JOIN clusters c ON c.id = e.cluster_id";
 
 /// Bumps a cluster's revision and returns the new value. Takes the cluster row
 /// lock, so revisions of one cluster are handed out in commit order.
+/// Also queues a notification, delivered to every replica's listener when the
+/// transaction commits (and never if it rolls back), so agents connected to
+/// any replica hear about the change.
 pub(crate) async fn bump_cluster_revision(tx: &mut Transaction<'_, Postgres>, cluster_id: Uuid) -> Result<i64> {
-    Ok(sqlx::query_scalar("UPDATE clusters SET revision = revision + 1 WHERE id = $1 RETURNING revision")
+    let revision: i64 = sqlx::query_scalar("UPDATE clusters SET revision = revision + 1 WHERE id = $1 RETURNING revision")
         .bind(cluster_id)
         .fetch_one(&mut **tx)
-        .await?)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::REVISION_CHANNEL)
+        .bind(format!("{cluster_id}:{revision}"))
+        .execute(&mut **tx)
+        .await?;
+    Ok(revision)
 }
 
 /// Marks one environment for deletion, bumping its cluster's revision, with its

@@ -7,6 +7,7 @@
 //! and, where it changes what a cluster should run, the cluster's revision bump,
 //! so a failed call leaves nothing behind.
 
+mod agents;
 mod audit;
 mod clusters;
 mod environments;
@@ -22,12 +23,17 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
+pub use agents::{AgentIdentity, AgentRecord, DesiredState, NamespaceReport, NamespaceSpec};
 pub use audit::{AuditFilter, AuditReport};
 pub use clusters::{Cluster, NewCluster};
 pub use environments::EnvironmentFilter;
 pub use error::{Error, Result};
 pub use tenants::{Tenant, TenantUpdate};
 pub use tokens::{NewToken, Token};
+
+/// The PostgreSQL notification channel carrying `<cluster id>:<revision>`
+/// whenever a cluster's revision moves.
+pub const REVISION_CHANNEL: &str = "mtp_cluster_revision";
 
 /// Who is changing state, for the audit event written with the change.
 #[derive(Debug, Clone, PartialEq, Eq)]

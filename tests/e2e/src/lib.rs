@@ -10,6 +10,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+pub mod agent;
+
 pub use mtp_pg_harness;
 
 /// A control plane on a database of its own, with a platform-admin secret.
@@ -28,9 +30,13 @@ impl TestPlane {
 
     /// Starts a control plane on an existing database (e.g. a second replica).
     pub async fn start_on(database_url: String) -> TestPlane {
-        let running = ControlPlane::start(Config::for_dev(database_url.clone()))
-            .await
-            .expect("control plane starts");
+        Self::start_with(Config::for_dev(database_url)).await
+    }
+
+    /// Starts a control plane with a given configuration.
+    pub async fn start_with(config: Config) -> TestPlane {
+        let database_url = config.database_url.clone();
+        let running = ControlPlane::start(config).await.expect("control plane starts");
         let admin_secret = match running.store.bootstrap_admin_token().await.expect("bootstrap token") {
             Some((_, secret)) => secret,
             None => {
@@ -147,6 +153,24 @@ impl Clients {
             })
             .await
             .map(|r| r.into_inner())
+    }
+
+    /// Mints a join token for a cluster and returns its secret.
+    pub async fn join_token(&mut self, cluster: &str) -> String {
+        self.clusters
+            .create_join_token(pb::CreateJoinTokenRequest { cluster: cluster.into(), ttl_seconds: 0 })
+            .await
+            .expect("join token minted")
+            .into_inner()
+            .secret
+    }
+
+    pub async fn env(&mut self, tenant: &str, name: &str) -> pb::Environment {
+        self.environments
+            .get_environment(pb::GetEnvironmentRequest { tenant: tenant.into(), name: name.into() })
+            .await
+            .expect("environment readable")
+            .into_inner()
     }
 
     /// Mints a token and returns its secret.

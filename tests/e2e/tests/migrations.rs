@@ -13,7 +13,7 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, [1]);
+    assert_eq!(applied, [1, 2]);
     let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE builtin").fetch_one(store.pool()).await.unwrap();
     assert_eq!(profiles, 3);
 }

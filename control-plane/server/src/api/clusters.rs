@@ -6,7 +6,7 @@ use mtp_proto::v1::cluster_service_server::ClusterService;
 use mtp_store::NewCluster;
 use tonic::{Request, Response, Status};
 
-use super::convert::cluster_to_pb;
+use super::convert::{agent_to_pb, cluster_to_pb, non_empty, timestamp};
 use super::error::ApiResult;
 use super::Api;
 
@@ -46,8 +46,47 @@ impl Api {
     }
 }
 
+/// Default lifetime of a join token: long enough to roll out a node pool.
+const DEFAULT_JOIN_TTL_SECONDS: i64 = 24 * 3600;
+
+impl Api {
+    async fn create_join_token_inner(&self, request: Request<pb::CreateJoinTokenRequest>) -> ApiResult<pb::JoinToken> {
+        let caller = self.caller(&request).await?;
+        caller.principal.require_admin("minting join tokens")?;
+        let r = request.into_inner();
+        let ttl = if r.ttl_seconds == 0 { DEFAULT_JOIN_TTL_SECONDS } else { r.ttl_seconds };
+        let (secret, expire) = self
+            .store
+            .create_join_token(&caller.ctx, &r.cluster, chrono::Duration::seconds(ttl))
+            .await?;
+        tracing::info!(cluster = %r.cluster, "join token minted");
+        Ok(pb::JoinToken {
+            cluster: r.cluster,
+            secret,
+            expire_time: Some(timestamp(expire)),
+        })
+    }
+
+    async fn list_agents_inner(&self, request: Request<pb::ListAgentsRequest>) -> ApiResult<pb::ListAgentsResponse> {
+        self.caller(&request).await?;
+        let cluster = non_empty(request.into_inner().cluster);
+        let agents = self.store.list_agents(cluster.as_deref()).await?;
+        Ok(pb::ListAgentsResponse {
+            agents: agents.iter().map(agent_to_pb).collect(),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl ClusterService for Api {
+    async fn create_join_token(&self, request: Request<pb::CreateJoinTokenRequest>) -> Result<Response<pb::JoinToken>, Status> {
+        Ok(Response::new(self.create_join_token_inner(request).await?))
+    }
+
+    async fn list_agents(&self, request: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        Ok(Response::new(self.list_agents_inner(request).await?))
+    }
+
     async fn create_cluster(&self, request: Request<pb::CreateClusterRequest>) -> Result<Response<pb::Cluster>, Status> {
         Ok(Response::new(self.create_cluster_inner(request).await?))
     }

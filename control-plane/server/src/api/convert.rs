@@ -13,7 +13,7 @@ use mtp_core::quota::{EnvironmentQuota, QuotaOverride, TenantQuota};
 use mtp_core::tenants::Owners;
 use mtp_core::{Error, Result};
 use mtp_proto::v1 as pb;
-use mtp_store::{Cluster, Tenant, Token};
+use mtp_store::{AgentRecord, Cluster, NamespaceSpec, Tenant, Token};
 
 /// Most environments one tenant may be allowed; beyond this is a typo.
 const MAX_ENVIRONMENTS: u64 = 10_000;
@@ -243,6 +243,9 @@ pub fn environment_to_pb(e: &Environment) -> pb::Environment {
         create_time: Some(timestamp(e.create_time)),
         expire_time: e.expire_time.map(timestamp),
         delete_time: e.delete_time.map(timestamp),
+        revision: e.revision,
+        applied_revision: e.applied_revision,
+        ready_time: e.ready_time.map(timestamp),
     }
 }
 
@@ -271,6 +274,59 @@ pub fn audit_event_to_pb(e: &AuditEvent) -> pb::AuditEvent {
         details_json: e.details.clone(),
         previous_hash: e.previous_hash.clone(),
         hash: e.hash.clone(),
+    }
+}
+
+pub fn agent_to_pb(a: &AgentRecord) -> pb::Agent {
+    pb::Agent {
+        id: a.id.clone(),
+        cluster: a.cluster.clone(),
+        node_name: a.node_name.clone(),
+        applier: a.applier,
+        connected: a.connected,
+        last_seen_time: a.last_seen_time.map(timestamp),
+        acknowledged_revision: a.acknowledged_revision,
+        agent_version: a.agent_version.clone(),
+        register_time: Some(timestamp(a.register_time)),
+    }
+}
+
+/// The typed configuration an agent renders mechanically into objects.
+pub fn namespace_config(n: &NamespaceSpec) -> pb::NamespaceConfig {
+    let q = &n.quota;
+    let c = &n.profile.container_limits;
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::NamespaceConfig {
+        namespace: n.namespace.clone(),
+        tenant: n.tenant.clone(),
+        environment: n.environment.clone(),
+        revision: n.revision,
+        quota: Some(pb::NamespaceQuota {
+            cpu_millis: i(q.cpu_millis),
+            memory_bytes: i(q.memory_bytes),
+            storage_bytes: i(q.storage_bytes),
+            pods: i(q.pods),
+            services: i(q.services),
+            persistent_volume_claims: i(q.persistent_volume_claims),
+        }),
+        container_defaults: Some(pb::ContainerDefaults {
+            default_request_cpu_millis: i(c.default_request_cpu_millis),
+            default_request_memory_bytes: i(c.default_request_memory_bytes),
+            default_limit_cpu_millis: i(c.default_limit_cpu_millis),
+            default_limit_memory_bytes: i(c.default_limit_memory_bytes),
+            max_cpu_millis: i(c.max_cpu_millis),
+            max_memory_bytes: i(c.max_memory_bytes),
+        }),
+        owners: Some(pb::TenantOwners {
+            users: n.owners.users.clone(),
+            groups: n.owners.groups.clone(),
+            service_accounts: n.owners.service_accounts.clone(),
+        }),
+        network: Some(pb::NetworkConfig {
+            allow_same_tenant: n.profile.network.allow_same_tenant,
+            allow_ingress_controller: n.profile.network.allow_ingress_controller,
+            ingress_namespace: n.ingress_namespace.clone(),
+        }),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The public gRPC API (`mtp.v1`): authentication of each call, then one
 //! service implementation per resource, all over the same store.
 
+pub mod agents;
 mod audit;
 mod clusters;
 pub mod convert;
@@ -38,17 +39,7 @@ impl Api {
     /// Establishes who is calling from the `authorization: Bearer …` metadata.
     pub(crate) async fn caller<T>(&self, request: &Request<T>) -> ApiResult<Caller> {
         let request_id = request::request_id(request.metadata());
-        let secret = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(|| {
-                mtp_core::Error::Unauthenticated(
-                    "missing credentials: send the metadata 'authorization: Bearer <token>'".into(),
-                )
-            })?;
+        let secret = bearer(request.metadata())?;
         let principal = self.store.authenticate(secret).await?;
         tracing::Span::current().record("actor", principal.actor());
         Ok(Caller {
@@ -59,4 +50,16 @@ impl Api {
             principal,
         })
     }
+}
+
+/// The secret of an `authorization: Bearer …` metadata entry.
+pub(crate) fn bearer(metadata: &tonic::metadata::MetadataMap) -> Result<&str, mtp_core::Error> {
+    metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| {
+            mtp_core::Error::Unauthenticated("missing credentials: send the metadata 'authorization: Bearer <token>'".into())
+        })
 }

@@ -1,0 +1,504 @@
+//! Agents in PostgreSQL: join tokens, agent credentials, the desired state of
+//! a cluster at a revision (snapshot or changes since), and what agents report
+//! back (acknowledged revisions, per-namespace results, drift).
+
+use chrono::{DateTime, Duration, Utc};
+use mtp_core::environments::EnvironmentStatus;
+use mtp_core::profiles::Profile;
+use mtp_core::quota::EnvironmentQuota;
+use mtp_core::tenants::Owners;
+use mtp_core::tokens;
+use mtp_core::Error as DomainError;
+use serde_json::json;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::{audit, environments, from_db, ChangeContext, Error, Result, Store};
+
+const JOIN_PREFIX: &str = "mtpjoin";
+const AGENT_PREFIX: &str = "mtpagent";
+/// Longest a join token may live: a leaked one must not stay useful for long.
+pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::days(30);
+
+/// Who an agent is, established from its credential (never from its messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentIdentity {
+    pub agent_id: String,
+    pub cluster_id: Uuid,
+    pub cluster: String,
+    pub node_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AgentRecord {
+    pub id: String,
+    pub cluster: String,
+    pub node_name: String,
+    pub agent_version: String,
+    pub register_time: DateTime<Utc>,
+    pub last_seen_time: Option<DateTime<Utc>>,
+    pub acknowledged_revision: i64,
+    pub applier: bool,
+    pub connected: bool,
+}
+
+/// Everything an agent needs to render one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceSpec {
+    pub namespace: String,
+    pub tenant: String,
+    pub environment: String,
+    pub revision: i64,
+    pub quota: EnvironmentQuota,
+    pub profile: Profile,
+    pub owners: Owners,
+    pub ingress_namespace: String,
+}
+
+/// The desired state of a cluster, as a whole or as the changes after a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredState {
+    /// `None`: a full snapshot. `Some(r)`: only what changed after `r`.
+    pub since: Option<i64>,
+    pub revision: i64,
+    pub upserts: Vec<NamespaceSpec>,
+    pub deletes: Vec<String>,
+}
+
+/// What an agent reported for one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceReport {
+    Verified,
+    Failed(String),
+    Deleted,
+}
+
+#[derive(sqlx::FromRow)]
+struct SpecRow {
+    namespace: String,
+    tenant: String,
+    environment: String,
+    revision: i64,
+    status: String,
+    cpu_millis: i64,
+    memory_bytes: i64,
+    storage_bytes: i64,
+    pods: i64,
+    services: i64,
+    persistent_volume_claims: i64,
+    profile: Json<Profile>,
+    owners: Json<Owners>,
+    ingress_namespace: String,
+}
+
+impl Store {
+    /// Mints a join token for `cluster`; the secret is returned once.
+    pub async fn create_join_token(
+        &self,
+        ctx: &ChangeContext,
+        cluster: &str,
+        ttl: Duration,
+    ) -> Result<(String, DateTime<Utc>)> {
+        self.timed("create_join_token", async {
+            if ttl <= Duration::zero() || ttl > MAX_JOIN_TOKEN_TTL {
+                return Err(DomainError::invalid("ttl_seconds", "must be between 1 second and 30 days").into());
+            }
+            let mut tx = self.begin().await?;
+            let cluster_id: Uuid = sqlx::query_scalar("SELECT id FROM clusters WHERE name = $1")
+                .bind(cluster)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| DomainError::not_found("cluster", cluster))?;
+            let minted = tokens::mint(JOIN_PREFIX);
+            let expire = Utc::now() + ttl;
+            sqlx::query(
+                "INSERT INTO join_tokens (id, key_hash, cluster_id, created_by, create_time, expire_time)
+                 VALUES ($1, $2, $3, $4, now(), $5)",
+            )
+            .bind(&minted.id)
+            .bind(&minted.key_hash)
+            .bind(cluster_id)
+            .bind(&ctx.actor)
+            .bind(expire)
+            .execute(&mut *tx)
+            .await?;
+            audit::append(
+                &mut tx,
+                ctx,
+                "cluster.join_token.create",
+                format!("cluster/{cluster}"),
+                None,
+                json!({ "join_token": minted.id, "expire_time": expire }),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok((minted.secret, expire))
+        })
+        .await
+    }
+
+    /// Exchanges a join token for an agent credential bound to its cluster and node.
+    pub async fn register_agent(
+        &self,
+        join_token: &str,
+        node_name: &str,
+        agent_version: &str,
+        request_id: &str,
+    ) -> Result<(AgentIdentity, String)> {
+        self.timed("register_agent", async {
+            let denied = || Error::Domain(DomainError::Unauthenticated("invalid, expired or revoked join token".into()));
+            let presented = tokens::parse(JOIN_PREFIX, join_token).map_err(|_| denied())?;
+            let mut tx = self.begin().await?;
+            let row: Option<(String, Uuid, String)> = sqlx::query_as(
+                "SELECT j.key_hash, c.id, c.name FROM join_tokens j JOIN clusters c ON c.id = j.cluster_id
+                 WHERE j.id = $1 AND j.revoke_time IS NULL AND j.expire_time > now()",
+            )
+            .bind(&presented.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (hash, cluster_id, cluster) = row.ok_or_else(denied)?;
+            if !tokens::matches(&presented, &hash) {
+                return Err(denied());
+            }
+            let minted = tokens::mint(AGENT_PREFIX);
+            // A node registering again (reinstall, lost state) replaces its
+            // credential: the old one stops working at once.
+            let agent_id: String = sqlx::query_scalar(
+                "INSERT INTO agents (id, cluster_id, node_name, key_hash, agent_version, register_time)
+                 VALUES ($1, $2, $3, $4, $5, now())
+                 ON CONFLICT (cluster_id, node_name) DO UPDATE
+                   SET key_hash = EXCLUDED.key_hash, agent_version = EXCLUDED.agent_version, register_time = now()
+                 RETURNING id",
+            )
+            .bind(&minted.id)
+            .bind(cluster_id)
+            .bind(node_name)
+            .bind(&minted.key_hash)
+            .bind(agent_version)
+            .fetch_one(&mut *tx)
+            .await?;
+            // The credential's id must name the row it authenticates.
+            sqlx::query("UPDATE agents SET id = $1 WHERE id = $2")
+                .bind(&minted.id)
+                .bind(&agent_id)
+                .execute(&mut *tx)
+                .await?;
+            let ctx = ChangeContext {
+                actor: format!("join-token:{}", presented.id),
+                request_id: request_id.to_owned(),
+            };
+            audit::append(
+                &mut tx,
+                &ctx,
+                "agent.register",
+                format!("agent/{cluster}/{node_name}"),
+                None,
+                json!({ "agent_id": minted.id, "agent_version": agent_version }),
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(cluster = %cluster, node = %node_name, agent = %minted.id, "agent registered");
+            Ok((
+                AgentIdentity {
+                    agent_id: minted.id,
+                    cluster_id,
+                    cluster,
+                    node_name: node_name.to_owned(),
+                },
+                minted.secret,
+            ))
+        })
+        .await
+    }
+
+    pub async fn authenticate_agent(&self, credential: &str) -> Result<AgentIdentity> {
+        self.timed("authenticate_agent", async {
+            let denied = || Error::Domain(DomainError::Unauthenticated("invalid or replaced agent credential".into()));
+            let presented = tokens::parse(AGENT_PREFIX, credential).map_err(|_| denied())?;
+            let row: Option<(String, Uuid, String, String)> = sqlx::query_as(
+                "SELECT a.key_hash, c.id, c.name, a.node_name FROM agents a JOIN clusters c ON c.id = a.cluster_id
+                 WHERE a.id = $1",
+            )
+            .bind(&presented.id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let (hash, cluster_id, cluster, node_name) = row.ok_or_else(denied)?;
+            if !tokens::matches(&presented, &hash) {
+                return Err(denied());
+            }
+            Ok(AgentIdentity {
+                agent_id: presented.id,
+                cluster_id,
+                cluster,
+                node_name,
+            })
+        })
+        .await
+    }
+
+    /// The desired state of one cluster: a snapshot, or the changes after
+    /// `since`. Read in one repeatable-read snapshot, so the revision and the
+    /// rows agree: every change numbered up to `revision` is included.
+    pub async fn desired_state(&self, cluster_id: Uuid, since: Option<i64>) -> Result<DesiredState> {
+        self.timed("desired_state", async {
+            let mut tx = self.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            let revision: i64 = sqlx::query_scalar("SELECT revision FROM clusters WHERE id = $1")
+                .bind(cluster_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            // An agent claiming a revision we never issued (e.g. the database was
+            // restored from a backup) gets a snapshot, which also prunes.
+            let since = since.filter(|s| *s >= 0 && *s <= revision);
+            let rows: Vec<SpecRow> = sqlx::query_as(
+                "SELECT e.namespace, t.name AS tenant, e.name AS environment, e.revision, e.status,
+                        e.cpu_millis, e.memory_bytes, e.storage_bytes, e.pods, e.services, e.persistent_volume_claims,
+                        p.spec AS profile, t.owners, c.ingress_namespace
+                 FROM environments e
+                 JOIN tenants t ON t.id = e.tenant_id
+                 JOIN profiles p ON p.name = e.profile
+                 JOIN clusters c ON c.id = e.cluster_id
+                 WHERE e.cluster_id = $1
+                   AND (($2::bigint IS NULL AND e.status NOT IN ('deleting', 'deleted'))
+                        OR ($2::bigint IS NOT NULL AND e.revision > $2))
+                 ORDER BY e.revision, e.namespace",
+            )
+            .bind(cluster_id)
+            .bind(since)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let mut state = DesiredState {
+                since,
+                revision,
+                upserts: Vec::new(),
+                deletes: Vec::new(),
+            };
+            for r in rows {
+                let status = EnvironmentStatus::parse(&r.status)
+                    .ok_or_else(|| Error::Corrupt(format!("unknown environment status {:?}", r.status)))?;
+                if matches!(status, EnvironmentStatus::Deleting | EnvironmentStatus::Deleted) {
+                    state.deletes.push(r.namespace);
+                    continue;
+                }
+                state.upserts.push(NamespaceSpec {
+                    namespace: r.namespace,
+                    tenant: r.tenant,
+                    environment: r.environment,
+                    revision: r.revision,
+                    quota: EnvironmentQuota {
+                        cpu_millis: from_db(r.cpu_millis),
+                        memory_bytes: from_db(r.memory_bytes),
+                        storage_bytes: from_db(r.storage_bytes),
+                        pods: from_db(r.pods),
+                        services: from_db(r.services),
+                        persistent_volume_claims: from_db(r.persistent_volume_claims),
+                    },
+                    profile: r.profile.0,
+                    owners: r.owners.0,
+                    ingress_namespace: r.ingress_namespace,
+                });
+            }
+            Ok(state)
+        })
+        .await
+    }
+
+    /// Pending environments of a cluster up to `revision` are now being applied.
+    pub async fn mark_applying(&self, cluster_id: Uuid, revision: i64) -> Result<()> {
+        self.timed("mark_applying", async {
+            sqlx::query(
+                "UPDATE environments SET status = 'applying'
+                 WHERE cluster_id = $1 AND status = 'pending' AND revision <= $2",
+            )
+            .bind(cluster_id)
+            .bind(revision)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records an applier's acknowledgement of `revision` with its results.
+    /// A result only moves an environment whose latest change is covered by
+    /// the acknowledged revision, so a stale ack never marks a newer change Ready.
+    pub async fn record_ack(
+        &self,
+        agent: &AgentIdentity,
+        revision: i64,
+        results: &[(String, NamespaceReport)],
+    ) -> Result<()> {
+        self.timed("record_ack", async {
+            let mut tx = self.begin().await?;
+            sqlx::query(
+                "UPDATE agents SET acknowledged_revision = GREATEST(acknowledged_revision, $2), last_seen_time = now()
+                 WHERE id = $1",
+            )
+            .bind(&agent.agent_id)
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+            for (namespace, report) in results {
+                match report {
+                    NamespaceReport::Verified => {
+                        sqlx::query(
+                            "UPDATE environments SET status = 'ready', reason = '', applied_revision = $3,
+                                    ready_time = COALESCE(ready_time, now())
+                             WHERE cluster_id = $1 AND namespace = $2 AND revision <= $3
+                               AND status IN ('pending', 'applying', 'failed', 'ready')",
+                        )
+                        .bind(agent.cluster_id)
+                        .bind(namespace)
+                        .bind(revision)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    NamespaceReport::Failed(reason) => {
+                        sqlx::query(
+                            "UPDATE environments SET status = 'failed', reason = $4
+                             WHERE cluster_id = $1 AND namespace = $2 AND revision <= $3
+                               AND status IN ('pending', 'applying', 'failed', 'ready')",
+                        )
+                        .bind(agent.cluster_id)
+                        .bind(namespace)
+                        .bind(revision)
+                        .bind(reason.chars().take(1000).collect::<String>())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    NamespaceReport::Deleted => {
+                        let confirmed: Option<(String, String)> = sqlx::query_as(
+                            "UPDATE environments e SET status = 'deleted', reason = 'deleted from the cluster',
+                                    applied_revision = $3
+                             FROM tenants t
+                             WHERE t.id = e.tenant_id AND e.cluster_id = $1 AND e.namespace = $2
+                               AND e.revision <= $3 AND e.status = 'deleting'
+                             RETURNING t.name, e.name",
+                        )
+                        .bind(agent.cluster_id)
+                        .bind(namespace)
+                        .bind(revision)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some((tenant, env)) = confirmed {
+                            let ctx = agent_context(agent);
+                            audit::append(
+                                &mut tx,
+                                &ctx,
+                                "environment.deleted",
+                                format!("environment/{tenant}/{env}"),
+                                Some(&tenant),
+                                json!({ "namespace": namespace, "revision": revision, "node": agent.node_name }),
+                            )
+                            .await?;
+                        }
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a repaired drift in the audit log.
+    pub async fn record_drift(&self, agent: &AgentIdentity, namespace: &str, object: &str, description: &str) -> Result<()> {
+        self.timed("record_drift", async {
+            let mut tx = self.begin().await?;
+            let env: Option<(String, String)> = sqlx::query_as(
+                "SELECT t.name, e.name FROM environments e JOIN tenants t ON t.id = e.tenant_id
+                 WHERE e.cluster_id = $1 AND e.namespace = $2 AND e.status <> 'deleted'",
+            )
+            .bind(agent.cluster_id)
+            .bind(namespace)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (tenant, target) = match &env {
+                Some((t, e)) => (Some(t.as_str()), format!("environment/{t}/{e}")),
+                None => (None, format!("namespace/{}/{namespace}", agent.cluster)),
+            };
+            audit::append(
+                &mut tx,
+                &agent_context(agent),
+                "environment.drift_repaired",
+                target,
+                tenant,
+                json!({ "namespace": namespace, "object": object, "description": description, "node": agent.node_name }),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Updates an agent's liveness and role as seen by this replica.
+    pub async fn agent_seen(&self, agent: &AgentIdentity, connected: bool, applier: bool, version: Option<&str>) -> Result<()> {
+        self.timed("agent_seen", async {
+            sqlx::query(
+                "UPDATE agents SET connected = $2, applier = $3, last_seen_time = now(),
+                        agent_version = COALESCE($4, agent_version)
+                 WHERE id = $1",
+            )
+            .bind(&agent.agent_id)
+            .bind(connected)
+            .bind(applier && connected)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_agents(&self, cluster: Option<&str>) -> Result<Vec<AgentRecord>> {
+        self.timed("list_agents", async {
+            Ok(sqlx::query_as(
+                "SELECT a.id, c.name AS cluster, a.node_name, a.agent_version, a.register_time, a.last_seen_time,
+                        a.acknowledged_revision, a.applier, a.connected
+                 FROM agents a JOIN clusters c ON c.id = a.cluster_id
+                 WHERE ($1::text IS NULL OR c.name = $1)
+                 ORDER BY c.name, a.node_name",
+            )
+            .bind(cluster)
+            .fetch_all(&self.pool)
+            .await?)
+        })
+        .await
+    }
+
+    /// Marks for deletion every environment whose expiry time has passed.
+    /// Safe to run on every replica at once: rows are claimed with SKIP LOCKED.
+    pub async fn expire_environments(&self) -> Result<Vec<String>> {
+        self.timed("expire_environments", async {
+            let mut expired = Vec::new();
+            loop {
+                let mut tx = self.begin().await?;
+                let due: Option<(Uuid, String, String)> = sqlx::query_as(
+                    "SELECT e.id, t.name, e.name FROM environments e JOIN tenants t ON t.id = e.tenant_id
+                     WHERE e.expire_time <= now() AND e.status NOT IN ('deleting', 'deleted')
+                     ORDER BY e.expire_time LIMIT 1 FOR UPDATE OF e SKIP LOCKED",
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((id, tenant, name)) = due else { break };
+                environments::mark_deleting(&mut tx, &ChangeContext::system("expiry"), id, "expired").await?;
+                tx.commit().await?;
+                tracing::info!(%tenant, env = %name, "environment expired; deletion requested");
+                expired.push(format!("{tenant}/{name}"));
+            }
+            Ok(expired)
+        })
+        .await
+    }
+}
+
+fn agent_context(agent: &AgentIdentity) -> ChangeContext {
+    ChangeContext {
+        actor: format!("agent:{}", agent.agent_id),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    }
+}
