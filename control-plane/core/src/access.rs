@@ -97,7 +97,8 @@ impl Principal {
                 let own = self.tenant.as_deref();
                 if role == Role::PlatformAdmin || tenant.is_none() || tenant != own {
                     Err(Error::PermissionDenied(
-                        "a tenant-owner token can only create tokens bound to its own tenant".into(),
+                        "a tenant-owner token can only create tokens bound to its own tenant"
+                            .into(),
                     ))
                 } else {
                     Ok(())
@@ -112,14 +113,21 @@ mod tests {
     use super::*;
 
     fn principal(role: Role, tenant: Option<&str>) -> Principal {
-        Principal { token_id: "t1".into(), role, tenant: tenant.map(Into::into) }
+        Principal {
+            token_id: "t1".into(),
+            role,
+            tenant: tenant.map(Into::into),
+        }
     }
 
     #[test]
     fn other_tenants_are_invisible_not_forbidden() {
         let owner = principal(Role::TenantOwner, Some("team-a"));
         assert!(owner.check_read_tenant("team-a").is_ok());
-        assert_eq!(owner.check_read_tenant("team-b"), Err(Error::not_found("tenant", "team-b")));
+        assert_eq!(
+            owner.check_read_tenant("team-b"),
+            Err(Error::not_found("tenant", "team-b"))
+        );
         assert_eq!(
             owner.check_write_environments("team-b"),
             Err(Error::not_found("tenant", "team-b"))
@@ -130,16 +138,30 @@ mod tests {
     fn read_only_cannot_write() {
         let ro = principal(Role::ReadOnly, None);
         assert!(ro.check_read_tenant("any").is_ok());
-        assert!(matches!(ro.check_write_environments("any"), Err(Error::PermissionDenied(_))));
-        assert!(matches!(ro.require_admin("creating tenants"), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            ro.check_write_environments("any"),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            ro.require_admin("creating tenants"),
+            Err(Error::PermissionDenied(_))
+        ));
         assert!(ro.check_create_token(Role::ReadOnly, None).is_err());
     }
 
     #[test]
     fn tenant_owners_mint_only_their_own_tokens() {
         let owner = principal(Role::TenantOwner, Some("team-a"));
-        assert!(owner.check_create_token(Role::ReadOnly, Some("team-a")).is_ok());
-        assert!(owner.check_create_token(Role::TenantOwner, Some("team-b")).is_err());
+        assert!(
+            owner
+                .check_create_token(Role::ReadOnly, Some("team-a"))
+                .is_ok()
+        );
+        assert!(
+            owner
+                .check_create_token(Role::TenantOwner, Some("team-b"))
+                .is_err()
+        );
         assert!(owner.check_create_token(Role::PlatformAdmin, None).is_err());
         assert!(owner.check_create_token(Role::ReadOnly, None).is_err());
     }

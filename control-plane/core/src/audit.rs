@@ -41,7 +41,12 @@ pub struct PendingEvent {
 
 impl PendingEvent {
     /// Places the event after `previous` (sequence and hash), at `time`.
-    pub fn chain(self, previous_sequence: i64, previous_hash: &str, time: DateTime<Utc>) -> AuditEvent {
+    pub fn chain(
+        self,
+        previous_sequence: i64,
+        previous_hash: &str,
+        time: DateTime<Utc>,
+    ) -> AuditEvent {
         let time = truncate_to_micros(time);
         let mut event = AuditEvent {
             sequence: previous_sequence + 1,
@@ -117,7 +122,10 @@ impl ChainVerifier {
     }
 
     pub fn push(&mut self, event: &AuditEvent) -> Result<(), Break> {
-        let fail = |problem: String| Break { sequence: event.sequence, problem };
+        let fail = |problem: String| Break {
+            sequence: event.sequence,
+            problem,
+        };
         if event.sequence != self.expected_sequence {
             return Err(Break {
                 sequence: self.expected_sequence,
@@ -128,10 +136,14 @@ impl ChainVerifier {
             });
         }
         if event.previous_hash != self.previous_hash {
-            return Err(fail("previous_hash does not match the hash of the event before it".into()));
+            return Err(fail(
+                "previous_hash does not match the hash of the event before it".into(),
+            ));
         }
         if event.compute_hash() != event.hash {
-            return Err(fail("the event's content does not match its hash (edited after it was written)".into()));
+            return Err(fail(
+                "the event's content does not match its hash (edited after it was written)".into(),
+            ));
         }
         self.expected_sequence += 1;
         self.previous_hash = event.hash.clone();
@@ -162,7 +174,9 @@ mod tests {
     fn chain(n: i64) -> Vec<AuditEvent> {
         let mut out: Vec<AuditEvent> = Vec::new();
         for i in 0..n {
-            let (seq, prev) = out.last().map_or((0, GENESIS_HASH.to_owned()), |e| (e.sequence, e.hash.clone()));
+            let (seq, prev) = out.last().map_or((0, GENESIS_HASH.to_owned()), |e| {
+                (e.sequence, e.hash.clone())
+            });
             let e = PendingEvent {
                 actor: "token:abc".into(),
                 action: "tenant.create".into(),
@@ -182,7 +196,9 @@ mod tests {
         for e in events {
             v.push(e)?;
         }
-        let (seq, hash) = events.last().map_or((0, GENESIS_HASH.to_owned()), |e| (e.sequence, e.hash.clone()));
+        let (seq, hash) = events.last().map_or((0, GENESIS_HASH.to_owned()), |e| {
+            (e.sequence, e.hash.clone())
+        });
         v.finish(seq, &hash)?;
         Ok(v.checked())
     }

@@ -96,24 +96,34 @@ pub fn validate_k8s_label(field: &str, key: &str, value: &str) -> Result<()> {
     };
     if let Some(prefix) = prefix {
         if prefix.is_empty() || prefix.len() > 253 {
-            return Err(Error::invalid(field, format!("label key {key:?} has an invalid prefix")));
+            return Err(Error::invalid(
+                field,
+                format!("label key {key:?} has an invalid prefix"),
+            ));
         }
         for part in prefix.split('.') {
             validate_label(field, part, MAX_LABEL).map_err(|_| {
-                Error::invalid(field, format!("label key {key:?}: prefix must be a DNS subdomain"))
+                Error::invalid(
+                    field,
+                    format!("label key {key:?}: prefix must be a DNS subdomain"),
+                )
             })?;
         }
     }
     if !is_label_value(name) || name.is_empty() {
         return Err(Error::invalid(
             field,
-            format!("label key {key:?} must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"),
+            format!(
+                "label key {key:?} must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+            ),
         ));
     }
     if !is_label_value(value) {
         return Err(Error::invalid(
             field,
-            format!("label value {value:?} of {key:?} must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"),
+            format!(
+                "label value {value:?} of {key:?} must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+            ),
         ));
     }
     Ok(())
@@ -124,7 +134,8 @@ fn is_label_value(v: &str) -> bool {
         return true;
     }
     v.len() <= MAX_LABEL
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && v.starts_with(|c: char| c.is_ascii_alphanumeric())
         && v.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -163,16 +174,31 @@ mod tests {
     fn is_dns_label(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     }
 
     #[test]
     fn reserved_and_malformed_names_are_refused_naming_the_field() {
-        for bad in ["default", "kube-system", "kube-anything", "mtp-system", "mtp", "Team", "a_b", "-a", "a-", ""] {
+        for bad in [
+            "default",
+            "kube-system",
+            "kube-anything",
+            "mtp-system",
+            "mtp",
+            "Team",
+            "a_b",
+            "-a",
+            "a-",
+            "",
+        ] {
             let err = validate_tenant_name("name", bad).unwrap_err();
-            assert!(matches!(&err, Error::Invalid { field, .. } if field == "name"), "{bad}: {err}");
+            assert!(
+                matches!(&err, Error::Invalid { field, .. } if field == "name"),
+                "{bad}: {err}"
+            );
         }
         validate_tenant_name("name", "team-a").unwrap();
         assert!(validate_tenant_name("name", &"a".repeat(31)).is_err());

@@ -112,11 +112,17 @@ impl Profile {
         if BUILTIN_NAMES.contains(&self.name.as_str()) {
             return Err(Error::invalid(
                 "profile.name",
-                format!("{:?} is a built-in profile and cannot be redefined", self.name),
+                format!(
+                    "{:?} is a built-in profile and cannot be redefined",
+                    self.name
+                ),
             ));
         }
         if self.description.len() > 512 {
-            return Err(Error::invalid("profile.description", "must be at most 512 characters"));
+            return Err(Error::invalid(
+                "profile.description",
+                "must be at most 512 characters",
+            ));
         }
         if !self.quota.fits_within(&self.max_quota) {
             return Err(Error::invalid(
@@ -133,13 +139,16 @@ impl Profile {
                 "default requests must not exceed default limits",
             ));
         }
-        if c.default_limit_cpu_millis > c.max_cpu_millis || c.default_limit_memory_bytes > c.max_memory_bytes {
+        if c.default_limit_cpu_millis > c.max_cpu_millis
+            || c.default_limit_memory_bytes > c.max_memory_bytes
+        {
             return Err(Error::invalid(
                 "profile.container_limits",
                 "default limits must not exceed the per-container maximum",
             ));
         }
-        if c.max_cpu_millis > self.quota.cpu_millis || c.max_memory_bytes > self.quota.memory_bytes {
+        if c.max_cpu_millis > self.quota.cpu_millis || c.max_memory_bytes > self.quota.memory_bytes
+        {
             return Err(Error::invalid(
                 "profile.container_limits",
                 "the per-container maximum must fit in the environment's quota",
@@ -162,7 +171,12 @@ mod tests {
             p.name = format!("custom-{}", p.name);
             p.validate().unwrap();
         }
-        assert_eq!(builtin_profiles()[0].container_limits.default_request_memory_bytes, 128 * MI);
+        assert_eq!(
+            builtin_profiles()[0]
+                .container_limits
+                .default_request_memory_bytes,
+            128 * MI
+        );
     }
 
     #[test]
@@ -170,11 +184,21 @@ mod tests {
         let mut p = builtin_profiles().remove(0);
         p.name = "tiny".into();
         p.max_quota.cpu_millis = 10;
-        assert!(p.validate().unwrap_err().to_string().starts_with("profile.max_quota"));
+        assert!(
+            p.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("profile.max_quota")
+        );
         let mut p = builtin_profiles().remove(0);
         assert!(p.validate().unwrap_err().to_string().contains("built-in"));
         p.name = "x".into();
         p.container_limits.default_request_cpu_millis = 10_000;
-        assert!(p.validate().unwrap_err().to_string().starts_with("profile.container_limits"));
+        assert!(
+            p.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("profile.container_limits")
+        );
     }
 }

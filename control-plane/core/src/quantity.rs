@@ -9,7 +9,14 @@ pub const MAX_CPU_MILLIS: u64 = 1_000_000 * 1000; // a million cores
 pub const MAX_BYTES: u64 = 1 << 60; // 1 EiB
 pub const MAX_COUNT: u64 = 1_000_000;
 
-const BINARY_SUFFIXES: &[(&str, u32)] = &[("Ki", 1), ("Mi", 2), ("Gi", 3), ("Ti", 4), ("Pi", 5), ("Ei", 6)];
+const BINARY_SUFFIXES: &[(&str, u32)] = &[
+    ("Ki", 1),
+    ("Mi", 2),
+    ("Gi", 3),
+    ("Ti", 4),
+    ("Pi", 5),
+    ("Ei", 6),
+];
 const DECIMAL_SUFFIXES: &[(&str, i32)] = &[
     ("n", -9),
     ("u", -6),
@@ -46,7 +53,10 @@ fn parse_exact(field: &str, input: &str) -> Result<Exact> {
         if rest.chars().all(|c| c == '0' || c == '.') {
             return Err(Error::invalid(field, "must be greater than zero"));
         }
-        return Err(Error::invalid(field, format!("{input:?} must not be negative")));
+        return Err(Error::invalid(
+            field,
+            format!("{input:?} must not be negative"),
+        ));
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     let number_end = s
@@ -81,7 +91,9 @@ fn parse_exact(field: &str, input: &str) -> Result<Exact> {
             .ok_or_else(|| too_large(field))?;
     } else if let Some((_, exp)) = DECIMAL_SUFFIXES.iter().find(|(sfx, _)| *sfx == suffix) {
         if *exp >= 0 {
-            numerator = numerator.checked_mul(pow10(field, *exp as u32)?).ok_or_else(|| too_large(field))?;
+            numerator = numerator
+                .checked_mul(pow10(field, *exp as u32)?)
+                .ok_or_else(|| too_large(field))?;
         } else {
             denominator *= pow10(field, exp.unsigned_abs())?;
         }
@@ -91,7 +103,9 @@ fn parse_exact(field: &str, input: &str) -> Result<Exact> {
             return Err(too_large(field));
         }
         if exp >= 0 {
-            numerator = numerator.checked_mul(pow10(field, exp as u32)?).ok_or_else(|| too_large(field))?;
+            numerator = numerator
+                .checked_mul(pow10(field, exp as u32)?)
+                .ok_or_else(|| too_large(field))?;
         } else {
             denominator = denominator
                 .checked_mul(pow10(field, exp.unsigned_abs())?)
@@ -108,7 +122,10 @@ fn parse_exact(field: &str, input: &str) -> Result<Exact> {
 
 /// Scales an exact value to integer units, refusing what does not divide evenly.
 fn to_units(field: &str, value: Exact, scale: u128, unit: &str, max: u64) -> Result<u64> {
-    let scaled = value.numerator.checked_mul(scale).ok_or_else(|| too_large(field))?;
+    let scaled = value
+        .numerator
+        .checked_mul(scale)
+        .ok_or_else(|| too_large(field))?;
     if scaled % value.denominator != 0 {
         return Err(Error::invalid(
             field,
@@ -120,7 +137,10 @@ fn to_units(field: &str, value: Exact, scale: u128, unit: &str, max: u64) -> Res
         return Err(Error::invalid(field, "must be greater than zero"));
     }
     if units > u128::from(max) {
-        return Err(Error::invalid(field, format!("is absurdly large (at most {max} {unit})")));
+        return Err(Error::invalid(
+            field,
+            format!("is absurdly large (at most {max} {unit})"),
+        ));
     }
     Ok(units as u64)
 }
@@ -140,18 +160,24 @@ pub fn parse_bytes(field: &str, input: &str) -> Result<u64> {
 /// Validates an object count (pods, services, …): positive and not absurd.
 pub fn validate_count(field: &str, value: i64, max: u64) -> Result<u64> {
     if value <= 0 {
-        return Err(Error::invalid(field, format!("must be greater than zero (got {value})")));
+        return Err(Error::invalid(
+            field,
+            format!("must be greater than zero (got {value})"),
+        ));
     }
     let value = value as u64;
     if value > max {
-        return Err(Error::invalid(field, format!("is absurdly large (at most {max}, got {value})")));
+        return Err(Error::invalid(
+            field,
+            format!("is absurdly large (at most {max}, got {value})"),
+        ));
     }
     Ok(value)
 }
 
 /// Formats millicores the way Kubernetes would: whole cores without a suffix.
 pub fn format_cpu_millis(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")
@@ -162,7 +188,7 @@ pub fn format_cpu_millis(millis: u64) -> String {
 pub fn format_bytes(bytes: u64) -> String {
     for (suffix, power) in BINARY_SUFFIXES.iter().rev() {
         let unit = 1u64 << (10 * power);
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }
@@ -204,12 +230,24 @@ mod tests {
             ("", "empty"),
         ] {
             let err = parse_cpu_millis("quota.cpu", input).unwrap_err();
-            let Error::Invalid { field, reason } = &err else { panic!("{err:?}") };
+            let Error::Invalid { field, reason } = &err else {
+                panic!("{err:?}")
+            };
             assert_eq!(field, "quota.cpu");
             assert!(reason.contains(expect), "{input:?}: {reason}");
         }
-        assert!(parse_bytes("memory", "500m").unwrap_err().to_string().contains("whole number of bytes"));
-        assert!(parse_bytes("memory", "2Ei").unwrap_err().to_string().contains("absurdly large"));
+        assert!(
+            parse_bytes("memory", "500m")
+                .unwrap_err()
+                .to_string()
+                .contains("whole number of bytes")
+        );
+        assert!(
+            parse_bytes("memory", "2Ei")
+                .unwrap_err()
+                .to_string()
+                .contains("absurdly large")
+        );
     }
 
     #[test]

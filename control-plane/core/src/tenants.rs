@@ -18,9 +18,16 @@ pub const MAX_OWNERS: usize = 100;
 
 impl Owners {
     pub fn validate(&self, field: &str) -> Result<()> {
-        for (kind, values) in [("users", &self.users), ("groups", &self.groups), ("service_accounts", &self.service_accounts)] {
+        for (kind, values) in [
+            ("users", &self.users),
+            ("groups", &self.groups),
+            ("service_accounts", &self.service_accounts),
+        ] {
             if values.len() > MAX_OWNERS {
-                return Err(Error::invalid(format!("{field}.{kind}"), format!("at most {MAX_OWNERS} entries")));
+                return Err(Error::invalid(
+                    format!("{field}.{kind}"),
+                    format!("at most {MAX_OWNERS} entries"),
+                ));
             }
             for (i, v) in values.iter().enumerate() {
                 let f = format!("{field}.{kind}[{i}]");

@@ -31,7 +31,9 @@ pub struct PresentedSecret {
 
 impl std::fmt::Debug for PresentedSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PresentedSecret").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("PresentedSecret")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +78,11 @@ pub fn parse(prefix: &str, secret: &str) -> Result<PresentedSecret> {
 
 /// Constant-time comparison of the presented key's hash with the stored one.
 pub fn matches(presented: &PresentedSecret, stored_hash: &str) -> bool {
-    presented.key_hash.as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    presented
+        .key_hash
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
 }
 
 #[cfg(test)]
@@ -94,13 +100,26 @@ mod tests {
         let mut tampered = minted.secret.clone();
         let last = tampered.pop().unwrap();
         tampered.push(if last == '0' { '1' } else { '0' });
-        assert!(!matches(&parse("mtp", &tampered).unwrap(), &minted.key_hash));
+        assert!(!matches(
+            &parse("mtp", &tampered).unwrap(),
+            &minted.key_hash
+        ));
     }
 
     #[test]
     fn malformed_secrets_are_unauthenticated() {
-        for bad in ["", "mtp", "mtp_", "mtp_abc_def", "other_0123456789abcdef_00", "mtpjoin_x"] {
-            assert!(matches!(parse("mtp", bad), Err(Error::Unauthenticated(_))), "{bad}");
+        for bad in [
+            "",
+            "mtp",
+            "mtp_",
+            "mtp_abc_def",
+            "other_0123456789abcdef_00",
+            "mtpjoin_x",
+        ] {
+            assert!(
+                matches!(parse("mtp", bad), Err(Error::Unauthenticated(_))),
+                "{bad}"
+            );
         }
         let join = mint("mtpjoin");
         assert!(parse("mtp", &join.secret).is_err());

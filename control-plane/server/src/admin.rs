@@ -1,9 +1,9 @@
 //! The admin HTTP port: liveness, readiness (PostgreSQL reachable) and metrics.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use mtp_store::Store;
 
 use crate::metrics::Metrics;
@@ -27,14 +27,22 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: PostgreSQL is unreachable\n".into())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: PostgreSQL is unreachable\n".into(),
+            )
         }
     }
 }
 
-async fn metrics_text(State(state): State<AdminState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics_text(
+    State(state): State<AdminState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, ValueEnum};
 
 use crate::telemetry::LogFormat;
@@ -128,15 +128,23 @@ pub struct Config {
 /// Parses "500ms", "5s", "2m" or "1h".
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 5s, 2m or 1h"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s, 2m or 1h"))?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
     };
     if d.is_zero() {
         return Err("must be greater than zero".into());
@@ -182,13 +190,19 @@ impl Args {
                 .with_context(|| format!("reading --database-url-file {}", path.display()))?
                 .trim()
                 .to_owned(),
-            (Some(_), Some(_)) => bail!("give either --database-url or --database-url-file, not both"),
-            (None, None) => bail!("--database-url (MTP_DATABASE_URL) or --database-url-file is required"),
+            (Some(_), Some(_)) => {
+                bail!("give either --database-url or --database-url-file, not both")
+            }
+            (None, None) => {
+                bail!("--database-url (MTP_DATABASE_URL) or --database-url-file is required")
+            }
         };
         let tls = match (self.tls.tls_cert, self.tls.tls_key) {
             (Some(cert), Some(key)) => Some(TlsMaterial {
-                cert_pem: std::fs::read(&cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?,
-                key_pem: std::fs::read(&key).with_context(|| format!("reading --tls-key {}", key.display()))?,
+                cert_pem: std::fs::read(&cert)
+                    .with_context(|| format!("reading --tls-cert {}", cert.display()))?,
+                key_pem: std::fs::read(&key)
+                    .with_context(|| format!("reading --tls-key {}", key.display()))?,
             }),
             _ if self.dev => None,
             _ => bail!(
@@ -220,7 +234,9 @@ impl Args {
         };
         crate::telemetry::init(&self.log.log, format)?;
         let config = self.into_config()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(crate::runtime::run_until_signal(config))
     }
 }

@@ -33,19 +33,28 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let rpc_requests = IntCounterVec::new(
-            Opts::new("mtp_grpc_requests_total", "gRPC requests handled, by method and status code"),
+            Opts::new(
+                "mtp_grpc_requests_total",
+                "gRPC requests handled, by method and status code",
+            ),
             &["method", "code"],
         )
         .expect("static metric definition");
         let rpc_duration = HistogramVec::new(
-            HistogramOpts::new("mtp_grpc_request_duration_seconds", "gRPC request latency, by method")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "mtp_grpc_request_duration_seconds",
+                "gRPC request latency, by method",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["method"],
         )
         .expect("static metric definition");
         let db_duration = HistogramVec::new(
-            HistogramOpts::new("mtp_db_operation_duration_seconds", "PostgreSQL latency per store operation")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "mtp_db_operation_duration_seconds",
+                "PostgreSQL latency per store operation",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["operation", "outcome"],
         )
         .expect("static metric definition");
@@ -56,12 +65,21 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Metrics { registry, rpc_requests, rpc_duration, db_duration }
+        Metrics {
+            registry,
+            rpc_requests,
+            rpc_duration,
+            db_duration,
+        }
     }
 
     pub fn observe_rpc(&self, method: &str, code: i32, elapsed: Duration) {
-        self.rpc_requests.with_label_values(&[method, &code_name(code)]).inc();
-        self.rpc_duration.with_label_values(&[method]).observe(elapsed.as_secs_f64());
+        self.rpc_requests
+            .with_label_values(&[method, &code_name(code)])
+            .inc();
+        self.rpc_duration
+            .with_label_values(&[method])
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn observe_db(&self, operation: &str, elapsed: Duration, ok: bool) {

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mtp_proto::v1::{
-    agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer, cluster_service_server::ClusterServiceServer,
-    environment_service_server::EnvironmentServiceServer, profile_service_server::ProfileServiceServer,
-    tenant_service_server::TenantServiceServer, token_service_server::TokenServiceServer, FILE_DESCRIPTOR_SET,
+    FILE_DESCRIPTOR_SET, agent_service_server::AgentServiceServer,
+    audit_service_server::AuditServiceServer, cluster_service_server::ClusterServiceServer,
+    environment_service_server::EnvironmentServiceServer,
+    profile_service_server::ProfileServiceServer, tenant_service_server::TenantServiceServer,
+    token_service_server::TokenServiceServer,
 };
 use mtp_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -18,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::Instrument;
 
+use crate::api::Api;
 use crate::api::agents::{AgentChannel, RevisionNotice};
 use crate::api::request::RequestLayer;
-use crate::api::Api;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -49,18 +51,30 @@ impl ControlPlane {
         })
         .await
         .context("connecting to PostgreSQL")?
-        .with_observer(Arc::new(move |op, elapsed, ok| observer_metrics.observe_db(op, elapsed, ok)));
-        store.migrate().await.context("running database migrations")?;
+        .with_observer(Arc::new(move |op, elapsed, ok| {
+            observer_metrics.observe_db(op, elapsed, ok)
+        }));
+        store
+            .migrate()
+            .await
+            .context("running database migrations")?;
         tracing::info!("database schema is up to date");
 
         if let Some(path) = &config.bootstrap_token_file {
-            match store.bootstrap_admin_token().await.context("minting the bootstrap admin token")? {
+            match store
+                .bootstrap_admin_token()
+                .await
+                .context("minting the bootstrap admin token")?
+            {
                 Some((token, secret)) => {
-                    write_secret_file(path, &secret)
-                        .with_context(|| format!("writing the bootstrap token to {}", path.display()))?;
+                    write_secret_file(path, &secret).with_context(|| {
+                        format!("writing the bootstrap token to {}", path.display())
+                    })?;
                     tracing::info!(token = %token.id, path = %path.display(), "minted the bootstrap platform-admin token");
                 }
-                None => tracing::info!("a platform-admin token already exists; no bootstrap token minted"),
+                None => tracing::info!(
+                    "a platform-admin token already exists; no bootstrap token minted"
+                ),
             }
         }
 
@@ -83,12 +97,20 @@ impl ControlPlane {
 
         let api = Api::new(store.clone());
         let (notices, _) = tokio::sync::broadcast::channel(1024);
-        let agents = AgentChannel::new(store.clone(), notices.clone(), config.agent_keepalive, cancel.clone());
+        let agents = AgentChannel::new(
+            store.clone(),
+            notices.clone(),
+            config.agent_keepalive,
+            cancel.clone(),
+        );
         let limit = config.max_request_bytes;
         let mut builder = Server::builder();
         if let Some(tls) = &config.tls {
             builder = builder
-                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)))
+                .tls_config(
+                    ServerTlsConfig::new()
+                        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+                )
                 .context("configuring TLS")?;
         } else {
             tracing::warn!("serving plaintext gRPC (--dev): do not use this in production");
@@ -100,7 +122,9 @@ impl ControlPlane {
             .add_service(TenantServiceServer::new(api.clone()).max_decoding_message_size(limit))
             .add_service(ProfileServiceServer::new(api.clone()).max_decoding_message_size(limit))
             .add_service(ClusterServiceServer::new(api.clone()).max_decoding_message_size(limit))
-            .add_service(EnvironmentServiceServer::new(api.clone()).max_decoding_message_size(limit))
+            .add_service(
+                EnvironmentServiceServer::new(api.clone()).max_decoding_message_size(limit),
+            )
             .add_service(TokenServiceServer::new(api.clone()).max_decoding_message_size(limit))
             .add_service(AuditServiceServer::new(api).max_decoding_message_size(limit))
             .add_service(AgentServiceServer::new(agents).max_decoding_message_size(limit));
@@ -110,7 +134,10 @@ impl ControlPlane {
         tasks.push(tokio::spawn(
             async move {
                 let incoming = TcpListenerStream::new(grpc_listener);
-                if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await {
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                    .await
+                {
                     tracing::error!(error = %e, "gRPC server failed");
                 }
             }
@@ -130,7 +157,8 @@ impl ControlPlane {
             .instrument(tracing::info_span!("admin", addr = %admin_addr)),
         ));
         // The standard health service follows PostgreSQL reachability, like /readyz.
-        let (health_store, shutdown, interval) = (store.clone(), cancel.clone(), config.health_interval);
+        let (health_store, shutdown, interval) =
+            (store.clone(), cancel.clone(), config.health_interval);
         tasks.push(tokio::spawn(
             async move {
                 let mut last = None;
@@ -158,7 +186,8 @@ impl ControlPlane {
         ));
 
         tasks.push(tokio::spawn(
-            forward_notifications(store.clone(), notices, cancel.clone()).instrument(tracing::info_span!("notifications")),
+            forward_notifications(store.clone(), notices, cancel.clone())
+                .instrument(tracing::info_span!("notifications")),
         ));
         tasks.push(tokio::spawn(
             expire_environments(store.clone(), config.expiry_interval, cancel.clone())
@@ -260,7 +289,11 @@ async fn forward_notifications(
 }
 
 /// Deletes expired environments (audited as `system:expiry`).
-async fn expire_environments(store: Store, interval: std::time::Duration, cancel: CancellationToken) {
+async fn expire_environments(
+    store: Store,
+    interval: std::time::Duration,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(interval) => {} }
         if let Err(e) = store.expire_environments().await {

@@ -16,10 +16,16 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(filter),
     }
     .context("invalid log filter")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }

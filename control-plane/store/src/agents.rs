@@ -3,17 +3,17 @@
 //! back (acknowledged revisions, per-namespace results, drift).
 
 use chrono::{DateTime, Duration, Utc};
+use mtp_core::Error as DomainError;
 use mtp_core::environments::EnvironmentStatus;
 use mtp_core::profiles::Profile;
 use mtp_core::quota::EnvironmentQuota;
 use mtp_core::tenants::Owners;
 use mtp_core::tokens;
-use mtp_core::Error as DomainError;
 use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::{audit, environments, from_db, ChangeContext, Error, Result, Store};
+use crate::{ChangeContext, Error, Result, Store, audit, environments, from_db};
 
 const JOIN_PREFIX: &str = "mtpjoin";
 const AGENT_PREFIX: &str = "mtpagent";
@@ -239,7 +239,11 @@ impl Store {
     /// The desired state of one cluster: a snapshot, or the changes after
     /// `since`. Read in one repeatable-read snapshot, so the revision and the
     /// rows agree: every change numbered up to `revision` is included.
-    pub async fn desired_state(&self, cluster_id: Uuid, since: Option<i64>) -> Result<DesiredState> {
+    pub async fn desired_state(
+        &self,
+        cluster_id: Uuid,
+        since: Option<i64>,
+    ) -> Result<DesiredState> {
         self.timed("desired_state", async {
             let mut tx = self.begin().await?;
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -405,7 +409,13 @@ impl Store {
     }
 
     /// Records a repaired drift in the audit log.
-    pub async fn record_drift(&self, agent: &AgentIdentity, namespace: &str, object: &str, description: &str) -> Result<()> {
+    pub async fn record_drift(
+        &self,
+        agent: &AgentIdentity,
+        namespace: &str,
+        object: &str,
+        description: &str,
+    ) -> Result<()> {
         self.timed("record_drift", async {
             let mut tx = self.begin().await?;
             let env: Option<(String, String)> = sqlx::query_as(
@@ -436,7 +446,13 @@ impl Store {
     }
 
     /// Updates an agent's liveness and role as seen by this replica.
-    pub async fn agent_seen(&self, agent: &AgentIdentity, connected: bool, applier: bool, version: Option<&str>) -> Result<()> {
+    pub async fn agent_seen(
+        &self,
+        agent: &AgentIdentity,
+        connected: bool,
+        applier: bool,
+        version: Option<&str>,
+    ) -> Result<()> {
         self.timed("agent_seen", async {
             sqlx::query(
                 "UPDATE agents SET connected = $2, applier = $3, last_seen_time = now(),

@@ -106,7 +106,11 @@ const VERIFY_PAGE: i64 = 5_000;
 impl Store {
     pub async fn list_audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
         self.timed("list_audit_events", async {
-            let limit = if filter.limit <= 0 { 100 } else { filter.limit.min(1000) };
+            let limit = if filter.limit <= 0 {
+                100
+            } else {
+                filter.limit.min(1000)
+            };
             let rows: Vec<AuditRow> = sqlx::query_as(
                 "SELECT * FROM audit_events
                  WHERE sequence > $1 AND ($2::text IS NULL OR tenant = $2)
@@ -133,12 +137,13 @@ impl Store {
             let mut verifier = ChainVerifier::default();
             let mut after = 0i64;
             loop {
-                let rows: Vec<AuditRow> =
-                    sqlx::query_as("SELECT * FROM audit_events WHERE sequence > $1 ORDER BY sequence LIMIT $2")
-                        .bind(after)
-                        .bind(VERIFY_PAGE)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                let rows: Vec<AuditRow> = sqlx::query_as(
+                    "SELECT * FROM audit_events WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+                )
+                .bind(after)
+                .bind(VERIFY_PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
                 let Some(last) = rows.last() else { break };
                 after = last.sequence;
                 for row in rows {

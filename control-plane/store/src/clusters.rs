@@ -3,14 +3,14 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use mtp_core::names::{validate_k8s_label, validate_object_name};
 use mtp_core::Error as DomainError;
+use mtp_core::names::{validate_k8s_label, validate_object_name};
 use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::error::is_unique_violation;
-use crate::{audit, ChangeContext, Result, Store};
+use crate::{ChangeContext, Result, Store, audit};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCluster {

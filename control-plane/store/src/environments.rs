@@ -2,18 +2,18 @@
 //! assignment, and the cluster revision bump that tells agents to act.
 
 use chrono::{DateTime, Utc};
+use mtp_core::Error as DomainError;
 use mtp_core::environments::{Environment, EnvironmentStatus, NewEnvironment};
 use mtp_core::names::namespace_candidates;
 use mtp_core::profiles::Profile;
 use mtp_core::quota::EnvironmentQuota;
-use mtp_core::Error as DomainError;
 use serde_json::json;
-use sqlx::{Postgres, Transaction};
 use sqlx::AssertSqlSafe;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::is_unique_violation;
-use crate::{audit, from_db, tenants, to_db, ChangeContext, Error, Result, Store};
+use crate::{ChangeContext, Error, Result, Store, audit, from_db, tenants, to_db};
 
 #[derive(Debug, Clone, Default)]
 pub struct EnvironmentFilter {
@@ -87,11 +87,16 @@ const SELECT_ENVIRONMENT: &str = "
 /// Also queues a notification, delivered to every replica's listener when the
 /// transaction commits (and never if it rolls back), so agents connected to
 /// any replica hear about the change.
-pub(crate) async fn bump_cluster_revision(tx: &mut Transaction<'_, Postgres>, cluster_id: Uuid) -> Result<i64> {
-    let revision: i64 = sqlx::query_scalar("UPDATE clusters SET revision = revision + 1 WHERE id = $1 RETURNING revision")
-        .bind(cluster_id)
-        .fetch_one(&mut **tx)
-        .await?;
+pub(crate) async fn bump_cluster_revision(
+    tx: &mut Transaction<'_, Postgres>,
+    cluster_id: Uuid,
+) -> Result<i64> {
+    let revision: i64 = sqlx::query_scalar(
+        "UPDATE clusters SET revision = revision + 1 WHERE id = $1 RETURNING revision",
+    )
+    .bind(cluster_id)
+    .fetch_one(&mut **tx)
+    .await?;
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(crate::REVISION_CHANNEL)
         .bind(format!("{cluster_id}:{revision}"))
@@ -139,7 +144,10 @@ pub(crate) async fn mark_deleting(
 
 /// Re-issues every live environment of a tenant at a new revision of its
 /// cluster (their rendered objects depend on tenant settings such as owners).
-pub(crate) async fn touch_tenant_environments(tx: &mut Transaction<'_, Postgres>, tenant_id: Uuid) -> Result<()> {
+pub(crate) async fn touch_tenant_environments(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: Uuid,
+) -> Result<()> {
     let clusters: Vec<Uuid> = sqlx::query_scalar(
         "SELECT DISTINCT cluster_id FROM environments WHERE tenant_id = $1 AND status <> 'deleted' ORDER BY cluster_id",
     )
@@ -161,10 +169,12 @@ pub(crate) async fn touch_tenant_environments(tx: &mut Transaction<'_, Postgres>
 }
 
 async fn fetch_by_id(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Environment> {
-    let row: EnvironmentRow = sqlx::query_as(AssertSqlSafe(format!("{SELECT_ENVIRONMENT} WHERE e.id = $1")))
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let row: EnvironmentRow = sqlx::query_as(AssertSqlSafe(format!(
+        "{SELECT_ENVIRONMENT} WHERE e.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
     row.try_into()
 }
 
@@ -174,7 +184,11 @@ impl Store {
     /// The tenant row lock serialises all creates of one tenant: each sees the
     /// sum left by the ones committed before it, so concurrent creates can
     /// never jointly pass the quota.
-    pub async fn create_environment(&self, ctx: &ChangeContext, new: &NewEnvironment) -> Result<Environment> {
+    pub async fn create_environment(
+        &self,
+        ctx: &ChangeContext,
+        new: &NewEnvironment,
+    ) -> Result<Environment> {
         self.timed("create_environment", async {
             let mut tx = self.begin().await?;
             let tenant = tenants::lock_tenant(&mut tx, &new.tenant).await?;
@@ -265,18 +279,26 @@ impl Store {
         .await
     }
 
-    async fn free_namespace(&self, tx: &mut Transaction<'_, Postgres>, tenant: &str, env: &str) -> Result<String> {
+    async fn free_namespace(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &str,
+        env: &str,
+    ) -> Result<String> {
         for candidate in namespace_candidates(tenant, env) {
-            let taken: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM environments WHERE namespace = $1 AND status <> 'deleted'")
-                    .bind(&candidate)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+            let taken: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM environments WHERE namespace = $1 AND status <> 'deleted'",
+            )
+            .bind(&candidate)
+            .fetch_optional(&mut **tx)
+            .await?;
             if taken.is_none() {
                 return Ok(candidate);
             }
         }
-        Err(Error::Corrupt(format!("no free namespace for {tenant}/{env}")))
+        Err(Error::Corrupt(format!(
+            "no free namespace for {tenant}/{env}"
+        )))
     }
 
     pub async fn get_environment(&self, tenant: &str, name: &str) -> Result<Environment> {
@@ -291,8 +313,10 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-            row.ok_or_else(|| DomainError::not_found("environment", format!("{tenant}/{name}")).into())
-                .and_then(Environment::try_from)
+            row.ok_or_else(|| {
+                DomainError::not_found("environment", format!("{tenant}/{name}")).into()
+            })
+            .and_then(Environment::try_from)
         })
         .await
     }
@@ -316,7 +340,12 @@ impl Store {
     }
 
     /// Requests deletion; the agent's confirmation (a later step) makes it `Deleted`.
-    pub async fn delete_environment(&self, ctx: &ChangeContext, tenant: &str, name: &str) -> Result<Environment> {
+    pub async fn delete_environment(
+        &self,
+        ctx: &ChangeContext,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Environment> {
         self.timed("delete_environment", async {
             let mut tx = self.begin().await?;
             let t = tenants::lock_tenant(&mut tx, tenant).await?;
@@ -343,5 +372,7 @@ impl Store {
 }
 
 fn quota_for(profile: &Profile, new: &NewEnvironment) -> Result<EnvironmentQuota> {
-    Ok(profile.quota.with_overrides(&new.quota_override, &profile.max_quota)?)
+    Ok(profile
+        .quota
+        .with_overrides(&new.quota_override, &profile.max_quota)?)
 }

@@ -23,7 +23,11 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Error::Unavailable(e.to_string())
             }
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P03") => {
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P03") =>
+            {
                 // connection exceptions, admin shutdown, cannot connect now
                 Error::Unavailable(e.to_string())
             }

@@ -95,7 +95,10 @@ impl Store {
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options.application_name("mtp-control-plane"))
             .await?;
-        Ok(Store { pool, observer: None })
+        Ok(Store {
+            pool,
+            observer: None,
+        })
     }
 
     pub fn with_observer(mut self, observer: OperationObserver) -> Self {

@@ -2,14 +2,14 @@
 //! so the code is their source of truth; platform profiles come from the API.
 
 use chrono::Utc;
-use mtp_core::profiles::{builtin_profiles, Profile};
 use mtp_core::Error as DomainError;
+use mtp_core::profiles::{Profile, builtin_profiles};
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
 use crate::error::is_unique_violation;
-use crate::{audit, ChangeContext, Result, Store};
+use crate::{ChangeContext, Result, Store, audit};
 
 impl Store {
     pub(crate) async fn upsert_builtin_profiles(&self) -> Result<()> {
@@ -31,10 +31,11 @@ impl Store {
 
     pub async fn list_profiles(&self) -> Result<Vec<Profile>> {
         self.timed("list_profiles", async {
-            let rows: Vec<Json<Profile>> =
-                sqlx::query_scalar("SELECT spec FROM profiles ORDER BY builtin DESC, create_time, name")
-                    .fetch_all(&self.pool)
-                    .await?;
+            let rows: Vec<Json<Profile>> = sqlx::query_scalar(
+                "SELECT spec FROM profiles ORDER BY builtin DESC, create_time, name",
+            )
+            .fetch_all(&self.pool)
+            .await?;
             Ok(rows.into_iter().map(|j| j.0).collect())
         })
         .await
@@ -42,21 +43,27 @@ impl Store {
 
     pub async fn get_profile(&self, name: &str) -> Result<Profile> {
         self.timed("get_profile", async {
-            let row: Option<Json<Profile>> = sqlx::query_scalar("SELECT spec FROM profiles WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row: Option<Json<Profile>> =
+                sqlx::query_scalar("SELECT spec FROM profiles WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
             row.map(|j| j.0)
                 .ok_or_else(|| DomainError::not_found("profile", name).into())
         })
         .await
     }
 
-    pub(crate) async fn profile_in(&self, tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<Option<Profile>> {
-        let row: Option<Json<Profile>> = sqlx::query_scalar("SELECT spec FROM profiles WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut **tx)
-            .await?;
+    pub(crate) async fn profile_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        name: &str,
+    ) -> Result<Option<Profile>> {
+        let row: Option<Json<Profile>> =
+            sqlx::query_scalar("SELECT spec FROM profiles WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?;
         Ok(row.map(|j| j.0))
     }
 

@@ -1,16 +1,16 @@
 //! Tenants in PostgreSQL, with their live usage summed from their environments.
 
 use chrono::{DateTime, Utc};
+use mtp_core::Error as DomainError;
 use mtp_core::quota::{TenantQuota, TenantUsage};
 use mtp_core::tenants::{Owners, TenantSpec};
-use mtp_core::Error as DomainError;
 use serde_json::json;
-use sqlx::{Postgres, Transaction};
 use sqlx::AssertSqlSafe;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::is_unique_violation;
-use crate::{audit, environments, from_db, to_db, ChangeContext, Error, Result, Store};
+use crate::{ChangeContext, Error, Result, Store, audit, environments, from_db, to_db};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
@@ -106,26 +106,37 @@ fn select_tenant(lock: bool) -> String {
 pub(crate) async fn lock_tenant(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<Tenant> {
     // Lock the row first, then sum: the sum must see every environment committed
     // before we got the lock.
-    let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1 AND delete_time IS NULL FOR UPDATE")
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM tenants WHERE name = $1 AND delete_time IS NULL FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
     let id = id.ok_or_else(|| DomainError::not_found("tenant", name))?;
-    let row: TenantRow = sqlx::query_as(AssertSqlSafe(select_tenant(false).replace("{filter}", "AND t.id = $1")))
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let row: TenantRow = sqlx::query_as(AssertSqlSafe(
+        select_tenant(false).replace("{filter}", "AND t.id = $1"),
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
     Ok(row.into())
 }
 
-async fn check_profiles_exist(tx: &mut Transaction<'_, Postgres>, profiles: &[String]) -> Result<()> {
+async fn check_profiles_exist(
+    tx: &mut Transaction<'_, Postgres>,
+    profiles: &[String],
+) -> Result<()> {
     for (i, p) in profiles.iter().enumerate() {
         let found: Option<String> = sqlx::query_scalar("SELECT name FROM profiles WHERE name = $1")
             .bind(p)
             .fetch_optional(&mut **tx)
             .await?;
         if found.is_none() {
-            return Err(DomainError::invalid(format!("allowed_profiles[{i}]"), format!("unknown profile {p:?}")).into());
+            return Err(DomainError::invalid(
+                format!("allowed_profiles[{i}]"),
+                format!("unknown profile {p:?}"),
+            )
+            .into());
         }
     }
     Ok(())
@@ -183,10 +194,12 @@ impl Store {
 
     pub async fn get_tenant(&self, name: &str) -> Result<Tenant> {
         self.timed("get_tenant", async {
-            let row: Option<TenantRow> = sqlx::query_as(AssertSqlSafe(select_tenant(false).replace("{filter}", "AND t.name = $1")))
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row: Option<TenantRow> = sqlx::query_as(AssertSqlSafe(
+                select_tenant(false).replace("{filter}", "AND t.name = $1"),
+            ))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
             row.map(Tenant::from)
                 .ok_or_else(|| DomainError::not_found("tenant", name).into())
         })
@@ -196,17 +209,23 @@ impl Store {
     /// Live tenants; `scope` confines the list to one tenant (tenant-bound callers).
     pub async fn list_tenants(&self, scope: Option<&str>) -> Result<Vec<Tenant>> {
         self.timed("list_tenants", async {
-            let rows: Vec<TenantRow> =
-                sqlx::query_as(AssertSqlSafe(select_tenant(false).replace("{filter}", "AND ($1::text IS NULL OR t.name = $1)")))
-                    .bind(scope)
-                    .fetch_all(&self.pool)
-                    .await?;
+            let rows: Vec<TenantRow> = sqlx::query_as(AssertSqlSafe(
+                select_tenant(false).replace("{filter}", "AND ($1::text IS NULL OR t.name = $1)"),
+            ))
+            .bind(scope)
+            .fetch_all(&self.pool)
+            .await?;
             Ok(rows.into_iter().map(Tenant::from).collect())
         })
         .await
     }
 
-    pub async fn update_tenant(&self, ctx: &ChangeContext, name: &str, update: &TenantUpdate) -> Result<Tenant> {
+    pub async fn update_tenant(
+        &self,
+        ctx: &ChangeContext,
+        name: &str,
+        update: &TenantUpdate,
+    ) -> Result<Tenant> {
         self.timed("update_tenant", async {
             let mut tx = self.begin().await?;
             let current = lock_tenant(&mut tx, name).await?;
@@ -269,7 +288,12 @@ impl Store {
     /// Deletes a tenant. With live environments it is refused unless `cascade`,
     /// which marks them for deletion in the same transaction. The tenant's
     /// tokens are revoked with it. Returns the environments deleted.
-    pub async fn delete_tenant(&self, ctx: &ChangeContext, name: &str, cascade: bool) -> Result<Vec<String>> {
+    pub async fn delete_tenant(
+        &self,
+        ctx: &ChangeContext,
+        name: &str,
+        cascade: bool,
+    ) -> Result<Vec<String>> {
         self.timed("delete_tenant", async {
             let mut tx = self.begin().await?;
             let tenant = lock_tenant(&mut tx, name).await?;

@@ -2,14 +2,14 @@
 //! (lookup by public id, constant-time hash comparison), listing, revocation.
 
 use chrono::{DateTime, Utc};
+use mtp_core::Error as DomainError;
 use mtp_core::access::{Principal, Role};
 use mtp_core::tokens;
-use mtp_core::Error as DomainError;
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use crate::{audit, ChangeContext, Error, Result, Store};
+use crate::{ChangeContext, Error, Result, Store, audit};
 
 const PREFIX: &str = "mtp";
 
@@ -49,7 +49,8 @@ impl TryFrom<TokenRow> for Token {
     type Error = Error;
     fn try_from(r: TokenRow) -> Result<Self> {
         Ok(Token {
-            role: Role::parse(&r.role).ok_or_else(|| Error::Corrupt(format!("unknown token role {:?}", r.role)))?,
+            role: Role::parse(&r.role)
+                .ok_or_else(|| Error::Corrupt(format!("unknown token role {:?}", r.role)))?,
             id: r.id,
             description: r.description,
             tenant: r.tenant,
@@ -61,13 +62,18 @@ impl TryFrom<TokenRow> for Token {
     }
 }
 
-const SELECT_TOKEN: &str = "SELECT k.id, k.description, k.role, t.name AS tenant, k.created_by, k.create_time,
+const SELECT_TOKEN: &str =
+    "SELECT k.id, k.description, k.role, t.name AS tenant, k.created_by, k.create_time,
                                    k.expire_time, k.revoke_time
                             FROM api_tokens k LEFT JOIN tenants t ON t.id = k.tenant_id";
 
 impl Store {
     /// Mints a token; the returned secret exists nowhere else afterwards.
-    pub async fn create_token(&self, ctx: &ChangeContext, new: &NewToken) -> Result<(Token, String)> {
+    pub async fn create_token(
+        &self,
+        ctx: &ChangeContext,
+        new: &NewToken,
+    ) -> Result<(Token, String)> {
         self.timed("create_token", async {
             if new.description.len() > 512 {
                 return Err(DomainError::invalid("description", "must be at most 512 characters").into());
@@ -167,7 +173,12 @@ impl Store {
     }
 
     /// Revokes a token visible in `scope`. Revoking twice is a no-op.
-    pub async fn revoke_token(&self, ctx: &ChangeContext, id: &str, scope: Option<&str>) -> Result<Token> {
+    pub async fn revoke_token(
+        &self,
+        ctx: &ChangeContext,
+        id: &str,
+        scope: Option<&str>,
+    ) -> Result<Token> {
         self.timed("revoke_token", async {
             let mut tx = self.begin().await?;
             let row: Option<TokenRow> = sqlx::query_as(AssertSqlSafe(format!(
@@ -202,7 +213,9 @@ impl Store {
     /// Serialised by an advisory lock so two replicas starting together mint one.
     pub async fn bootstrap_admin_token(&self) -> Result<Option<(Token, String)>> {
         let mut conn = self.pool.acquire().await?;
-        sqlx::query("SELECT pg_advisory_lock(7312001)").execute(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_lock(7312001)")
+            .execute(&mut *conn)
+            .await?;
         let result = async {
             let existing: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM api_tokens WHERE role = 'platform-admin' AND revoke_time IS NULL
@@ -222,7 +235,9 @@ impl Store {
             self.create_token(&ChangeContext::system("bootstrap"), &new).await.map(Some)
         }
         .await;
-        sqlx::query("SELECT pg_advisory_unlock(7312001)").execute(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_unlock(7312001)")
+            .execute(&mut *conn)
+            .await?;
         result
     }
 }

@@ -12,7 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 /// Exchanges a join token for an agent credential.
-pub async fn register(url: &str, join_token: &str, node: &str) -> Result<pb::RegisterAgentResponse, Status> {
+pub async fn register(
+    url: &str,
+    join_token: &str,
+    node: &str,
+) -> Result<pb::RegisterAgentResponse, Status> {
     let mut client = pb::agent_service_client::AgentServiceClient::connect(url.to_owned())
         .await
         .expect("connects");
@@ -33,18 +37,29 @@ pub struct ScriptedAgent {
 
 impl ScriptedAgent {
     /// Opens a session and says hello.
-    pub async fn connect(url: &str, credential: &str, applied_revision: i64, applier: bool) -> Result<Self, Status> {
+    pub async fn connect(
+        url: &str,
+        credential: &str,
+        applied_revision: i64,
+        applier: bool,
+    ) -> Result<Self, Status> {
         let mut client = pb::agent_service_client::AgentServiceClient::connect(url.to_owned())
             .await
             .expect("connects");
         let (tx, rx) = mpsc::channel(16);
-        tx.send(hello(applied_revision, applier)).await.expect("queue hello");
+        tx.send(hello(applied_revision, applier))
+            .await
+            .expect("queue hello");
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {credential}").parse().expect("ascii"));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {credential}").parse().expect("ascii"),
+        );
         let inbound = client.session(request).await?.into_inner();
-        Ok(ScriptedAgent { outbound: tx, inbound })
+        Ok(ScriptedAgent {
+            outbound: tx,
+            inbound,
+        })
     }
 
     /// The next snapshot or changes, skipping keepalives; panics after `wait`.
@@ -70,28 +85,42 @@ impl ScriptedAgent {
         loop {
             match tokio::time::timeout_at(deadline, self.inbound.message()).await {
                 Err(_) => return true,
-                Ok(Ok(Some(pb::ControlMessage { kind: Some(ControlKind::Keepalive(_)) }))) => continue,
+                Ok(Ok(Some(pb::ControlMessage {
+                    kind: Some(ControlKind::Keepalive(_)),
+                }))) => continue,
                 Ok(_) => return false,
             }
         }
     }
 
     pub async fn send(&self, kind: AgentKind) {
-        self.outbound.send(pb::AgentMessage { kind: Some(kind) }).await.expect("session open");
+        self.outbound
+            .send(pb::AgentMessage { kind: Some(kind) })
+            .await
+            .expect("session open");
     }
 
     pub async fn ack(&self, revision: i64, results: Vec<(String, pb::NamespaceOutcome, &str)>) {
         let results = results
             .into_iter()
-            .map(|(namespace, outcome, reason)| pb::NamespaceResult { namespace, outcome: outcome as i32, reason: reason.into() })
+            .map(|(namespace, outcome, reason)| pb::NamespaceResult {
+                namespace,
+                outcome: outcome as i32,
+                reason: reason.into(),
+            })
             .collect();
-        self.send(AgentKind::Ack(pb::RevisionAck { revision, results })).await;
+        self.send(AgentKind::Ack(pb::RevisionAck { revision, results }))
+            .await;
     }
 }
 
 pub fn hello(applied_revision: i64, applier: bool) -> pb::AgentMessage {
     pb::AgentMessage {
-        kind: Some(AgentKind::Hello(pb::AgentHello { applied_revision, agent_version: "scripted".into(), applier })),
+        kind: Some(AgentKind::Hello(pb::AgentHello {
+            applied_revision,
+            agent_version: "scripted".into(),
+            applier,
+        })),
     }
 }
 

@@ -36,8 +36,15 @@ impl TestPlane {
     /// Starts a control plane with a given configuration.
     pub async fn start_with(config: Config) -> TestPlane {
         let database_url = config.database_url.clone();
-        let running = ControlPlane::start(config).await.expect("control plane starts");
-        let admin_secret = match running.store.bootstrap_admin_token().await.expect("bootstrap token") {
+        let running = ControlPlane::start(config)
+            .await
+            .expect("control plane starts");
+        let admin_secret = match running
+            .store
+            .bootstrap_admin_token()
+            .await
+            .expect("bootstrap token")
+        {
             Some((_, secret)) => secret,
             None => {
                 let ctx = mtp_store::ChangeContext::system("tests");
@@ -47,10 +54,19 @@ impl TestPlane {
                     description: "test admin".into(),
                     expire_time: None,
                 };
-                running.store.create_token(&ctx, &new).await.expect("admin token").1
+                running
+                    .store
+                    .create_token(&ctx, &new)
+                    .await
+                    .expect("admin token")
+                    .1
             }
         };
-        TestPlane { running, database_url, admin_secret }
+        TestPlane {
+            running,
+            database_url,
+            admin_secret,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -77,7 +93,9 @@ impl TestPlane {
 
     /// A direct SQL connection pool, for checking what was (not) written.
     pub async fn sql(&self) -> sqlx::PgPool {
-        sqlx::PgPool::connect(&self.database_url).await.expect("sql connects")
+        sqlx::PgPool::connect(&self.database_url)
+            .await
+            .expect("sql connects")
     }
 }
 
@@ -122,12 +140,20 @@ impl Clients {
     }
 
     /// A tenant with the given quota and everything else defaulted.
-    pub async fn create_tenant(&mut self, name: &str, quota: pb::TenantQuota) -> Result<pb::Tenant, Status> {
+    pub async fn create_tenant(
+        &mut self,
+        name: &str,
+        quota: pb::TenantQuota,
+    ) -> Result<pb::Tenant, Status> {
         self.tenants
             .create_tenant(pb::CreateTenantRequest {
                 name: name.into(),
                 display_name: format!("Team {name}"),
-                owners: Some(pb::Owners { users: vec![format!("{name}-lead@example.com")], groups: vec![], service_accounts: vec![] }),
+                owners: Some(pb::Owners {
+                    users: vec![format!("{name}-lead@example.com")],
+                    groups: vec![],
+                    service_accounts: vec![],
+                }),
                 quota: Some(quota),
                 allowed_profiles: vec![],
             })
@@ -137,12 +163,21 @@ impl Clients {
 
     pub async fn create_cluster(&mut self, name: &str) -> Result<pb::Cluster, Status> {
         self.clusters
-            .create_cluster(pb::CreateClusterRequest { name: name.into(), ..Default::default() })
+            .create_cluster(pb::CreateClusterRequest {
+                name: name.into(),
+                ..Default::default()
+            })
             .await
             .map(|r| r.into_inner())
     }
 
-    pub async fn create_env(&mut self, tenant: &str, name: &str, cluster: &str, profile: &str) -> Result<pb::Environment, Status> {
+    pub async fn create_env(
+        &mut self,
+        tenant: &str,
+        name: &str,
+        cluster: &str,
+        profile: &str,
+    ) -> Result<pb::Environment, Status> {
         self.environments
             .create_environment(pb::CreateEnvironmentRequest {
                 tenant: tenant.into(),
@@ -158,7 +193,10 @@ impl Clients {
     /// Mints a join token for a cluster and returns its secret.
     pub async fn join_token(&mut self, cluster: &str) -> String {
         self.clusters
-            .create_join_token(pb::CreateJoinTokenRequest { cluster: cluster.into(), ttl_seconds: 0 })
+            .create_join_token(pb::CreateJoinTokenRequest {
+                cluster: cluster.into(),
+                ttl_seconds: 0,
+            })
             .await
             .expect("join token minted")
             .into_inner()
@@ -167,7 +205,10 @@ impl Clients {
 
     pub async fn env(&mut self, tenant: &str, name: &str) -> pb::Environment {
         self.environments
-            .get_environment(pb::GetEnvironmentRequest { tenant: tenant.into(), name: name.into() })
+            .get_environment(pb::GetEnvironmentRequest {
+                tenant: tenant.into(),
+                name: name.into(),
+            })
             .await
             .expect("environment readable")
             .into_inner()
@@ -176,7 +217,11 @@ impl Clients {
     /// Mints a token and returns its secret.
     pub async fn mint(&mut self, role: pb::TokenRole, tenant: &str) -> String {
         self.tokens
-            .create_token(pb::CreateTokenRequest { role: role as i32, tenant: tenant.into(), ..Default::default() })
+            .create_token(pb::CreateTokenRequest {
+                role: role as i32,
+                tenant: tenant.into(),
+                ..Default::default()
+            })
             .await
             .expect("token minted")
             .into_inner()
@@ -185,7 +230,13 @@ impl Clients {
 }
 
 /// A tenant quota written the way a user would.
-pub fn quota(cpu: &str, memory: &str, storage: &str, pods: i64, max_environments: i64) -> pb::TenantQuota {
+pub fn quota(
+    cpu: &str,
+    memory: &str,
+    storage: &str,
+    pods: i64,
+    max_environments: i64,
+) -> pb::TenantQuota {
     pb::TenantQuota {
         cpu: cpu.into(),
         memory: memory.into(),
@@ -198,5 +249,8 @@ pub fn quota(cpu: &str, memory: &str, storage: &str, pods: i64, max_environments
 /// Counts rows of a table (for "nothing was written" checks).
 pub async fn count(pool: &sqlx::PgPool, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM {table}");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.expect("count query")
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await
+        .expect("count query")
 }

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use mtp_control_plane::config::Config;
-use mtp_e2e::agent::{namespaces, register, revision, ScriptedAgent};
-use mtp_e2e::{quota, Clients, TestPlane};
+use mtp_e2e::agent::{ScriptedAgent, namespaces, register, revision};
+use mtp_e2e::{Clients, TestPlane, quota};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::control_message::Kind as ControlKind;
 use pb::NamespaceOutcome::{Deleted, Failed, Verified};
@@ -20,7 +20,10 @@ async fn setup(plane: &TestPlane, clusters: &[&str]) -> Clients {
     for c in clusters {
         admin.create_cluster(c).await.unwrap();
     }
-    admin.create_tenant("team-a", quota("100", "400Gi", "4Ti", 10_000, 1000)).await.unwrap();
+    admin
+        .create_tenant("team-a", quota("100", "400Gi", "4Ti", 10_000, 1000))
+        .await
+        .unwrap();
     admin
 }
 
@@ -36,44 +39,98 @@ async fn an_acknowledged_revision_makes_environments_ready_then_deleted() {
     let plane = TestPlane::start().await;
     let mut admin = setup(&plane, &["k3s-1"]).await;
     let credential = agent_for(&plane, &mut admin, "k3s-1", "node-1").await;
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true)
+        .await
+        .unwrap();
     let first = agent.next_desired(WAIT).await;
-    assert!(matches!(&first, ControlKind::Snapshot(s) if s.revision == 0 && s.namespaces.is_empty()), "{first:?}");
+    assert!(
+        matches!(&first, ControlKind::Snapshot(s) if s.revision == 0 && s.namespaces.is_empty()),
+        "{first:?}"
+    );
 
-    admin.create_env("team-a", "dev", "k3s-1", "small").await.unwrap();
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
     let change = agent.next_desired(WAIT).await;
-    let ControlKind::Changes(c) = &change else { panic!("{change:?}") };
+    let ControlKind::Changes(c) = &change else {
+        panic!("{change:?}")
+    };
     assert_eq!((c.from_revision, c.revision), (0, 1));
     let config = &c.upserts[0];
-    assert_eq!((config.namespace.as_str(), config.tenant.as_str(), config.environment.as_str()), ("team-a-dev", "team-a", "dev"));
+    assert_eq!(
+        (
+            config.namespace.as_str(),
+            config.tenant.as_str(),
+            config.environment.as_str()
+        ),
+        ("team-a-dev", "team-a", "dev")
+    );
     let q = config.quota.unwrap();
     assert_eq!((q.cpu_millis, q.memory_bytes, q.pods), (1000, 2 << 30, 20));
-    assert_eq!(config.owners.as_ref().unwrap().users, ["team-a-lead@example.com"]);
-    assert_eq!(config.network.as_ref().unwrap().ingress_namespace, "kube-system");
-    assert_eq!(admin.env("team-a", "dev").await.status, pb::EnvironmentStatus::Applying as i32);
+    assert_eq!(
+        config.owners.as_ref().unwrap().users,
+        ["team-a-lead@example.com"]
+    );
+    assert_eq!(
+        config.network.as_ref().unwrap().ingress_namespace,
+        "kube-system"
+    );
+    assert_eq!(
+        admin.env("team-a", "dev").await.status,
+        pb::EnvironmentStatus::Applying as i32
+    );
 
-    agent.ack(1, vec![("team-a-dev".into(), Verified, "")]).await;
+    agent
+        .ack(1, vec![("team-a-dev".into(), Verified, "")])
+        .await;
     let env = wait_status(&mut admin, "dev", pb::EnvironmentStatus::Ready).await;
     assert_eq!(env.applied_revision, 1);
     assert!(env.ready_time.is_some());
 
     admin
         .environments
-        .delete_environment(pb::DeleteEnvironmentRequest { tenant: "team-a".into(), name: "dev".into() })
+        .delete_environment(pb::DeleteEnvironmentRequest {
+            tenant: "team-a".into(),
+            name: "dev".into(),
+        })
         .await
         .unwrap();
     let change = agent.next_desired(WAIT).await;
-    let ControlKind::Changes(c) = &change else { panic!("{change:?}") };
-    assert_eq!((c.revision, c.deletes.as_slice()), (2, ["team-a-dev".to_owned()].as_slice()));
-    assert_eq!(admin.env("team-a", "dev").await.status, pb::EnvironmentStatus::Deleting as i32);
+    let ControlKind::Changes(c) = &change else {
+        panic!("{change:?}")
+    };
+    assert_eq!(
+        (c.revision, c.deletes.as_slice()),
+        (2, ["team-a-dev".to_owned()].as_slice())
+    );
+    assert_eq!(
+        admin.env("team-a", "dev").await.status,
+        pb::EnvironmentStatus::Deleting as i32
+    );
     agent.ack(2, vec![("team-a-dev".into(), Deleted, "")]).await;
     wait_status(&mut admin, "dev", pb::EnvironmentStatus::Deleted).await;
-    let events = admin.audit.list_audit_events(pb::ListAuditEventsRequest { limit: 1000, ..Default::default() }).await.unwrap().into_inner().events;
-    let confirmed = events.iter().find(|e| e.action == "environment.deleted").expect("deletion confirmation audited");
+    let events = admin
+        .audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let confirmed = events
+        .iter()
+        .find(|e| e.action == "environment.deleted")
+        .expect("deletion confirmation audited");
     assert!(confirmed.actor.starts_with("agent:"));
 
     // The name is free again once the namespace is gone.
-    admin.create_env("team-a", "dev", "k3s-1", "small").await.unwrap();
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -81,11 +138,25 @@ async fn failures_reported_by_the_agent_reach_the_environment() {
     let plane = TestPlane::start().await;
     let mut admin = setup(&plane, &["k3s-1"]).await;
     let credential = agent_for(&plane, &mut admin, "k3s-1", "node-1").await;
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true)
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await;
-    admin.create_env("team-a", "dev", "k3s-1", "small").await.unwrap();
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await;
-    agent.ack(1, vec![("team-a-dev".into(), Failed, "NetworkPolicy/mtp-default-deny: forbidden")]).await;
+    agent
+        .ack(
+            1,
+            vec![(
+                "team-a-dev".into(),
+                Failed,
+                "NetworkPolicy/mtp-default-deny: forbidden",
+            )],
+        )
+        .await;
     let env = wait_status(&mut admin, "dev", pb::EnvironmentStatus::Failed).await;
     assert_eq!(env.reason, "NetworkPolicy/mtp-default-deny: forbidden");
 }
@@ -94,45 +165,111 @@ async fn failures_reported_by_the_agent_reach_the_environment() {
 async fn an_agent_only_ever_receives_its_own_clusters_configurations() {
     let plane = TestPlane::start().await;
     let mut admin = setup(&plane, &["cluster-a", "cluster-b"]).await;
-    admin.create_env("team-a", "on-a", "cluster-a", "small").await.unwrap();
-    admin.create_env("team-a", "on-b", "cluster-b", "small").await.unwrap();
+    admin
+        .create_env("team-a", "on-a", "cluster-a", "small")
+        .await
+        .unwrap();
+    admin
+        .create_env("team-a", "on-b", "cluster-b", "small")
+        .await
+        .unwrap();
     let credential = agent_for(&plane, &mut admin, "cluster-a", "node-1").await;
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true)
+        .await
+        .unwrap();
     let snapshot = agent.next_desired(WAIT).await;
     assert_eq!(namespaces(&snapshot), ["team-a-on-a"]);
 
-    admin.create_env("team-a", "on-b-2", "cluster-b", "small").await.unwrap();
-    assert!(agent.quiet_for(Duration::from_millis(1500)).await, "cluster B's change never reaches cluster A's agent");
-    admin.create_env("team-a", "on-a-2", "cluster-a", "small").await.unwrap();
+    admin
+        .create_env("team-a", "on-b-2", "cluster-b", "small")
+        .await
+        .unwrap();
+    assert!(
+        agent.quiet_for(Duration::from_millis(1500)).await,
+        "cluster B's change never reaches cluster A's agent"
+    );
+    admin
+        .create_env("team-a", "on-a-2", "cluster-a", "small")
+        .await
+        .unwrap();
     let change = agent.next_desired(WAIT).await;
     assert_eq!(namespaces(&change), ["team-a-on-a-2"]);
 
     // Acknowledging another cluster's namespace changes nothing there.
-    agent.ack(revision(&change), vec![("team-a-on-b".into(), Verified, "")]).await;
+    agent
+        .ack(
+            revision(&change),
+            vec![("team-a-on-b".into(), Verified, "")],
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(admin.env("team-a", "on-b").await.status, pb::EnvironmentStatus::Pending as i32);
+    assert_eq!(
+        admin.env("team-a", "on-b").await.status,
+        pb::EnvironmentStatus::Pending as i32
+    );
 
     // A credential never works for the admin API, nor an API token for the channel.
-    let err = ScriptedAgent::connect(&plane.url(), &plane.admin_secret, 0, true).await.err().expect("refused");
+    let err = ScriptedAgent::connect(&plane.url(), &plane.admin_secret, 0, true)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(err.code(), Code::Unauthenticated);
     let mut as_agent = plane.clients(Some(&credential)).await;
-    assert_eq!(as_agent.tenants.list_tenants(pb::ListTenantsRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        as_agent
+            .tenants
+            .list_tenants(pb::ListTenantsRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
 }
 
 #[tokio::test]
 async fn join_tokens_are_checked_and_re_registering_replaces_the_credential() {
     let plane = TestPlane::start().await;
     let mut admin = setup(&plane, &["k3s-1"]).await;
-    let err = register(&plane.url(), "mtpjoin_0123456789abcdef_00", "node-1").await.unwrap_err();
+    let err = register(&plane.url(), "mtpjoin_0123456789abcdef_00", "node-1")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let token = admin.join_token("k3s-1").await;
-    let err = register(&plane.url(), &token, "Not A Node").await.unwrap_err();
-    assert_eq!((err.code(), err.message().starts_with("node_name:")), (Code::InvalidArgument, true));
-    let first = register(&plane.url(), &token, "node-1").await.unwrap().credential;
-    let second = register(&plane.url(), &token, "node-1").await.unwrap().credential;
-    assert_eq!(ScriptedAgent::connect(&plane.url(), &first, 0, true).await.err().unwrap().code(), Code::Unauthenticated);
-    ScriptedAgent::connect(&plane.url(), &second, 0, true).await.unwrap();
-    let agents = admin.clusters.list_agents(pb::ListAgentsRequest { cluster: "k3s-1".into() }).await.unwrap().into_inner().agents;
+    let err = register(&plane.url(), &token, "Not A Node")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message().starts_with("node_name:")),
+        (Code::InvalidArgument, true)
+    );
+    let first = register(&plane.url(), &token, "node-1")
+        .await
+        .unwrap()
+        .credential;
+    let second = register(&plane.url(), &token, "node-1")
+        .await
+        .unwrap()
+        .credential;
+    assert_eq!(
+        ScriptedAgent::connect(&plane.url(), &first, 0, true)
+            .await
+            .err()
+            .unwrap()
+            .code(),
+        Code::Unauthenticated
+    );
+    ScriptedAgent::connect(&plane.url(), &second, 0, true)
+        .await
+        .unwrap();
+    let agents = admin
+        .clusters
+        .list_agents(pb::ListAgentsRequest {
+            cluster: "k3s-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].node_name, "node-1");
 }
@@ -148,9 +285,14 @@ async fn a_change_committed_through_one_replica_reaches_an_agent_on_another() {
     let replica_b = TestPlane::start_with(slow).await;
     let mut admin_a = setup(&replica_a, &["k3s-1"]).await;
     let credential = agent_for(&replica_a, &mut admin_a, "k3s-1", "node-1").await;
-    let mut agent = ScriptedAgent::connect(&replica_b.url(), &credential, 0, true).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&replica_b.url(), &credential, 0, true)
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await;
-    admin_a.create_env("team-a", "dev", "k3s-1", "small").await.unwrap();
+    admin_a
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
     let change = agent.next_desired(Duration::from_secs(5)).await;
     assert_eq!(namespaces(&change), ["team-a-dev"]);
 }
@@ -161,33 +303,61 @@ async fn an_agent_offline_during_50_changes_catches_up_from_its_revision() {
     let mut admin = setup(&plane, &["k3s-1"]).await;
     let credential = agent_for(&plane, &mut admin, "k3s-1", "node-1").await;
     for i in 0..5 {
-        admin.create_env("team-a", &format!("early-{i}"), "k3s-1", "small").await.unwrap();
+        admin
+            .create_env("team-a", &format!("early-{i}"), "k3s-1", "small")
+            .await
+            .unwrap();
     }
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true)
+        .await
+        .unwrap();
     let snapshot = agent.next_desired(WAIT).await;
     let acked = revision(&snapshot);
-    agent.ack(acked, namespaces(&snapshot).into_iter().map(|n| (n, Verified, "")).collect()).await;
+    agent
+        .ack(
+            acked,
+            namespaces(&snapshot)
+                .into_iter()
+                .map(|n| (n, Verified, ""))
+                .collect(),
+        )
+        .await;
     drop(agent);
 
     // 50 changes while the agent is away: 45 creates, 5 deletes of old ones.
     for i in 0..45 {
-        admin.create_env("team-a", &format!("late-{i}"), "k3s-1", "small").await.unwrap();
+        admin
+            .create_env("team-a", &format!("late-{i}"), "k3s-1", "small")
+            .await
+            .unwrap();
     }
     for i in 0..5 {
         admin
             .environments
-            .delete_environment(pb::DeleteEnvironmentRequest { tenant: "team-a".into(), name: format!("early-{i}") })
+            .delete_environment(pb::DeleteEnvironmentRequest {
+                tenant: "team-a".into(),
+                name: format!("early-{i}"),
+            })
             .await
             .unwrap();
     }
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, acked, true).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, acked, true)
+        .await
+        .unwrap();
     let catch_up = agent.next_desired(WAIT).await;
-    let ControlKind::Changes(c) = &catch_up else { panic!("expected changes since {acked}, got {catch_up:?}") };
+    let ControlKind::Changes(c) = &catch_up else {
+        panic!("expected changes since {acked}, got {catch_up:?}")
+    };
     assert_eq!((c.from_revision, c.revision), (acked, acked + 50));
     assert_eq!(c.upserts.len(), 45);
     let mut deletes = c.deletes.clone();
     deletes.sort();
-    assert_eq!(deletes, (0..5).map(|i| format!("team-a-early-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        deletes,
+        (0..5)
+            .map(|i| format!("team-a-early-{i}"))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -196,26 +366,48 @@ async fn acknowledged_state_survives_a_control_plane_restart() {
     let plane = TestPlane::start_on(db.url().to_owned()).await;
     let mut admin = setup(&plane, &["k3s-1"]).await;
     let credential = agent_for(&plane, &mut admin, "k3s-1", "node-1").await;
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true)
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await;
-    admin.create_env("team-a", "dev", "k3s-1", "small").await.unwrap();
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await;
-    agent.ack(1, vec![("team-a-dev".into(), Verified, "")]).await;
+    agent
+        .ack(1, vec![("team-a-dev".into(), Verified, "")])
+        .await;
     wait_status(&mut admin, "dev", pb::EnvironmentStatus::Ready).await;
-    admin.create_env("team-a", "qa", "k3s-1", "small").await.unwrap();
+    admin
+        .create_env("team-a", "qa", "k3s-1", "small")
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await; // revision 2, not acknowledged before the crash
 
     plane.running.kill();
     // The stream ends for the agent when its server goes away.
-    let ended = tokio::time::timeout(WAIT, async { while let Ok(Some(_)) = agent.inbound.message().await {} }).await;
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = agent.inbound.message().await {}
+    })
+    .await;
     assert!(ended.is_ok(), "the session ends with the control plane");
 
     let plane = TestPlane::start_on(db.url().to_owned()).await;
     let mut admin = plane.admin().await;
-    assert_eq!(admin.env("team-a", "dev").await.status, pb::EnvironmentStatus::Ready as i32);
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 1, true).await.unwrap();
+    assert_eq!(
+        admin.env("team-a", "dev").await.status,
+        pb::EnvironmentStatus::Ready as i32
+    );
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 1, true)
+        .await
+        .unwrap();
     let resumed = agent.next_desired(WAIT).await;
-    assert_eq!(namespaces(&resumed), ["team-a-qa"], "only what came after the acknowledged revision");
+    assert_eq!(
+        namespaces(&resumed),
+        ["team-a-qa"],
+        "only what came after the acknowledged revision"
+    );
 }
 
 #[tokio::test]
@@ -223,15 +415,32 @@ async fn a_silent_agent_is_dropped_as_half_open_and_shown_disconnected() {
     let plane = TestPlane::start().await; // keepalive 1 s in tests
     let mut admin = setup(&plane, &["k3s-1"]).await;
     let credential = agent_for(&plane, &mut admin, "k3s-1", "node-1").await;
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true)
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await;
-    let listed = admin.clusters.list_agents(pb::ListAgentsRequest::default()).await.unwrap().into_inner().agents;
+    let listed = admin
+        .clusters
+        .list_agents(pb::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
     assert!(listed[0].connected && listed[0].applier);
     // The scripted agent sends no keepalives: the server must give up on it.
-    let closed = tokio::time::timeout(WAIT, async { while let Ok(Some(_)) = agent.inbound.message().await {} }).await;
+    let closed = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = agent.inbound.message().await {}
+    })
+    .await;
     assert!(closed.is_ok(), "half-open session closed within seconds");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let listed = admin.clusters.list_agents(pb::ListAgentsRequest::default()).await.unwrap().into_inner().agents;
+    let listed = admin
+        .clusters
+        .list_agents(pb::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
     assert!(!listed[0].connected && !listed[0].applier);
 }
 
@@ -240,14 +449,27 @@ async fn acknowledgements_from_a_non_applier_change_nothing() {
     let plane = TestPlane::start().await;
     let mut admin = setup(&plane, &["k3s-1"]).await;
     let credential = agent_for(&plane, &mut admin, "k3s-1", "node-2").await;
-    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, false).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, false)
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await;
-    admin.create_env("team-a", "dev", "k3s-1", "small").await.unwrap();
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
     agent.next_desired(WAIT).await;
-    assert_eq!(admin.env("team-a", "dev").await.status, pb::EnvironmentStatus::Pending as i32);
-    agent.ack(1, vec![("team-a-dev".into(), Verified, "")]).await;
+    assert_eq!(
+        admin.env("team-a", "dev").await.status,
+        pb::EnvironmentStatus::Pending as i32
+    );
+    agent
+        .ack(1, vec![("team-a-dev".into(), Verified, "")])
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(admin.env("team-a", "dev").await.status, pb::EnvironmentStatus::Pending as i32);
+    assert_eq!(
+        admin.env("team-a", "dev").await.status,
+        pb::EnvironmentStatus::Pending as i32
+    );
 }
 
 #[tokio::test]
@@ -263,18 +485,41 @@ async fn expired_environments_are_deleted_automatically_and_audited() {
             cluster: "k3s-1".into(),
             profile: "small".into(),
             quota_override: None,
-            expire_time: Some(prost_types::Timestamp { seconds: soon.timestamp(), nanos: 0 }),
+            expire_time: Some(prost_types::Timestamp {
+                seconds: soon.timestamp(),
+                nanos: 0,
+            }),
         })
         .await
         .unwrap();
     let env = wait_status(&mut admin, "short-lived", pb::EnvironmentStatus::Deleting).await;
     assert_eq!(env.reason, "expired");
-    let events = admin.audit.list_audit_events(pb::ListAuditEventsRequest { limit: 1000, ..Default::default() }).await.unwrap().into_inner().events;
-    let expiry = events.iter().rev().find(|e| e.action == "environment.delete").unwrap();
-    assert_eq!((expiry.actor.as_str(), expiry.target.as_str()), ("system:expiry", "environment/team-a/short-lived"));
+    let events = admin
+        .audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let expiry = events
+        .iter()
+        .rev()
+        .find(|e| e.action == "environment.delete")
+        .unwrap();
+    assert_eq!(
+        (expiry.actor.as_str(), expiry.target.as_str()),
+        ("system:expiry", "environment/team-a/short-lived")
+    );
 }
 
-async fn wait_status(admin: &mut Clients, env: &str, status: pb::EnvironmentStatus) -> pb::Environment {
+async fn wait_status(
+    admin: &mut Clients,
+    env: &str,
+    status: pb::EnvironmentStatus,
+) -> pb::Environment {
     for _ in 0..200 {
         let e = admin.env("team-a", env).await;
         if e.status == status as i32 {
@@ -282,5 +527,8 @@ async fn wait_status(admin: &mut Clients, env: &str, status: pb::EnvironmentStat
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("environment {env} never reached {status:?}: {:?}", admin.env("team-a", env).await)
+    panic!(
+        "environment {env} never reached {status:?}: {:?}",
+        admin.env("team-a", env).await
+    )
 }

@@ -9,12 +9,16 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     let store = Store::connect(&StoreConfig::new(db.url())).await.unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-        .fetch_all(store.pool())
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(applied, [1, 2]);
+    let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE builtin")
+        .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, [1, 2]);
-    let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE builtin").fetch_one(store.pool()).await.unwrap();
     assert_eq!(profiles, 3);
 }
 
@@ -45,5 +49,9 @@ async fn a_changed_applied_migration_is_refused_not_reapplied() {
         .await
         .unwrap();
     let err = store.migrate().await.unwrap_err();
-    assert!(err.to_string().contains("previously applied but has been modified"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("previously applied but has been modified"),
+        "{err}"
+    );
 }

@@ -1,14 +1,14 @@
 //! What generic tools and operators rely on: server reflection, the standard
 //! health service, and /healthz, /readyz, /metrics on the admin port.
 
-use mtp_e2e::{quota, TestPlane};
+use mtp_e2e::{TestPlane, quota};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 #[tokio::test]
 async fn reflection_lists_every_service_and_health_reports_serving() {
@@ -38,7 +38,10 @@ async fn reflection_lists_every_service_and_health_reports_serving() {
         "mtp.v1.TenantService",
         "mtp.v1.TokenService",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     let mut health = HealthClient::new(plane.channel().await);
@@ -48,10 +51,18 @@ async fn reflection_lists_every_service_and_health_reports_serving() {
     }
 }
 
-async fn wait_serving(health: &mut HealthClient<tonic::transport::Channel>, service: &str) -> ServingStatus {
+async fn wait_serving(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> ServingStatus {
     // The health task publishes its first status right after start-up.
     for _ in 0..100 {
-        if let Ok(r) = health.check(HealthCheckRequest { service: service.into() }).await {
+        if let Ok(r) = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+        {
             let s = r.into_inner().status();
             if s == ServingStatus::Serving {
                 return s;
@@ -62,7 +73,9 @@ async fn wait_serving(health: &mut HealthClient<tonic::transport::Channel>, serv
     ServingStatus::Unknown
 }
 
-fn tokio_stream_once<T: Send + 'static>(item: T) -> impl futures::Stream<Item = T> + Send + 'static {
+fn tokio_stream_once<T: Send + 'static>(
+    item: T,
+) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::iter([item])
 }
 
@@ -74,7 +87,10 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
     let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -83,7 +99,10 @@ async fn admin_port_serves_liveness_readiness_and_metrics() {
     let plane = TestPlane::start().await;
     let mut admin = plane.admin().await;
     admin.create_cluster("k3s-1").await.unwrap();
-    admin.create_tenant("team-a", quota("2", "4Gi", "10Gi", 10, 2)).await.unwrap();
+    admin
+        .create_tenant("team-a", quota("2", "4Gi", "10Gi", 10, 2))
+        .await
+        .unwrap();
     let _ = admin.create_env("team-a", "Bad", "k3s-1", "small").await;
 
     let addr = plane.running.admin_addr;
@@ -92,20 +111,31 @@ async fn admin_port_serves_liveness_readiness_and_metrics() {
     let (status, metrics) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        metrics.contains(r#"mtp_grpc_requests_total{code="Ok",method="/mtp.v1.TenantService/CreateTenant"} 1"#),
+        metrics.contains(
+            r#"mtp_grpc_requests_total{code="Ok",method="/mtp.v1.TenantService/CreateTenant"} 1"#
+        ),
         "{metrics}"
     );
     assert!(
         metrics.contains(r#"mtp_grpc_requests_total{code="InvalidArgument",method="/mtp.v1.EnvironmentService/CreateEnvironment"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"mtp_grpc_request_duration_seconds_bucket{method="/mtp.v1.ClusterService/CreateCluster""#));
-    assert!(metrics.contains(r#"mtp_db_operation_duration_seconds_count{operation="create_tenant",outcome="ok"} 1"#), "{metrics}");
+    assert!(metrics.contains(
+        r#"mtp_grpc_request_duration_seconds_bucket{method="/mtp.v1.ClusterService/CreateCluster""#
+    ));
+    assert!(
+        metrics.contains(
+            r#"mtp_db_operation_duration_seconds_count{operation="create_tenant",outcome="ok"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn readiness_fails_when_postgres_is_gone() {
-    let server = mtp_e2e::mtp_pg_harness::DedicatedServer::start().await.expect("dedicated postgres");
+    let server = mtp_e2e::mtp_pg_harness::DedicatedServer::start()
+        .await
+        .expect("dedicated postgres");
     let url = server.create_database().await.expect("database");
     let plane = TestPlane::start_on(url).await;
     assert_eq!(http_get(plane.running.admin_addr, "/readyz").await.0, 200);

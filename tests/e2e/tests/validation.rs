@@ -1,7 +1,7 @@
 //! Invariant 5: bad input is refused with INVALID_ARGUMENT naming the field,
 //! and nothing is written.
 
-use mtp_e2e::{count, quota, TestPlane};
+use mtp_e2e::{TestPlane, count, quota};
 use mtp_proto::v1 as pb;
 use tonic::Code;
 
@@ -31,15 +31,27 @@ async fn bad_tenants_are_refused_naming_the_field_and_nothing_is_written() {
         ("ok", quota("-1", "8Gi", "10Gi", 50, 5), "quota.cpu:"),
         ("ok", quota("0", "8Gi", "10Gi", 50, 5), "quota.cpu:"),
         ("ok", quota("4", "1.5", "10Gi", 50, 5), "quota.memory:"),
-        ("ok", quota("4", "8Gi", "99999999Ei", 50, 5), "quota.storage:"),
+        (
+            "ok",
+            quota("4", "8Gi", "99999999Ei", 50, 5),
+            "quota.storage:",
+        ),
         ("ok", quota("4", "8Gi", "10Gi", -5, 5), "quota.pods:"),
-        ("ok", quota("4", "8Gi", "10Gi", 50, 0), "quota.max_environments:"),
+        (
+            "ok",
+            quota("4", "8Gi", "10Gi", 50, 0),
+            "quota.max_environments:",
+        ),
         ("ok", quota("4", "lots", "10Gi", 50, 5), "quota.memory:"),
     ];
     for (name, q, field) in cases {
         let err = admin.create_tenant(name, q).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
-        assert!(err.message().starts_with(field), "{name}: expected {field} in {:?}", err.message());
+        assert!(
+            err.message().starts_with(field),
+            "{name}: expected {field} in {:?}",
+            err.message()
+        );
     }
     let err = admin
         .tenants
@@ -56,13 +68,19 @@ async fn bad_tenants_are_refused_naming_the_field_and_nothing_is_written() {
         .tenants
         .create_tenant(pb::CreateTenantRequest {
             name: "ok".into(),
-            owners: Some(pb::Owners { service_accounts: vec!["no-namespace".into()], ..Default::default() }),
+            owners: Some(pb::Owners {
+                service_accounts: vec!["no-namespace".into()],
+                ..Default::default()
+            }),
             quota: Some(good()),
             ..Default::default()
         })
         .await
         .unwrap_err();
-    assert!(err.message().starts_with("owners.service_accounts[0]:"), "{err:?}");
+    assert!(
+        err.message().starts_with("owners.service_accounts[0]:"),
+        "{err:?}"
+    );
     let err = admin
         .tenants
         .create_tenant(pb::CreateTenantRequest {
@@ -73,8 +91,15 @@ async fn bad_tenants_are_refused_naming_the_field_and_nothing_is_written() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.message(), "allowed_profiles[0]: unknown profile \"gigantic\"");
-    assert_eq!(snapshot(&plane).await, before, "refused requests write nothing");
+    assert_eq!(
+        err.message(),
+        "allowed_profiles[0]: unknown profile \"gigantic\""
+    );
+    assert_eq!(
+        snapshot(&plane).await,
+        before,
+        "refused requests write nothing"
+    );
 }
 
 #[tokio::test]
@@ -82,36 +107,99 @@ async fn bad_environments_are_refused_naming_the_field_and_nothing_is_written() 
     let plane = TestPlane::start().await;
     let mut admin = plane.admin().await;
     admin.create_cluster("k3s-1").await.unwrap();
-    admin.create_tenant("team-a", quota("4", "8Gi", "100Gi", 50, 5)).await.unwrap();
+    admin
+        .create_tenant("team-a", quota("4", "8Gi", "100Gi", 50, 5))
+        .await
+        .unwrap();
     let before = snapshot(&plane).await;
 
-    let req = |name: &str, cluster: &str, profile: &str, over: Option<pb::Resources>| pb::CreateEnvironmentRequest {
-        tenant: "team-a".into(),
-        name: name.into(),
-        cluster: cluster.into(),
-        profile: profile.into(),
-        quota_override: over,
-        expire_time: None,
+    let req = |name: &str, cluster: &str, profile: &str, over: Option<pb::Resources>| {
+        pb::CreateEnvironmentRequest {
+            tenant: "team-a".into(),
+            name: name.into(),
+            cluster: cluster.into(),
+            profile: profile.into(),
+            quota_override: over,
+            expire_time: None,
+        }
     };
     let cases = vec![
         (req("Dev!", "k3s-1", "small", None), "name:"),
         (req(&"d".repeat(33), "k3s-1", "small", None), "name:"),
-        (req("dev", "k3s-9", "small", None), "cluster: unknown cluster \"k3s-9\""),
-        (req("dev", "k3s-1", "huge", None), "profile: unknown profile \"huge\""),
-        (req("dev", "k3s-1", "small", Some(pb::Resources { cpu: "3".into(), ..Default::default() })), "quota_override.cpu: 3 is above the profile's maximum of 2"),
-        (req("dev", "k3s-1", "small", Some(pb::Resources { memory: "-1Gi".into(), ..Default::default() })), "quota_override.memory:"),
-        (req("dev", "k3s-1", "small", Some(pb::Resources { pods: Some(0), ..Default::default() })), "quota_override.pods:"),
+        (
+            req("dev", "k3s-9", "small", None),
+            "cluster: unknown cluster \"k3s-9\"",
+        ),
+        (
+            req("dev", "k3s-1", "huge", None),
+            "profile: unknown profile \"huge\"",
+        ),
+        (
+            req(
+                "dev",
+                "k3s-1",
+                "small",
+                Some(pb::Resources {
+                    cpu: "3".into(),
+                    ..Default::default()
+                }),
+            ),
+            "quota_override.cpu: 3 is above the profile's maximum of 2",
+        ),
+        (
+            req(
+                "dev",
+                "k3s-1",
+                "small",
+                Some(pb::Resources {
+                    memory: "-1Gi".into(),
+                    ..Default::default()
+                }),
+            ),
+            "quota_override.memory:",
+        ),
+        (
+            req(
+                "dev",
+                "k3s-1",
+                "small",
+                Some(pb::Resources {
+                    pods: Some(0),
+                    ..Default::default()
+                }),
+            ),
+            "quota_override.pods:",
+        ),
     ];
     for (r, expect) in cases {
-        let err = admin.environments.create_environment(r.clone()).await.unwrap_err();
+        let err = admin
+            .environments
+            .create_environment(r.clone())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{r:?}: {err:?}");
-        assert!(err.message().starts_with(expect), "expected {expect:?}, got {:?}", err.message());
+        assert!(
+            err.message().starts_with(expect),
+            "expected {expect:?}, got {:?}",
+            err.message()
+        );
     }
     let mut past = req("dev", "k3s-1", "small", None);
-    past.expire_time = Some(prost_types::Timestamp { seconds: 1_000, nanos: 0 });
-    let err = admin.environments.create_environment(past).await.unwrap_err();
+    past.expire_time = Some(prost_types::Timestamp {
+        seconds: 1_000,
+        nanos: 0,
+    });
+    let err = admin
+        .environments
+        .create_environment(past)
+        .await
+        .unwrap_err();
     assert!(err.message().starts_with("expire_time:"), "{err:?}");
-    assert_eq!(snapshot(&plane).await, before, "refused requests write nothing");
+    assert_eq!(
+        snapshot(&plane).await,
+        before,
+        "refused requests write nothing"
+    );
 }
 
 #[tokio::test]
@@ -130,6 +218,9 @@ async fn oversized_requests_are_refused_before_any_work() {
         .await
         .unwrap_err();
     // Past the 1 MiB decoding limit, tonic refuses the message itself.
-    assert!(matches!(err.code(), Code::ResourceExhausted | Code::OutOfRange), "{err:?}");
+    assert!(
+        matches!(err.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{err:?}"
+    );
     assert_eq!(snapshot(&plane).await, before);
 }

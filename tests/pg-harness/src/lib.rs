@@ -22,7 +22,10 @@ fn pg_bin() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 /// A command for a PostgreSQL binary, run as `postgres` when we are root
@@ -39,7 +42,9 @@ fn pg_command(binary: &str) -> Command {
 }
 
 fn run(mut cmd: Command, what: &str, log: &Path) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: cannot run {cmd:?}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot run {cmd:?}: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
@@ -56,8 +61,12 @@ fn run(mut cmd: Command, what: &str, log: &Path) -> Result<(), String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
 }
 
 /// A PostgreSQL server in a temporary directory, removed when the owner of the
@@ -162,7 +171,10 @@ impl Instance {
 
     fn stop(&self, mode: &str) -> Result<(), String> {
         let mut cmd = pg_command("pg_ctl");
-        cmd.arg("-D").arg(self.data()).args(["-m", mode, "-w", "stop"]).stdout(Stdio::null());
+        cmd.arg("-D")
+            .arg(self.data())
+            .args(["-m", mode, "-w", "stop"])
+            .stdout(Stdio::null());
         run(cmd, "stopping PostgreSQL", &self.log())
     }
 }
@@ -226,15 +238,25 @@ impl TestDatabase {
     }
 
     pub fn name(&self) -> &str {
-        self.url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default()
+        self.url
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .split('?')
+            .next()
+            .unwrap_or_default()
     }
 }
 
 /// Creates a fresh, empty database for the calling test (starting the shared
 /// server on first use). Panics with a clear message if PostgreSQL is missing.
 pub async fn fresh_database() -> TestDatabase {
-    let admin = tokio::task::spawn_blocking(shared_admin_url).await.expect("harness start-up panicked");
-    let url = create_database_at(&admin).await.unwrap_or_else(|e| panic!("mtp-pg-harness: {e}"));
+    let admin = tokio::task::spawn_blocking(shared_admin_url)
+        .await
+        .expect("harness start-up panicked");
+    let url = create_database_at(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("mtp-pg-harness: {e}"));
     TestDatabase { url }
 }
 
@@ -247,7 +269,9 @@ pub struct DedicatedServer {
 
 impl DedicatedServer {
     pub async fn start() -> Result<DedicatedServer, String> {
-        let instance = tokio::task::spawn_blocking(Instance::create).await.map_err(|e| e.to_string())??;
+        let instance = tokio::task::spawn_blocking(Instance::create)
+            .await
+            .map_err(|e| e.to_string())??;
         Ok(DedicatedServer { instance })
     }
 
@@ -275,11 +299,16 @@ impl DedicatedServer {
         self.blocking(Instance::start).await
     }
 
-    async fn blocking(&self, f: impl FnOnce(&Instance) -> Result<(), String>) -> Result<(), String> {
+    async fn blocking(
+        &self,
+        f: impl FnOnce(&Instance) -> Result<(), String>,
+    ) -> Result<(), String> {
         // pg_ctl waits synchronously. On a multi-threaded runtime, let other
         // tasks move meanwhile; on a current-thread one, a short block is fine.
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| f(&self.instance)),
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| f(&self.instance))
+            }
             _ => f(&self.instance),
         }
     }
@@ -298,9 +327,18 @@ mod tests {
 
     #[test]
     fn database_urls_keep_credentials_and_options() {
-        assert_eq!(with_database("postgres://u:p@h:5/postgres", "t_1"), "postgres://u:p@h:5/t_1");
-        assert_eq!(with_database("postgres://u@h:5/db?sslmode=disable", "t_1"), "postgres://u@h:5/t_1?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u:p@h:5/postgres", "t_1"),
+            "postgres://u:p@h:5/t_1"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5/db?sslmode=disable", "t_1"),
+            "postgres://u@h:5/t_1?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://h:5", "t_1"), "postgres://h:5/t_1");
-        assert_eq!(with_database("postgresql://h?application_name=x", "t"), "postgresql://h/t?application_name=x");
+        assert_eq!(
+            with_database("postgresql://h?application_name=x", "t"),
+            "postgresql://h/t?application_name=x"
+        );
     }
 }

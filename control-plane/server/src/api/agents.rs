@@ -61,11 +61,19 @@ impl AgentChannel {
         keepalive: Duration,
         shutdown: CancellationToken,
     ) -> Self {
-        AgentChannel { store, notices, keepalive, shutdown }
+        AgentChannel {
+            store,
+            notices,
+            keepalive,
+            shutdown,
+        }
     }
 
     async fn identify<T>(&self, request: &Request<T>) -> ApiResult<AgentIdentity> {
-        Ok(self.store.authenticate_agent(bearer(request.metadata())?).await?)
+        Ok(self
+            .store
+            .authenticate_agent(bearer(request.metadata())?)
+            .await?)
     }
 }
 
@@ -80,11 +88,24 @@ impl AgentService for AgentChannel {
         let request_id = request::request_id(request.metadata());
         let r = request.into_inner();
         let node = r.node_name.trim();
-        if node.is_empty() || node.len() > 253 || node.split('.').any(|p| validate_object_name("node_name", p).is_err()) {
-            return Err(ApiError::from(mtp_core::Error::invalid("node_name", "must be a DNS-1123 subdomain")).into());
+        if node.is_empty()
+            || node.len() > 253
+            || node
+                .split('.')
+                .any(|p| validate_object_name("node_name", p).is_err())
+        {
+            return Err(ApiError::from(mtp_core::Error::invalid(
+                "node_name",
+                "must be a DNS-1123 subdomain",
+            ))
+            .into());
         }
         if r.agent_version.len() > 64 {
-            return Err(ApiError::from(mtp_core::Error::invalid("agent_version", "at most 64 characters")).into());
+            return Err(ApiError::from(mtp_core::Error::invalid(
+                "agent_version",
+                "at most 64 characters",
+            ))
+            .into());
         }
         let (identity, credential) = self
             .store
@@ -150,7 +171,10 @@ impl Session {
         match end {
             End::AgentClosed => tracing::info!("agent closed the session"),
             End::AgentGone => tracing::info!("agent connection lost"),
-            End::HalfOpen => tracing::warn!("no message from the agent within {} keepalives; closing the half-open session", MISSED_KEEPALIVES),
+            End::HalfOpen => tracing::warn!(
+                "no message from the agent within {} keepalives; closing the half-open session",
+                MISSED_KEEPALIVES
+            ),
             End::Shutdown => tracing::info!("session closed for shutdown"),
             End::Failed(e) => tracing::warn!(error = %e, "session failed"),
         }
@@ -158,16 +182,33 @@ impl Session {
 
     async fn serve(&mut self, inbound: &mut Streaming<pb::AgentMessage>) -> End {
         let keepalive = self.channel.keepalive;
-        let hello = match tokio::time::timeout(keepalive * MISSED_KEEPALIVES, inbound.message()).await {
-            Ok(Ok(Some(pb::AgentMessage { kind: Some(AgentKind::Hello(h)) }))) => h,
-            Ok(Ok(Some(_))) => return self.refuse("the first message of a session must be a hello").await,
-            Ok(Ok(None)) => return End::AgentClosed,
-            Ok(Err(_)) => return End::AgentGone,
-            Err(_) => return End::HalfOpen,
-        };
+        let hello =
+            match tokio::time::timeout(keepalive * MISSED_KEEPALIVES, inbound.message()).await {
+                Ok(Ok(Some(pb::AgentMessage {
+                    kind: Some(AgentKind::Hello(h)),
+                }))) => h,
+                Ok(Ok(Some(_))) => {
+                    return self
+                        .refuse("the first message of a session must be a hello")
+                        .await;
+                }
+                Ok(Ok(None)) => return End::AgentClosed,
+                Ok(Err(_)) => return End::AgentGone,
+                Err(_) => return End::HalfOpen,
+            };
         self.applier = hello.applier;
         tracing::info!(applied_revision = hello.applied_revision, applier = hello.applier, version = %hello.agent_version, "agent connected");
-        if let Err(e) = self.channel.store.agent_seen(&self.identity, true, self.applier, Some(&hello.agent_version)).await {
+        if let Err(e) = self
+            .channel
+            .store
+            .agent_seen(
+                &self.identity,
+                true,
+                self.applier,
+                Some(&hello.agent_version),
+            )
+            .await
+        {
             return End::Failed(e.to_string());
         }
         let since = (hello.applied_revision > 0).then_some(hello.applied_revision);
@@ -196,8 +237,8 @@ impl Session {
                         Err(broadcast::error::RecvError::Lagged(_)) => true,
                         Err(broadcast::error::RecvError::Closed) => return End::Shutdown,
                     };
-                    if due {
-                        if let Err(end) = self.send_desired(Some(self.last_sent)).await { return end }
+                    if due && let Err(end) = self.send_desired(Some(self.last_sent)).await {
+                        return end;
                     }
                 }
                 _ = ticker.tick() => {
@@ -232,11 +273,16 @@ impl Session {
         match message.kind {
             Some(AgentKind::Ack(ack)) => {
                 if !self.applier {
-                    tracing::warn!(revision = ack.revision, "ignoring an acknowledgement from an agent that is not the applier");
+                    tracing::warn!(
+                        revision = ack.revision,
+                        "ignoring an acknowledgement from an agent that is not the applier"
+                    );
                     return Ok(());
                 }
                 if ack.revision > self.last_sent {
-                    return Err(self.refuse("acknowledged a revision that was never sent").await);
+                    return Err(self
+                        .refuse("acknowledged a revision that was never sent")
+                        .await);
                 }
                 let results: Vec<(String, NamespaceReport)> = ack
                     .results
@@ -251,9 +297,20 @@ impl Session {
                         Some((r.namespace, report))
                     })
                     .collect();
-                let failed = results.iter().filter(|(_, r)| matches!(r, NamespaceReport::Failed(_))).count();
-                store.record_ack(&self.identity, ack.revision, &results).await.map_err(|e| End::Failed(e.to_string()))?;
-                tracing::info!(revision = ack.revision, namespaces = results.len(), failed, "revision acknowledged");
+                let failed = results
+                    .iter()
+                    .filter(|(_, r)| matches!(r, NamespaceReport::Failed(_)))
+                    .count();
+                store
+                    .record_ack(&self.identity, ack.revision, &results)
+                    .await
+                    .map_err(|e| End::Failed(e.to_string()))?;
+                tracing::info!(
+                    revision = ack.revision,
+                    namespaces = results.len(),
+                    failed,
+                    "revision acknowledged"
+                );
             }
             Some(AgentKind::Drift(d)) => {
                 tracing::info!(namespace = %d.namespace, object = %d.object, repaired = d.repaired, "drift reported");
@@ -267,13 +324,23 @@ impl Session {
                     tracing::info!(applier = state.applier, "agent changed role");
                 }
                 self.applier = state.applier;
-                store.agent_seen(&self.identity, true, self.applier, None).await.map_err(|e| End::Failed(e.to_string()))?;
+                store
+                    .agent_seen(&self.identity, true, self.applier, None)
+                    .await
+                    .map_err(|e| End::Failed(e.to_string()))?;
                 if self.applier {
-                    store.mark_applying(self.identity.cluster_id, self.last_sent).await.map_err(|e| End::Failed(e.to_string()))?;
+                    store
+                        .mark_applying(self.identity.cluster_id, self.last_sent)
+                        .await
+                        .map_err(|e| End::Failed(e.to_string()))?;
                 }
             }
             Some(AgentKind::Keepalive(_)) => {}
-            Some(AgentKind::Hello(_)) | None => return Err(self.refuse("unexpected message in an established session").await),
+            Some(AgentKind::Hello(_)) | None => {
+                return Err(self
+                    .refuse("unexpected message in an established session")
+                    .await);
+            }
         }
         Ok(())
     }
@@ -309,7 +376,10 @@ impl Session {
             .map_err(|_| End::AgentGone)?;
         self.last_sent = state.revision;
         if self.applier {
-            store.mark_applying(self.identity.cluster_id, state.revision).await.map_err(|e| End::Failed(e.to_string()))?;
+            store
+                .mark_applying(self.identity.cluster_id, state.revision)
+                .await
+                .map_err(|e| End::Failed(e.to_string()))?;
         }
         Ok(())
     }
@@ -322,7 +392,13 @@ mod tests {
     #[test]
     fn notices_parse_or_are_ignored() {
         let id = Uuid::new_v4();
-        assert_eq!(RevisionNotice::parse(&format!("{id}:42")), Some(RevisionNotice { cluster_id: id, revision: 42 }));
+        assert_eq!(
+            RevisionNotice::parse(&format!("{id}:42")),
+            Some(RevisionNotice {
+                cluster_id: id,
+                revision: 42
+            })
+        );
         assert_eq!(RevisionNotice::parse("junk"), None);
         assert_eq!(RevisionNotice::parse(&format!("{id}:x")), None);
     }

@@ -6,9 +6,9 @@ use mtp_proto::v1::audit_service_server::AuditService;
 use mtp_store::AuditFilter;
 use tonic::{Request, Response, Status};
 
+use super::Api;
 use super::convert::{audit_event_to_pb, non_empty};
 use super::error::ApiResult;
-use super::Api;
 
 impl Api {
     async fn list_audit_events_inner(

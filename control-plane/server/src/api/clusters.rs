@@ -6,14 +6,17 @@ use mtp_proto::v1::cluster_service_server::ClusterService;
 use mtp_store::NewCluster;
 use tonic::{Request, Response, Status};
 
+use super::Api;
 use super::convert::{agent_to_pb, cluster_to_pb, non_empty, timestamp};
 use super::error::ApiResult;
-use super::Api;
 
 const DEFAULT_INGRESS_NAMESPACE: &str = "kube-system";
 
 impl Api {
-    async fn create_cluster_inner(&self, request: Request<pb::CreateClusterRequest>) -> ApiResult<pb::Cluster> {
+    async fn create_cluster_inner(
+        &self,
+        request: Request<pb::CreateClusterRequest>,
+    ) -> ApiResult<pb::Cluster> {
         let caller = self.caller(&request).await?;
         caller.principal.require_admin("registering clusters")?;
         let r = request.into_inner();
@@ -32,12 +35,20 @@ impl Api {
         Ok(cluster_to_pb(&cluster))
     }
 
-    async fn get_cluster_inner(&self, request: Request<pb::GetClusterRequest>) -> ApiResult<pb::Cluster> {
+    async fn get_cluster_inner(
+        &self,
+        request: Request<pb::GetClusterRequest>,
+    ) -> ApiResult<pb::Cluster> {
         self.caller(&request).await?;
-        Ok(cluster_to_pb(&self.store.get_cluster(&request.get_ref().name).await?))
+        Ok(cluster_to_pb(
+            &self.store.get_cluster(&request.get_ref().name).await?,
+        ))
     }
 
-    async fn list_clusters_inner(&self, request: Request<pb::ListClustersRequest>) -> ApiResult<pb::ListClustersResponse> {
+    async fn list_clusters_inner(
+        &self,
+        request: Request<pb::ListClustersRequest>,
+    ) -> ApiResult<pb::ListClustersResponse> {
         self.caller(&request).await?;
         let clusters = self.store.list_clusters().await?;
         Ok(pb::ListClustersResponse {
@@ -50,11 +61,18 @@ impl Api {
 const DEFAULT_JOIN_TTL_SECONDS: i64 = 24 * 3600;
 
 impl Api {
-    async fn create_join_token_inner(&self, request: Request<pb::CreateJoinTokenRequest>) -> ApiResult<pb::JoinToken> {
+    async fn create_join_token_inner(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> ApiResult<pb::JoinToken> {
         let caller = self.caller(&request).await?;
         caller.principal.require_admin("minting join tokens")?;
         let r = request.into_inner();
-        let ttl = if r.ttl_seconds == 0 { DEFAULT_JOIN_TTL_SECONDS } else { r.ttl_seconds };
+        let ttl = if r.ttl_seconds == 0 {
+            DEFAULT_JOIN_TTL_SECONDS
+        } else {
+            r.ttl_seconds
+        };
         let (secret, expire) = self
             .store
             .create_join_token(&caller.ctx, &r.cluster, chrono::Duration::seconds(ttl))
@@ -67,7 +85,10 @@ impl Api {
         })
     }
 
-    async fn list_agents_inner(&self, request: Request<pb::ListAgentsRequest>) -> ApiResult<pb::ListAgentsResponse> {
+    async fn list_agents_inner(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> ApiResult<pb::ListAgentsResponse> {
         self.caller(&request).await?;
         let cluster = non_empty(request.into_inner().cluster);
         let agents = self.store.list_agents(cluster.as_deref()).await?;
@@ -79,19 +100,31 @@ impl Api {
 
 #[tonic::async_trait]
 impl ClusterService for Api {
-    async fn create_join_token(&self, request: Request<pb::CreateJoinTokenRequest>) -> Result<Response<pb::JoinToken>, Status> {
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
         Ok(Response::new(self.create_join_token_inner(request).await?))
     }
 
-    async fn list_agents(&self, request: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         Ok(Response::new(self.list_agents_inner(request).await?))
     }
 
-    async fn create_cluster(&self, request: Request<pb::CreateClusterRequest>) -> Result<Response<pb::Cluster>, Status> {
+    async fn create_cluster(
+        &self,
+        request: Request<pb::CreateClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
         Ok(Response::new(self.create_cluster_inner(request).await?))
     }
 
-    async fn get_cluster(&self, request: Request<pb::GetClusterRequest>) -> Result<Response<pb::Cluster>, Status> {
+    async fn get_cluster(
+        &self,
+        request: Request<pb::GetClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
         Ok(Response::new(self.get_cluster_inner(request).await?))
     }
 

@@ -7,7 +7,7 @@ use mtp_core::audit::AuditEvent;
 use mtp_core::environments::{Environment, EnvironmentStatus};
 use mtp_core::profiles::{ContainerLimits, NetworkOptions, Profile};
 use mtp_core::quantity::{
-    format_bytes, format_cpu_millis, parse_bytes, parse_cpu_millis, validate_count, MAX_COUNT,
+    MAX_COUNT, format_bytes, format_cpu_millis, parse_bytes, parse_cpu_millis, validate_count,
 };
 use mtp_core::quota::{EnvironmentQuota, QuotaOverride, TenantQuota};
 use mtp_core::tenants::Owners;
@@ -29,11 +29,13 @@ pub fn from_timestamp(field: &str, t: &prost_types::Timestamp) -> Result<DateTim
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(Error::invalid(field, "nanos must be within 0..1e9"));
     }
-    DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| Error::invalid(field, "is out of range"))
+    DateTime::from_timestamp(t.seconds, t.nanos as u32)
+        .ok_or_else(|| Error::invalid(field, "is out of range"))
 }
 
 fn required<'a, T>(field: &str, v: &'a Option<T>) -> Result<&'a T> {
-    v.as_ref().ok_or_else(|| Error::invalid(field, "is required"))
+    v.as_ref()
+        .ok_or_else(|| Error::invalid(field, "is required"))
 }
 
 pub fn tenant_quota(field: &str, q: &Option<pb::TenantQuota>) -> Result<TenantQuota> {
@@ -44,7 +46,11 @@ pub fn tenant_quota(field: &str, q: &Option<pb::TenantQuota>) -> Result<TenantQu
         memory_bytes: parse_bytes(&f("memory"), &q.memory)?,
         storage_bytes: parse_bytes(&f("storage"), &q.storage)?,
         pods: validate_count(&f("pods"), q.pods, MAX_COUNT)?,
-        max_environments: validate_count(&f("max_environments"), q.max_environments, MAX_ENVIRONMENTS)?,
+        max_environments: validate_count(
+            &f("max_environments"),
+            q.max_environments,
+            MAX_ENVIRONMENTS,
+        )?,
     })
 }
 
@@ -59,12 +65,21 @@ pub fn owners(o: Option<pb::Owners>) -> Owners {
 
 /// An environment's quota override: empty strings and unset counts keep the profile's value.
 pub fn quota_override(field: &str, r: &Option<pb::Resources>) -> Result<QuotaOverride> {
-    let Some(r) = r else { return Ok(QuotaOverride::default()) };
+    let Some(r) = r else {
+        return Ok(QuotaOverride::default());
+    };
     let f = |name: &str| format!("{field}.{name}");
     let opt_q = |name: &str, v: &str, parse: fn(&str, &str) -> Result<u64>| {
-        if v.is_empty() { Ok(None) } else { parse(&f(name), v).map(Some) }
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            parse(&f(name), v).map(Some)
+        }
     };
-    let opt_n = |name: &str, v: Option<i64>| v.map(|n| validate_count(&f(name), n, MAX_COUNT)).transpose();
+    let opt_n = |name: &str, v: Option<i64>| {
+        v.map(|n| validate_count(&f(name), n, MAX_COUNT))
+            .transpose()
+    };
     Ok(QuotaOverride {
         cpu_millis: opt_q("cpu", &r.cpu, parse_cpu_millis)?,
         memory_bytes: opt_q("memory", &r.memory, parse_bytes)?,
@@ -108,10 +123,22 @@ pub fn profile(p: &Option<pb::Profile>) -> Result<Profile> {
         quota: environment_quota("profile.quota", &p.quota)?,
         max_quota: environment_quota("profile.max_quota", &p.max_quota)?,
         container_limits: ContainerLimits {
-            default_request_cpu_millis: parse_cpu_millis(&f("default_request_cpu"), &c.default_request_cpu)?,
-            default_request_memory_bytes: parse_bytes(&f("default_request_memory"), &c.default_request_memory)?,
-            default_limit_cpu_millis: parse_cpu_millis(&f("default_limit_cpu"), &c.default_limit_cpu)?,
-            default_limit_memory_bytes: parse_bytes(&f("default_limit_memory"), &c.default_limit_memory)?,
+            default_request_cpu_millis: parse_cpu_millis(
+                &f("default_request_cpu"),
+                &c.default_request_cpu,
+            )?,
+            default_request_memory_bytes: parse_bytes(
+                &f("default_request_memory"),
+                &c.default_request_memory,
+            )?,
+            default_limit_cpu_millis: parse_cpu_millis(
+                &f("default_limit_cpu"),
+                &c.default_limit_cpu,
+            )?,
+            default_limit_memory_bytes: parse_bytes(
+                &f("default_limit_memory"),
+                &c.default_limit_memory,
+            )?,
             max_cpu_millis: parse_cpu_millis(&f("max_cpu"), &c.max_cpu)?,
             max_memory_bytes: parse_bytes(&f("max_memory"), &c.max_memory)?,
         },
@@ -127,7 +154,10 @@ pub fn role(field: &str, r: i32) -> Result<Role> {
         Ok(pb::TokenRole::PlatformAdmin) => Ok(Role::PlatformAdmin),
         Ok(pb::TokenRole::TenantOwner) => Ok(Role::TenantOwner),
         Ok(pb::TokenRole::ReadOnly) => Ok(Role::ReadOnly),
-        _ => Err(Error::invalid(field, "must be platform-admin, tenant-owner or read-only")),
+        _ => Err(Error::invalid(
+            field,
+            "must be platform-admin, tenant-owner or read-only",
+        )),
     }
 }
 
@@ -336,21 +366,54 @@ mod tests {
 
     #[test]
     fn quota_errors_name_the_nested_field() {
-        let q = Some(pb::TenantQuota { cpu: "4".into(), memory: "-1Gi".into(), storage: "1Gi".into(), pods: 1, max_environments: 1 });
+        let q = Some(pb::TenantQuota {
+            cpu: "4".into(),
+            memory: "-1Gi".into(),
+            storage: "1Gi".into(),
+            pods: 1,
+            max_environments: 1,
+        });
         let err = tenant_quota("quota", &q).unwrap_err();
         assert!(err.to_string().starts_with("quota.memory: "), "{err}");
-        assert!(tenant_quota("quota", &None).unwrap_err().to_string().starts_with("quota: is required"));
-        let q = Some(pb::TenantQuota { cpu: "4".into(), memory: "1Gi".into(), storage: "1Gi".into(), pods: 1, max_environments: 0 });
-        assert!(tenant_quota("quota", &q).unwrap_err().to_string().starts_with("quota.max_environments"));
+        assert!(
+            tenant_quota("quota", &None)
+                .unwrap_err()
+                .to_string()
+                .starts_with("quota: is required")
+        );
+        let q = Some(pb::TenantQuota {
+            cpu: "4".into(),
+            memory: "1Gi".into(),
+            storage: "1Gi".into(),
+            pods: 1,
+            max_environments: 0,
+        });
+        assert!(
+            tenant_quota("quota", &q)
+                .unwrap_err()
+                .to_string()
+                .starts_with("quota.max_environments")
+        );
     }
 
     #[test]
     fn empty_override_fields_keep_the_profile_value() {
-        let r = Some(pb::Resources { cpu: "2".into(), ..Default::default() });
+        let r = Some(pb::Resources {
+            cpu: "2".into(),
+            ..Default::default()
+        });
         let o = quota_override("quota_override", &r).unwrap();
         assert_eq!(o.cpu_millis, Some(2000));
         assert_eq!(o.memory_bytes, None);
-        let r = Some(pb::Resources { pods: Some(-3), ..Default::default() });
-        assert!(quota_override("quota_override", &r).unwrap_err().to_string().starts_with("quota_override.pods"));
+        let r = Some(pb::Resources {
+            pods: Some(-3),
+            ..Default::default()
+        });
+        assert!(
+            quota_override("quota_override", &r)
+                .unwrap_err()
+                .to_string()
+                .starts_with("quota_override.pods")
+        );
     }
 }

@@ -8,9 +8,9 @@ use mtp_proto::v1::environment_service_server::EnvironmentService;
 use mtp_store::EnvironmentFilter;
 use tonic::{Request, Response, Status};
 
+use super::Api;
 use super::convert::{environment_to_pb, from_timestamp, non_empty, quota_override};
 use super::error::ApiResult;
-use super::Api;
 
 impl Api {
     async fn create_environment_inner(
@@ -24,7 +24,11 @@ impl Api {
         validate_environment_name("name", &r.name)?;
         validate_object_name("cluster", &r.cluster)?;
         validate_object_name("profile", &r.profile)?;
-        let expire_time = r.expire_time.as_ref().map(|t| from_timestamp("expire_time", t)).transpose()?;
+        let expire_time = r
+            .expire_time
+            .as_ref()
+            .map(|t| from_timestamp("expire_time", t))
+            .transpose()?;
         if expire_time.is_some_and(|t| t <= chrono::Utc::now()) {
             return Err(mtp_core::Error::invalid("expire_time", "must be in the future").into());
         }
@@ -40,11 +44,16 @@ impl Api {
         Ok(environment_to_pb(&env))
     }
 
-    async fn get_environment_inner(&self, request: Request<pb::GetEnvironmentRequest>) -> ApiResult<pb::Environment> {
+    async fn get_environment_inner(
+        &self,
+        request: Request<pb::GetEnvironmentRequest>,
+    ) -> ApiResult<pb::Environment> {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         caller.principal.check_read_tenant(&r.tenant)?;
-        Ok(environment_to_pb(&self.store.get_environment(&r.tenant, &r.name).await?))
+        Ok(environment_to_pb(
+            &self.store.get_environment(&r.tenant, &r.name).await?,
+        ))
     }
 
     async fn list_environments_inner(
@@ -79,7 +88,10 @@ impl Api {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         caller.principal.check_write_environments(&r.tenant)?;
-        let env = self.store.delete_environment(&caller.ctx, &r.tenant, &r.name).await?;
+        let env = self
+            .store
+            .delete_environment(&caller.ctx, &r.tenant, &r.name)
+            .await?;
         tracing::info!(tenant = %r.tenant, env = %r.name, "environment deletion requested");
         Ok(environment_to_pb(&env))
     }

@@ -37,7 +37,9 @@ impl From<ApiError> for Status {
             }
             other => {
                 tracing::error!(error = %other, "internal error");
-                Status::internal("internal error; the control plane logged the details under this request id")
+                Status::internal(
+                    "internal error; the control plane logged the details under this request id",
+                )
             }
         }
     }
@@ -51,7 +53,11 @@ mod tests {
 
     #[test]
     fn domain_errors_keep_their_message_and_get_their_code() {
-        let s: Status = ApiError::from(mtp_core::Error::invalid("quota.cpu", "must be greater than zero")).into();
+        let s: Status = ApiError::from(mtp_core::Error::invalid(
+            "quota.cpu",
+            "must be greater than zero",
+        ))
+        .into();
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.message(), "quota.cpu: must be greater than zero");
         let s: Status = ApiError::from(mtp_core::Error::QuotaExceeded("cpu short".into())).into();

@@ -57,9 +57,14 @@ pub(crate) fn bearer(metadata: &tonic::metadata::MetadataMap) -> Result<&str, mt
     metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or_else(|| {
-            mtp_core::Error::Unauthenticated("missing credentials: send the metadata 'authorization: Bearer <token>'".into())
+            mtp_core::Error::Unauthenticated(
+                "missing credentials: send the metadata 'authorization: Bearer <token>'".into(),
+            )
         })
 }

@@ -4,12 +4,15 @@ use mtp_proto::v1 as pb;
 use mtp_proto::v1::profile_service_server::ProfileService;
 use tonic::{Request, Response, Status};
 
+use super::Api;
 use super::convert::{profile, profile_to_pb};
 use super::error::ApiResult;
-use super::Api;
 
 impl Api {
-    async fn list_profiles_inner(&self, request: Request<pb::ListProfilesRequest>) -> ApiResult<pb::ListProfilesResponse> {
+    async fn list_profiles_inner(
+        &self,
+        request: Request<pb::ListProfilesRequest>,
+    ) -> ApiResult<pb::ListProfilesResponse> {
         self.caller(&request).await?;
         let profiles = self.store.list_profiles().await?;
         Ok(pb::ListProfilesResponse {
@@ -17,12 +20,20 @@ impl Api {
         })
     }
 
-    async fn get_profile_inner(&self, request: Request<pb::GetProfileRequest>) -> ApiResult<pb::Profile> {
+    async fn get_profile_inner(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> ApiResult<pb::Profile> {
         self.caller(&request).await?;
-        Ok(profile_to_pb(&self.store.get_profile(&request.get_ref().name).await?))
+        Ok(profile_to_pb(
+            &self.store.get_profile(&request.get_ref().name).await?,
+        ))
     }
 
-    async fn create_profile_inner(&self, request: Request<pb::CreateProfileRequest>) -> ApiResult<pb::Profile> {
+    async fn create_profile_inner(
+        &self,
+        request: Request<pb::CreateProfileRequest>,
+    ) -> ApiResult<pb::Profile> {
         let caller = self.caller(&request).await?;
         caller.principal.require_admin("defining profiles")?;
         let p = profile(&request.get_ref().profile)?;
@@ -41,11 +52,17 @@ impl ProfileService for Api {
         Ok(Response::new(self.list_profiles_inner(request).await?))
     }
 
-    async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Result<Response<pb::Profile>, Status> {
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
         Ok(Response::new(self.get_profile_inner(request).await?))
     }
 
-    async fn create_profile(&self, request: Request<pb::CreateProfileRequest>) -> Result<Response<pb::Profile>, Status> {
+    async fn create_profile(
+        &self,
+        request: Request<pb::CreateProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
         Ok(Response::new(self.create_profile_inner(request).await?))
     }
 }

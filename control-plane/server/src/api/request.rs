@@ -44,7 +44,10 @@ impl RequestLayer {
 impl<S> Layer<S> for RequestLayer {
     type Service = RequestService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestService { inner, metrics: self.metrics.clone() }
+        RequestService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -57,8 +60,14 @@ pub struct RequestService<S> {
 /// Metric label of a path: our own and the standard gRPC services by name,
 /// everything else lumped together so junk paths cannot blow up cardinality.
 fn method_label(path: &str) -> &str {
-    let known = path.starts_with("/mtp.v1.") || path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
-    if known && path.len() <= 96 { path } else { "other" }
+    let known = path.starts_with("/mtp.v1.")
+        || path.starts_with("/grpc.health.")
+        || path.starts_with("/grpc.reflection.");
+    if known && path.len() <= 96 {
+        path
+    } else {
+        "other"
+    }
 }
 
 impl<S, B, RB> Service<Request<B>> for RequestService<S>
@@ -127,7 +136,10 @@ mod tests {
         assert!(!acceptable(""));
         assert!(!acceptable("has space"));
         assert!(!acceptable(&"x".repeat(200)));
-        assert_eq!(method_label("/mtp.v1.TenantService/CreateTenant"), "/mtp.v1.TenantService/CreateTenant");
+        assert_eq!(
+            method_label("/mtp.v1.TenantService/CreateTenant"),
+            "/mtp.v1.TenantService/CreateTenant"
+        );
         assert_eq!(method_label("/random/junk"), "other");
     }
 }

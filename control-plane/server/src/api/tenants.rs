@@ -1,18 +1,21 @@
 //! `TenantService`: tenants are created and changed by platform admins and
 //! read by anyone whose token can see them.
 
-use mtp_core::tenants::{validate_display_name, TenantSpec};
+use mtp_core::tenants::{TenantSpec, validate_display_name};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::tenant_service_server::TenantService;
 use mtp_store::TenantUpdate;
 use tonic::{Request, Response, Status};
 
+use super::Api;
 use super::convert::{owners, tenant_quota, tenant_to_pb};
 use super::error::ApiResult;
-use super::Api;
 
 impl Api {
-    async fn create_tenant_inner(&self, request: Request<pb::CreateTenantRequest>) -> ApiResult<pb::Tenant> {
+    async fn create_tenant_inner(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> ApiResult<pb::Tenant> {
         let caller = self.caller(&request).await?;
         caller.principal.require_admin("creating tenants")?;
         let r = request.into_inner();
@@ -29,22 +32,34 @@ impl Api {
         Ok(tenant_to_pb(&tenant))
     }
 
-    async fn get_tenant_inner(&self, request: Request<pb::GetTenantRequest>) -> ApiResult<pb::Tenant> {
+    async fn get_tenant_inner(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> ApiResult<pb::Tenant> {
         let caller = self.caller(&request).await?;
         let name = &request.get_ref().name;
         caller.principal.check_read_tenant(name)?;
         Ok(tenant_to_pb(&self.store.get_tenant(name).await?))
     }
 
-    async fn list_tenants_inner(&self, request: Request<pb::ListTenantsRequest>) -> ApiResult<pb::ListTenantsResponse> {
+    async fn list_tenants_inner(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> ApiResult<pb::ListTenantsResponse> {
         let caller = self.caller(&request).await?;
-        let tenants = self.store.list_tenants(caller.principal.tenant_scope()).await?;
+        let tenants = self
+            .store
+            .list_tenants(caller.principal.tenant_scope())
+            .await?;
         Ok(pb::ListTenantsResponse {
             tenants: tenants.iter().map(tenant_to_pb).collect(),
         })
     }
 
-    async fn update_tenant_inner(&self, request: Request<pb::UpdateTenantRequest>) -> ApiResult<pb::Tenant> {
+    async fn update_tenant_inner(
+        &self,
+        request: Request<pb::UpdateTenantRequest>,
+    ) -> ApiResult<pb::Tenant> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         caller.principal.check_read_tenant(&r.name)?;
@@ -59,20 +74,33 @@ impl Api {
         let update = TenantUpdate {
             display_name: r.display_name,
             owners,
-            quota: if r.quota.is_some() { Some(tenant_quota("quota", &r.quota)?) } else { None },
+            quota: if r.quota.is_some() {
+                Some(tenant_quota("quota", &r.quota)?)
+            } else {
+                None
+            },
             allowed_profiles: r.update_allowed_profiles.then_some(r.allowed_profiles),
         };
-        let tenant = self.store.update_tenant(&caller.ctx, &r.name, &update).await?;
+        let tenant = self
+            .store
+            .update_tenant(&caller.ctx, &r.name, &update)
+            .await?;
         tracing::info!(tenant = %r.name, "tenant updated");
         Ok(tenant_to_pb(&tenant))
     }
 
-    async fn delete_tenant_inner(&self, request: Request<pb::DeleteTenantRequest>) -> ApiResult<pb::DeleteTenantResponse> {
+    async fn delete_tenant_inner(
+        &self,
+        request: Request<pb::DeleteTenantRequest>,
+    ) -> ApiResult<pb::DeleteTenantResponse> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         caller.principal.check_read_tenant(&r.name)?;
         caller.principal.require_admin("deleting tenants")?;
-        let deleted = self.store.delete_tenant(&caller.ctx, &r.name, r.cascade).await?;
+        let deleted = self
+            .store
+            .delete_tenant(&caller.ctx, &r.name, r.cascade)
+            .await?;
         tracing::info!(tenant = %r.name, cascade = r.cascade, environments = deleted.len(), "tenant deleted");
         Ok(pb::DeleteTenantResponse {
             deleted_environments: deleted,
@@ -82,11 +110,17 @@ impl Api {
 
 #[tonic::async_trait]
 impl TenantService for Api {
-    async fn create_tenant(&self, request: Request<pb::CreateTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
         Ok(Response::new(self.create_tenant_inner(request).await?))
     }
 
-    async fn get_tenant(&self, request: Request<pb::GetTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
         Ok(Response::new(self.get_tenant_inner(request).await?))
     }
 
@@ -97,7 +131,10 @@ impl TenantService for Api {
         Ok(Response::new(self.list_tenants_inner(request).await?))
     }
 
-    async fn update_tenant(&self, request: Request<pb::UpdateTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
+    async fn update_tenant(
+        &self,
+        request: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
         Ok(Response::new(self.update_tenant_inner(request).await?))
     }
 

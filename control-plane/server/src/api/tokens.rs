@@ -5,12 +5,15 @@ use mtp_proto::v1::token_service_server::TokenService;
 use mtp_store::NewToken;
 use tonic::{Request, Response, Status};
 
+use super::Api;
 use super::convert::{from_timestamp, non_empty, role, token_to_pb};
 use super::error::ApiResult;
-use super::Api;
 
 impl Api {
-    async fn create_token_inner(&self, request: Request<pb::CreateTokenRequest>) -> ApiResult<pb::CreateTokenResponse> {
+    async fn create_token_inner(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> ApiResult<pb::CreateTokenResponse> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let role = role("role", r.role)?;
@@ -18,12 +21,18 @@ impl Api {
         if let Some(t) = &tenant {
             caller.principal.check_read_tenant(t)?;
         }
-        caller.principal.check_create_token(role, tenant.as_deref())?;
+        caller
+            .principal
+            .check_create_token(role, tenant.as_deref())?;
         let new = NewToken {
             role,
             tenant,
             description: r.description,
-            expire_time: r.expire_time.as_ref().map(|t| from_timestamp("expire_time", t)).transpose()?,
+            expire_time: r
+                .expire_time
+                .as_ref()
+                .map(|t| from_timestamp("expire_time", t))
+                .transpose()?,
         };
         let (token, secret) = self.store.create_token(&caller.ctx, &new).await?;
         tracing::info!(token = %token.id, role = role.as_str(), "token created");
@@ -33,7 +42,10 @@ impl Api {
         })
     }
 
-    async fn list_tokens_inner(&self, request: Request<pb::ListTokensRequest>) -> ApiResult<pb::ListTokensResponse> {
+    async fn list_tokens_inner(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> ApiResult<pb::ListTokensResponse> {
         let caller = self.caller(&request).await?;
         let scope = caller.principal.tenant_scope();
         if scope.is_none() {
@@ -45,13 +57,19 @@ impl Api {
         })
     }
 
-    async fn revoke_token_inner(&self, request: Request<pb::RevokeTokenRequest>) -> ApiResult<pb::Token> {
+    async fn revoke_token_inner(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> ApiResult<pb::Token> {
         let caller = self.caller(&request).await?;
         if caller.principal.role == mtp_core::access::Role::ReadOnly {
             return Err(mtp_core::Error::PermissionDenied("this token is read-only".into()).into());
         }
         let id = &request.get_ref().id;
-        let token = self.store.revoke_token(&caller.ctx, id, caller.principal.tenant_scope()).await?;
+        let token = self
+            .store
+            .revoke_token(&caller.ctx, id, caller.principal.tenant_scope())
+            .await?;
         tracing::info!(token = %id, "token revoked");
         Ok(token_to_pb(&token))
     }
@@ -66,11 +84,17 @@ impl TokenService for Api {
         Ok(Response::new(self.create_token_inner(request).await?))
     }
 
-    async fn list_tokens(&self, request: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
         Ok(Response::new(self.list_tokens_inner(request).await?))
     }
 
-    async fn revoke_token(&self, request: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::Token>, Status> {
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
         Ok(Response::new(self.revoke_token_inner(request).await?))
     }
 }
