@@ -1,0 +1,144 @@
+//! `mtp`, the command-line client of the k8s-mtp control plane: argument
+//! parsing, settings resolution and dispatch to one module per noun.
+
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod errors;
+pub mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{
+    Ctx, audit::AuditCmd, clusters::ClusterCmd, environments::EnvCmd, profiles::ProfileCmd,
+    tenants::TenantCmd, tokens::TokenCmd,
+};
+use crate::errors::{CliError, EXIT_CODES_HELP};
+use crate::output::Format;
+
+/// mtp — ask the k8s-mtp control plane for tenants and isolated, limited,
+/// audited Kubernetes namespaces ("environments").
+///
+/// Settings come from flags, then MTP_* environment variables, then the config
+/// file ($HOME/.config/mtp/config, `key = value` lines: addr, token,
+/// token_file, ca_cert, output).
+#[derive(Debug, Parser)]
+#[command(name = "mtp", version, after_help = EXIT_CODES_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Control plane gRPC address (http:// or https://) [default: http://127.0.0.1:7443].
+    #[arg(long, global = true, env = "MTP_ADDR", value_name = "URL")]
+    pub addr: Option<String>,
+    /// API token (prefer --token-file or MTP_TOKEN: flags show up in `ps`).
+    #[arg(
+        long,
+        global = true,
+        env = "MTP_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, global = true, env = "MTP_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificate to trust for an https:// address (instead of the system roots).
+    #[arg(long, global = true, env = "MTP_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+    /// Output format [default: table].
+    #[arg(short = 'o', long, global = true, env = "MTP_OUTPUT", value_enum)]
+    pub output: Option<Format>,
+    /// Config file [default: $HOME/.config/mtp/config, optional].
+    #[arg(long, global = true, env = "MTP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tenants: the teams that own environments, with their owners and quota.
+    #[command(subcommand, visible_alias = "tenants")]
+    Tenant(TenantCmd),
+    /// Profiles: per-environment quota, defaults and network options.
+    #[command(subcommand, visible_alias = "profiles")]
+    Profile(ProfileCmd),
+    /// Clusters: the K3s clusters environments run on, and their agents.
+    #[command(subcommand, visible_alias = "clusters")]
+    Cluster(ClusterCmd),
+    /// Environments: a tenant's isolated namespace on a cluster.
+    #[command(subcommand, visible_alias = "envs")]
+    Env(EnvCmd),
+    /// API tokens: create, list and revoke.
+    #[command(subcommand, visible_alias = "tokens")]
+    Token(TokenCmd),
+    /// The audit log: list events, verify the hash chain.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+impl Cli {
+    fn overrides(&self) -> config::Overrides {
+        config::Overrides {
+            addr: self.addr.clone(),
+            token: self.token.clone(),
+            token_file: self.token_file.clone(),
+            ca_cert: self.ca_cert.clone(),
+            output: self.output,
+        }
+    }
+}
+
+/// Runs one parsed command line. Returns the output format too, so the caller
+/// can render an error the way the user asked for.
+pub async fn run(cli: Cli) -> (Format, Result<(), CliError>) {
+    let file = match config::load(cli.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return (cli.output.unwrap_or(Format::Table), Err(CliError::Other(e))),
+    };
+    let settings = config::resolve(&cli.overrides(), &file);
+    let format = settings.output;
+    let api = match client::Api::new(&settings) {
+        Ok(api) => api,
+        Err(e) => return (format, Err(e)),
+    };
+    let ctx = Ctx { api, format };
+    let result = match cli.command {
+        Command::Tenant(c) => commands::tenants::run(c, &ctx).await,
+        Command::Profile(c) => commands::profiles::run(c, &ctx).await,
+        Command::Cluster(c) => commands::clusters::run(c, &ctx).await,
+        Command::Env(c) => commands::environments::run(c, &ctx).await,
+        Command::Token(c) => commands::tokens::run(c, &ctx).await,
+        Command::Audit(c) => commands::audit::run(c, &ctx).await,
+    };
+    (format, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "mtp",
+            "tenant",
+            "list",
+            "-o",
+            "json",
+            "--addr",
+            "http://x:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, Some(Format::Json));
+        assert_eq!(cli.addr.as_deref(), Some("http://x:1"));
+    }
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Sets up and starts k8s-mtp on this machine for a first look:
+# PostgreSQL (data under .local/ in the checkout), the control plane, and the
+# first platform-admin token, printed at the end. Safe to run again.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+state="$root/.local"
+pg_bin="${MTP_PG_BIN:-/usr/lib/postgresql/15/bin}"
+pg_port="${MTP_PG_PORT:-55432}"
+grpc_addr="${MTP_GRPC_LISTEN:-127.0.0.1:7443}"
+admin_addr="${MTP_ADMIN_LISTEN:-127.0.0.1:9090}"
+mkdir -p "$state/logs"
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# PostgreSQL refuses to run as root; run its binaries as `postgres` then.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+if [ ! -x "$pg_bin/initdb" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing PostgreSQL 15 (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+  else
+    die "PostgreSQL 15 server binaries not found in $pg_bin (install postgresql-15, or set MTP_PG_BIN)"
+  fi
+fi
+command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+
+step "building the binaries (cargo build; the first build takes a few minutes)"
+(cd "$root" && cargo build --quiet --bins)
+
+pgdata="$state/pg"
+pgrun="$state/pg-run"
+if [ ! -s "$pgdata/PG_VERSION" ]; then
+  step "initialising PostgreSQL in $pgdata"
+  mkdir -p "$pgdata"
+  [ "$(id -u)" = 0 ] && chown postgres "$pgdata"
+  chmod 700 "$pgdata"
+  as_pg "$pg_bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 >"$state/logs/initdb.log" 2>&1 \
+    || die "initdb failed, see $state/logs/initdb.log"
+fi
+mkdir -p "$pgrun"
+[ "$(id -u)" = 0 ] && chown postgres "$pgrun" "$state/logs"
+if as_pg "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+  step "PostgreSQL already running on 127.0.0.1:$pg_port"
+else
+  step "starting PostgreSQL on 127.0.0.1:$pg_port"
+  as_pg "$pg_bin/pg_ctl" -D "$pgdata" -l "$state/logs/postgres.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pgrun" start >/dev/null \
+    || die "PostgreSQL did not start, see $state/logs/postgres.log"
+fi
+as_pg "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'mtp'" | grep -q 1 \
+  || as_pg "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres mtp
+
+pidfile="$state/control-plane.pid"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  step "control plane already running (pid $(cat "$pidfile"))"
+else
+  step "starting the control plane (gRPC $grpc_addr, admin http://$admin_addr)"
+  MTP_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/mtp" \
+    nohup "$root/target/debug/mtp-control-plane" --dev \
+      --grpc-listen "$grpc_addr" --admin-listen "$admin_addr" \
+      --bootstrap-token-file "$state/admin-token" \
+      >"$state/logs/control-plane.log" 2>&1 &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 100); do
+    if curl -fsS "http://$admin_addr/readyz" >/dev/null 2>&1; then break; fi
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || die "the control plane exited, see $state/logs/control-plane.log"
+    sleep 0.2
+  done
+  curl -fsS "http://$admin_addr/readyz" >/dev/null || die "the control plane is not ready, see $state/logs/control-plane.log"
+fi
+
+[ -s "$state/admin-token" ] || die "no admin token at $state/admin-token (see $state/logs/control-plane.log)"
+cat <<MSG
+
+k8s-mtp is running.
+  control plane  $grpc_addr (gRPC, plaintext dev mode)   logs: .local/logs/control-plane.log
+  admin port     http://$admin_addr/healthz /readyz /metrics
+  PostgreSQL     127.0.0.1:$pg_port (data: .local/pg)
+  admin token    $(cat "$state/admin-token")
+
+Use the CLI:
+  export PATH="$root/target/debug:\$PATH" MTP_ADDR=http://$grpc_addr MTP_TOKEN_FILE=$state/admin-token
+  mtp profile list
+Stop everything with: bash deploy/local/down.sh
+MSG
