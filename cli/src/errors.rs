@@ -12,7 +12,8 @@ use tonic::Code;
 pub mod exit {
     /// Success.
     pub const OK: i32 = 0;
-    /// Anything not covered below (internal server error, local I/O, ...).
+    /// Anything not covered below (internal server error, local I/O, a
+    /// `--wait` that timed out, ...).
     pub const OTHER: i32 = 1;
     /// Bad usage: unknown flag, bad value, or the server said INVALID_ARGUMENT.
     pub const USAGE: i32 = 2;
@@ -21,7 +22,8 @@ pub mod exit {
     /// Not allowed: UNAUTHENTICATED or PERMISSION_DENIED.
     pub const AUTH: i32 = 4;
     /// Refused by the state of things: quota (RESOURCE_EXHAUSTED),
-    /// FAILED_PRECONDITION, ALREADY_EXISTS, ABORTED.
+    /// FAILED_PRECONDITION, ALREADY_EXISTS, ABORTED; or `--wait` saw the
+    /// environment fail on its cluster.
     pub const CONFLICT: i32 = 5;
     /// `mtp audit verify` found a broken hash chain.
     pub const AUDIT_BROKEN: i32 = 6;
@@ -34,11 +36,12 @@ pub mod exit {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
-  1  other error (internal server error, local I/O, ...)
+  1  other error (internal server error, local I/O, --wait timed out, ...)
   2  usage error or invalid argument (client-side or INVALID_ARGUMENT)
   3  not found
   4  not authenticated or permission denied
-  5  refused: quota exceeded, failed precondition, already exists
+  5  refused: quota exceeded, failed precondition, already exists;
+     or --wait saw the environment fail on its cluster
   6  audit log hash chain is broken (mtp audit verify)
   7  control plane unavailable or timed out (retryable)";
 
@@ -52,6 +55,11 @@ pub enum CliError {
     /// `audit verify` reported a broken chain. The report itself has already
     /// been printed; this only carries the exit code.
     AuditBroken,
+    /// `--wait` saw the object reach a failed state (e.g. the agent could not
+    /// apply an environment); the message carries the reason.
+    Failed(String),
+    /// `--wait` gave up before the object settled.
+    Timeout(String),
     /// Anything else (config file unreadable, bad CA file, ...).
     Other(anyhow::Error),
 }
@@ -80,14 +88,17 @@ impl CliError {
             CliError::Usage(_) => exit::USAGE,
             CliError::Api(e) => exit_code_for(e.code),
             CliError::AuditBroken => exit::AUDIT_BROKEN,
-            CliError::Other(_) => exit::OTHER,
+            CliError::Failed(_) => exit::CONFLICT,
+            CliError::Timeout(_) | CliError::Other(_) => exit::OTHER,
         }
     }
 
     /// The human rendering: `error: ...` plus indented request id and hint lines.
     pub fn render_human(&self) -> String {
         match self {
-            CliError::Usage(m) => format!("error: {m}"),
+            CliError::Usage(m) | CliError::Failed(m) | CliError::Timeout(m) => {
+                format!("error: {m}")
+            }
             CliError::Other(e) => format!("error: {e:#}"),
             CliError::AuditBroken => "error: the audit log hash chain is broken".to_string(),
             CliError::Api(e) => {
@@ -107,7 +118,8 @@ impl CliError {
     pub fn render_json(&self) -> String {
         #[derive(Serialize)]
         struct Body<'a> {
-            /// gRPC code name for API errors; "USAGE" / "AUDIT_BROKEN" / "OTHER" otherwise.
+            /// gRPC code name for API errors; "USAGE" / "AUDIT_BROKEN" /
+            /// "FAILED" / "TIMEOUT" / "OTHER" otherwise.
             code: &'a str,
             message: String,
             action: Option<&'a str>,
@@ -121,6 +133,20 @@ impl CliError {
         let body = match self {
             CliError::Usage(m) => Body {
                 code: "USAGE",
+                message: m.clone(),
+                action: None,
+                request_id: None,
+                exit_code: self.exit_code(),
+            },
+            CliError::Failed(m) => Body {
+                code: "FAILED",
+                message: m.clone(),
+                action: None,
+                request_id: None,
+                exit_code: self.exit_code(),
+            },
+            CliError::Timeout(m) => Body {
+                code: "TIMEOUT",
                 message: m.clone(),
                 action: None,
                 request_id: None,
@@ -281,6 +307,8 @@ mod tests {
         assert_eq!(api(Code::Internal, "x").exit_code(), 1);
         assert_eq!(CliError::usage("bad").exit_code(), 2);
         assert_eq!(CliError::AuditBroken.exit_code(), 6);
+        assert_eq!(CliError::Failed("x".into()).exit_code(), 5);
+        assert_eq!(CliError::Timeout("x".into()).exit_code(), 1);
         assert_eq!(CliError::Other(anyhow::anyhow!("io")).exit_code(), 1);
     }
 

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    Ctx, audit::AuditCmd, clusters::ClusterCmd, environments::EnvCmd, profiles::ProfileCmd,
-    tenants::TenantCmd, tokens::TokenCmd,
+    Ctx, agents::AgentCmd, audit::AuditCmd, clusters::ClusterCmd, environments::EnvCmd,
+    profiles::ProfileCmd, tenants::TenantCmd, tokens::TokenCmd,
 };
 use crate::errors::{CliError, EXIT_CODES_HELP};
 use crate::output::Format;
@@ -67,6 +67,9 @@ pub enum Command {
     /// Clusters: the K3s clusters environments run on, and their agents.
     #[command(subcommand, visible_alias = "clusters")]
     Cluster(ClusterCmd),
+    /// Agents: one per cluster node, registered with a cluster's join token.
+    #[command(subcommand, visible_alias = "agents")]
+    Agent(AgentCmd),
     /// Environments: a tenant's isolated namespace on a cluster.
     #[command(subcommand, visible_alias = "envs")]
     Env(EnvCmd),
@@ -108,6 +111,7 @@ pub async fn run(cli: Cli) -> (Format, Result<(), CliError>) {
         Command::Tenant(c) => commands::tenants::run(c, &ctx).await,
         Command::Profile(c) => commands::profiles::run(c, &ctx).await,
         Command::Cluster(c) => commands::clusters::run(c, &ctx).await,
+        Command::Agent(c) => commands::agents::run(c, &ctx).await,
         Command::Env(c) => commands::environments::run(c, &ctx).await,
         Command::Token(c) => commands::tokens::run(c, &ctx).await,
         Command::Audit(c) => commands::audit::run(c, &ctx).await,
@@ -140,5 +144,47 @@ mod tests {
         .unwrap();
         assert_eq!(cli.output, Some(Format::Json));
         assert_eq!(cli.addr.as_deref(), Some("http://x:1"));
+    }
+
+    #[test]
+    fn wait_timeout_defaults_to_5m_and_needs_wait() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["mtp", "env"], args].concat());
+        let Command::Env(commands::environments::EnvCmd::Delete { wait, .. }) =
+            parse(&["delete", "t", "n", "--wait"]).unwrap().command
+        else {
+            panic!("not env delete");
+        };
+        assert!(wait.wait);
+        assert_eq!(wait.timeout.num_seconds(), 300);
+        assert!(parse(&["delete", "t", "n", "--timeout", "1s"]).is_err());
+        let Command::Env(commands::environments::EnvCmd::Create(a)) = parse(&[
+            "create",
+            "t",
+            "n",
+            "--cluster",
+            "c",
+            "--profile",
+            "p",
+            "--wait",
+            "--timeout",
+            "90s",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not env create");
+        };
+        assert_eq!(a.wait.timeout.num_seconds(), 90);
+    }
+
+    #[test]
+    fn cluster_create_join_token_flags() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["mtp", "cluster"], args].concat());
+        assert!(parse(&["create", "c", "--no-join-token"]).is_ok());
+        assert!(parse(&["create", "c", "--join-token-ttl", "2h"]).is_ok());
+        assert!(parse(&["create", "c", "--join-token-ttl", "2"]).is_err());
+        assert!(parse(&["create", "c", "--no-join-token", "--join-token-ttl", "2h"]).is_err());
+        assert!(parse(&["join-token", "c", "--ttl", "7d"]).is_ok());
+        assert!(Cli::try_parse_from(["mtp", "agent", "list", "--cluster", "c"]).is_ok());
     }
 }

@@ -2,8 +2,13 @@
 //! the tour from the README, exit codes, JSON output, errors, config sources.
 
 use std::process::Output;
+use std::time::Duration;
 
 use mtp_e2e::TestPlane;
+use mtp_e2e::agent::{self, ScriptedAgent};
+use mtp_proto::v1 as pb;
+use mtp_proto::v1::agent_message::Kind as AgentKind;
+use mtp_proto::v1::control_message::Kind as ControlKind;
 use serde_json::Value;
 
 /// Runs `mtp` with only the given settings: the caller's own MTP_* variables
@@ -371,4 +376,333 @@ async fn settings_come_from_the_config_file_and_flags_win() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("adress"), "{}", stderr(&out));
+}
+
+/// Registers an agent with `join_token` as `node` and opens its session as
+/// the applier, with a background keepalive so the session outlives slow
+/// steps; returns it after the first snapshot, with that snapshot's revision.
+async fn applier_agent(url: &str, join_token: &str, node: &str) -> (ScriptedAgent, i64) {
+    let reg = agent::register(url, join_token, node)
+        .await
+        .expect("the printed join token registers an agent");
+    let mut a = ScriptedAgent::connect(url, &reg.credential, 0, true)
+        .await
+        .expect("session opens");
+    let first = a.next_desired(Duration::from_secs(10)).await;
+    assert!(matches!(first, ControlKind::Snapshot(_)), "{first:?}");
+    let tx = a.outbound.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let beat = pb::AgentMessage {
+                kind: Some(AgentKind::Keepalive(pb::Keepalive { time: None })),
+            };
+            if tx.send(beat).await.is_err() {
+                return;
+            }
+        }
+    });
+    (a, agent::revision(&first))
+}
+
+/// Runs `mtp` on a blocking thread so the scripted agent can act meanwhile.
+fn mtp_in_background(url: &str, token: &str, args: &[&str]) -> tokio::task::JoinHandle<Output> {
+    let (url, token) = (url.to_owned(), token.to_owned());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        mtp(&url, Some(&token), &args)
+    })
+}
+
+/// The next desired-state message as changes: (revision, upserts, deletes).
+async fn next_changes(a: &mut ScriptedAgent) -> (i64, Vec<String>, Vec<String>) {
+    match a.next_desired(Duration::from_secs(10)).await {
+        ControlKind::Changes(c) => (
+            c.revision,
+            c.upserts.iter().map(|n| n.namespace.clone()).collect(),
+            c.deletes.clone(),
+        ),
+        other => panic!("expected changes, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_create_prints_a_join_token_that_registers_an_agent() {
+    let plane = TestPlane::start().await;
+    let (url, admin) = (plane.url(), plane.admin_secret.clone());
+    let run = |args: &[&str]| mtp(&url, Some(&admin), args);
+
+    // JSON: the cluster, the token and the command line to run.
+    let created = json(run(&[
+        "cluster",
+        "create",
+        "c1",
+        "--join-token-ttl",
+        "2h",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(created["name"], "c1");
+    let secret = created["join_token"]["secret"].as_str().unwrap().to_owned();
+    assert!(!secret.is_empty());
+    let expires = created["join_token"]["expire_time"].as_str().unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(expires).unwrap();
+    let ttl = expires.signed_duration_since(chrono::Utc::now());
+    assert!(
+        ttl > chrono::Duration::minutes(110) && ttl <= chrono::Duration::hours(2),
+        "--join-token-ttl 2h gave {ttl}"
+    );
+    assert_eq!(
+        created["agent_command"],
+        format!("mtp-agent --control-plane {url} --join-token {secret} --node-name <node>")
+    );
+
+    // Table: the secret and the command on stdout, the one-time warning on stderr.
+    let out = run(&["cluster", "create", "c2"]);
+    let (text, warn) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{warn}");
+    assert!(
+        text.contains(&format!("mtp-agent --control-plane {url} --join-token ")),
+        "{text}"
+    );
+    assert!(text.contains("Join token:"), "{text}");
+    assert!(
+        warn.starts_with("warning: ") && warn.contains("only time"),
+        "{warn}"
+    );
+
+    // --no-join-token: no token at all.
+    let bare = json(run(&[
+        "cluster",
+        "create",
+        "c3",
+        "--no-join-token",
+        "-o",
+        "json",
+    ]));
+    assert!(bare.get("join_token").is_none(), "{bare}");
+
+    // `cluster join-token` mints another, which works as well.
+    let again = json(run(&[
+        "cluster",
+        "join-token",
+        "c3",
+        "--ttl",
+        "10m",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(again["cluster"], "c3");
+    let second = again["join_token"]["secret"].as_str().unwrap().to_owned();
+    assert_ne!(second, secret);
+    let missing = run(&["cluster", "join-token", "nope"]);
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+
+    // The printed secret registers an agent of c1, which `agent list` shows.
+    let (_agent, _) = applier_agent(&url, &secret, "node-1").await;
+    let reg = agent::register(&url, &second, "node-9").await.unwrap();
+    assert_eq!(reg.cluster, "c3");
+
+    let agents = json(run(&["agent", "list", "--cluster", "c1", "-o", "json"]));
+    let agents = agents["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_eq!(agents[0]["cluster"], "c1");
+    assert_eq!(agents[0]["node_name"], "node-1");
+    assert_eq!(agents[0]["applier"], true);
+    assert_eq!(agents[0]["connected"], true);
+    assert_eq!(agents[0]["agent_version"], "scripted");
+    let all = json(run(&["agents", "ls", "-o", "json"]));
+    assert_eq!(all["agents"].as_array().unwrap().len(), 2);
+
+    let table = ok(run(&["agent", "list"]));
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("CLUSTER   NODE     APPLIER   CONNECTED   ACKED REVISION   LAST SEEN"),
+        "{table}"
+    );
+    let node1 = table.lines().find(|l| l.contains("node-1")).unwrap();
+    assert!(node1.starts_with("c1"), "{table}");
+    assert_eq!(node1.split_whitespace().nth(2), Some("yes"), "{table}");
+
+    // The cluster views count agents: connected/registered.
+    let c1 = json(run(&["cluster", "get", "c1", "-o", "json"]));
+    assert_eq!(c1["agents"]["registered"], 1);
+    assert_eq!(c1["agents"]["connected"], 1);
+    let list = ok(run(&["cluster", "list"]));
+    assert!(
+        list.lines().next().unwrap().contains("REVISION   AGENTS"),
+        "{list}"
+    );
+    let c3 = list.lines().find(|l| l.starts_with("c3")).unwrap();
+    assert!(c3.contains(" 0/1 "), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_wait_follows_the_agent_to_ready_failed_and_deleted() {
+    let plane = TestPlane::start().await;
+    let (url, admin) = (plane.url(), plane.admin_secret.clone());
+    let run = |args: &[&str]| mtp(&url, Some(&admin), args);
+    let created = json(run(&["cluster", "create", "c1", "-o", "json"]));
+    ok(run(&["cluster", "create", "idle", "--no-join-token"]));
+    ok(run(&tenant_create("team-a", "8")));
+    let secret = created["join_token"]["secret"].as_str().unwrap();
+    let (mut agent, _) = applier_agent(&url, secret, "node-1").await;
+
+    // Ready: the CLI returns once the applier acknowledges the revision as verified.
+    let create = |name: &str| {
+        mtp_in_background(
+            &url,
+            &admin,
+            &[
+                "env",
+                "create",
+                "team-a",
+                name,
+                "--cluster",
+                "c1",
+                "--profile",
+                "small",
+                "--wait",
+                "-o",
+                "json",
+            ],
+        )
+    };
+    let cli = create("dev");
+    let (revision, upserts, _) = next_changes(&mut agent).await;
+    assert_eq!(upserts, ["team-a-dev"]);
+    // Long enough for the CLI to see (and report) `applying`.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !cli.is_finished(),
+        "--wait returned before the agent acknowledged"
+    );
+    agent
+        .ack(
+            revision,
+            vec![("team-a-dev".into(), pb::NamespaceOutcome::Verified, "")],
+        )
+        .await;
+    let out = cli.await.unwrap();
+    let progress = stderr(&out);
+    let env = json(out);
+    assert_eq!(env["status"], "ready", "{env}");
+    assert_eq!(env["applied_revision"], revision);
+    assert!(env["ready_time"].is_string(), "{env}");
+    assert!(
+        env["time_to_ready_seconds"].as_f64().unwrap() >= 1.0,
+        "{env}"
+    );
+    let lines: Vec<&str> = progress.lines().collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("team-a/dev: "))
+            .count(),
+        lines.len(),
+        "{progress}"
+    );
+    assert!(
+        lines.contains(&format!("team-a/dev: applying (revision {revision})").as_str()),
+        "{progress}"
+    );
+    assert!(
+        lines.last().unwrap().starts_with("team-a/dev: ready in "),
+        "{progress}"
+    );
+    let details = ok(run(&["env", "get", "team-a", "dev"]));
+    assert!(details.contains("Time to ready:"), "{details}");
+    assert!(
+        details
+            .lines()
+            .any(|l| l.starts_with("Applied revision:") && l.ends_with(&format!(" {revision}"))),
+        "{details}"
+    );
+
+    // Failed: exit code 5 and the agent's reason on stderr.
+    let cli = create("broken");
+    let (revision, upserts, _) = next_changes(&mut agent).await;
+    assert_eq!(upserts, ["team-a-broken"]);
+    agent
+        .ack(
+            revision,
+            vec![(
+                "team-a-broken".into(),
+                pb::NamespaceOutcome::Failed,
+                "LimitRange rejected by admission webhook",
+            )],
+        )
+        .await;
+    let out = cli.await.unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err: Value = serde_json::from_str(stderr(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(err["error"]["code"], "FAILED");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "team-a/broken failed on cluster c1: LimitRange rejected by admission webhook"
+        ),
+        "{message}"
+    );
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+
+    // No agent: times out with exit code 1 and the last status.
+    let started = std::time::Instant::now();
+    let out = run(&[
+        "env",
+        "create",
+        "team-a",
+        "late",
+        "--cluster",
+        "idle",
+        "--profile",
+        "small",
+        "--wait",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = stderr(&out);
+    assert!(err.contains("team-a/late: pending"), "{err}");
+    assert!(
+        err.contains(
+            "error: timed out after 1s waiting for team-a/late to become ready (status: pending)"
+        ),
+        "{err}"
+    );
+
+    // Delete: returns once the agent confirms the namespace is gone.
+    let cli = mtp_in_background(
+        &url,
+        &admin,
+        &["env", "delete", "team-a", "dev", "--wait", "-o", "json"],
+    );
+    let (revision, _, deletes) = next_changes(&mut agent).await;
+    assert_eq!(deletes, ["team-a-dev"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !cli.is_finished(),
+        "--wait returned before the agent deleted"
+    );
+    agent
+        .ack(
+            revision,
+            vec![("team-a-dev".into(), pb::NamespaceOutcome::Deleted, "")],
+        )
+        .await;
+    let out = cli.await.unwrap();
+    let progress = stderr(&out);
+    let env = json(out);
+    assert_eq!(env["status"], "deleted", "{env}");
+    assert!(progress.contains("team-a/dev: deleting"), "{progress}");
+    assert!(
+        progress
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("team-a/dev: deleted in "),
+        "{progress}"
+    );
 }

@@ -2,8 +2,11 @@
 //! isolated, limited namespace on a cluster).
 //!
 //! Each mutating command is split into "send the RPC" and "render the result"
-//! so a later `--wait` can poll `GetEnvironment` between the two, using
-//! `is_settled` to know when to stop.
+//! so `--wait` can poll `GetEnvironment` between the two (`wait_until`), with
+//! the stop/continue decision in the pure function `decide`.
+
+use std::future::Future;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use mtp_proto::v1::{
@@ -12,13 +15,14 @@ use mtp_proto::v1::{
 };
 use serde::Serialize;
 
-use super::{Ctx, ExpiryArgs, ResourcesView, resources_summary};
+use super::{Ctx, ExpiryArgs, ResourcesView, parse_duration, resources_summary};
 use crate::errors::CliError;
 use crate::output::{self, Details, Table, emit, emit_json};
 
 #[derive(Debug, Subcommand)]
 pub enum EnvCmd {
     /// Create an environment of TENANT on a cluster, shaped by a profile.
+    /// With --wait, return only once the cluster's agent applied and verified it.
     Create(Box<CreateArgs>),
     /// List environments (live ones unless --all).
     #[command(visible_alias = "ls")]
@@ -30,14 +34,36 @@ pub enum EnvCmd {
         /// Environment name.
         name: String,
     },
-    /// Request deletion of an environment; it goes to `deleting`, then `deleted`.
+    /// Request deletion of an environment; it goes to `deleting`, then
+    /// `deleted` once the agent removed the namespace (--wait waits for that).
     #[command(visible_alias = "rm")]
     Delete {
         /// Tenant name.
         tenant: String,
         /// Environment name.
         name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
+}
+
+/// `--wait` and `--timeout`, shared by `create` and `delete`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Wait until the cluster's agent reports the environment ready (create)
+    /// or removed (delete), printing status changes on stderr. Exits 5 if the
+    /// agent reports a failure, 1 on timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits: a number with a unit s, m, h, d or w (e.g. 90s, 10m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        default_value = "5m",
+        requires = "wait"
+    )]
+    pub timeout: chrono::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +98,8 @@ pub struct CreateArgs {
     pub pvcs: Option<i64>,
     #[command(flatten)]
     pub expiry: ExpiryArgs,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 impl CreateArgs {
@@ -105,7 +133,13 @@ pub struct ListArgs {
 pub async fn run(cmd: EnvCmd, ctx: &Ctx) -> Result<(), CliError> {
     match cmd {
         EnvCmd::Create(a) => {
-            let env = create(ctx, *a).await?;
+            let (tenant, name, wait) = (a.tenant.clone(), a.name.clone(), a.wait.clone());
+            let mut env = create(ctx, *a).await?;
+            if wait.wait
+                && let Some(done) = wait_for(ctx, Goal::Ready, &tenant, &name, &wait).await?
+            {
+                env = done;
+            }
             show(ctx, &env);
         }
         EnvCmd::List(a) => list(ctx, a).await?,
@@ -113,16 +147,26 @@ pub async fn run(cmd: EnvCmd, ctx: &Ctx) -> Result<(), CliError> {
             let env = get(ctx, &tenant, &name).await?;
             show(ctx, &env);
         }
-        EnvCmd::Delete { tenant, name } => {
-            let env = ctx
+        EnvCmd::Delete { tenant, name, wait } => {
+            let mut env = ctx
                 .api
                 .call(
                     format!("delete environment {tenant}/{name}"),
                     ctx.api
                         .environments()
-                        .delete_environment(DeleteEnvironmentRequest { tenant, name }),
+                        .delete_environment(DeleteEnvironmentRequest {
+                            tenant: tenant.clone(),
+                            name: name.clone(),
+                        }),
                 )
                 .await?;
+            if wait.wait {
+                match wait_for(ctx, Goal::Deleted, &tenant, &name, &wait).await? {
+                    Some(done) => env = done,
+                    // The server no longer knows it: as deleted as it gets.
+                    None => env.status = EnvironmentStatus::Deleted as i32,
+                }
+            }
             show(ctx, &env);
         }
     }
@@ -192,6 +236,210 @@ async fn list(ctx: &Ctx, a: ListArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// What `--wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Applied and verified by the cluster's applier agent.
+    Ready,
+    /// Removed from the cluster (or no longer known to the server).
+    Deleted,
+}
+
+impl Goal {
+    fn describe(self) -> &'static str {
+        match self {
+            Goal::Ready => "become ready",
+            Goal::Deleted => "be deleted",
+        }
+    }
+}
+
+/// What one observation of the environment means for a `--wait`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Not there yet: poll again.
+    Continue,
+    /// Reached the goal.
+    Done,
+    /// Will not reach the goal on its own; the text says why.
+    Failed(String),
+}
+
+/// The pure decision of `--wait`: continue, done or failed, from one
+/// observation of the environment.
+pub fn decide(goal: Goal, e: &Environment) -> Decision {
+    let status = EnvironmentStatus::try_from(e.status).unwrap_or(EnvironmentStatus::Unspecified);
+    match (goal, status) {
+        (Goal::Ready, EnvironmentStatus::Ready) | (Goal::Deleted, EnvironmentStatus::Deleted) => {
+            Decision::Done
+        }
+        (Goal::Ready, EnvironmentStatus::Failed) => {
+            Decision::Failed(if e.reason.trim().is_empty() {
+                "the agent reported a failure without a reason".into()
+            } else {
+                e.reason.clone()
+            })
+        }
+        (Goal::Ready, EnvironmentStatus::Deleting | EnvironmentStatus::Deleted) => {
+            Decision::Failed("it is being deleted".into())
+        }
+        _ => Decision::Continue,
+    }
+}
+
+/// How `--wait` polls: the first interval, growing by half each time up to
+/// `max`, and the overall timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Poll {
+    pub first: Duration,
+    pub max: Duration,
+    pub timeout: Duration,
+}
+
+impl Poll {
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Poll {
+            first: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+            timeout,
+        }
+    }
+}
+
+/// Time as `--wait` sees it, injectable so the loop runs without real sleeps
+/// in unit tests.
+pub trait Clock {
+    /// Time since the wait started.
+    fn elapsed(&self) -> Duration;
+    fn sleep(&mut self, d: Duration) -> impl Future<Output = ()>;
+}
+
+/// The real clock.
+pub struct TokioClock(tokio::time::Instant);
+
+impl TokioClock {
+    pub fn start() -> Self {
+        TokioClock(tokio::time::Instant::now())
+    }
+}
+
+impl Clock for TokioClock {
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+
+    fn sleep(&mut self, d: Duration) -> impl Future<Output = ()> {
+        tokio::time::sleep(d)
+    }
+}
+
+/// `0.8s` under a minute, else compact (`2m`, `1h5m`).
+fn elapsed_text(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        output::compact_duration(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// One progress line, e.g. `team-a/dev: applying (revision 7)` or
+/// `team-a/dev: ready in 0.8s`.
+pub fn progress_line(who: &str, e: &Environment, elapsed: Duration) -> String {
+    let name = status_name(e.status);
+    match EnvironmentStatus::try_from(e.status) {
+        Ok(EnvironmentStatus::Ready | EnvironmentStatus::Deleted) => {
+            format!("{who}: {name} in {}", elapsed_text(elapsed))
+        }
+        Ok(EnvironmentStatus::Failed) if !e.reason.is_empty() => {
+            format!("{who}: {name}: {}", e.reason)
+        }
+        Ok(EnvironmentStatus::Applying | EnvironmentStatus::Deleting) if e.revision > 0 => {
+            format!("{who}: {name} (revision {})", e.revision)
+        }
+        _ => format!("{who}: {name}"),
+    }
+}
+
+/// The `--wait` loop: polls with `fetch` until `decide` says done or failed,
+/// or `poll.timeout` passes; reports each change of status or revision through
+/// `progress`. For `Goal::Deleted` a NOT_FOUND answer counts as deleted and
+/// gives `None`.
+pub async fn wait_until<C, F, Fut>(
+    goal: Goal,
+    who: &str,
+    poll: Poll,
+    clock: &mut C,
+    mut fetch: F,
+    mut progress: impl FnMut(&str),
+) -> Result<Option<Environment>, CliError>
+where
+    C: Clock,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Environment, CliError>>,
+{
+    let mut interval = poll.first;
+    let mut last: Option<(i32, i64)> = None;
+    loop {
+        let env = match fetch().await {
+            Ok(env) => env,
+            Err(CliError::Api(e)) if goal == Goal::Deleted && e.code == tonic::Code::NotFound => {
+                progress(&format!(
+                    "{who}: deleted in {}",
+                    elapsed_text(clock.elapsed())
+                ));
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let elapsed = clock.elapsed();
+        if last != Some((env.status, env.revision)) {
+            progress(&progress_line(who, &env, elapsed));
+            last = Some((env.status, env.revision));
+        }
+        match decide(goal, &env) {
+            Decision::Done => return Ok(Some(env)),
+            Decision::Failed(why) => {
+                return Err(CliError::Failed(format!(
+                    "{who} failed on cluster {}: {why}",
+                    env.cluster
+                )));
+            }
+            Decision::Continue => {}
+        }
+        if elapsed >= poll.timeout {
+            return Err(CliError::Timeout(format!(
+                "timed out after {} waiting for {who} to {} (status: {})",
+                output::compact_duration(i64::try_from(poll.timeout.as_secs()).unwrap_or(i64::MAX)),
+                goal.describe(),
+                status_name(env.status)
+            )));
+        }
+        clock.sleep(interval.min(poll.timeout - elapsed)).await;
+        interval = (interval * 3 / 2).min(poll.max);
+    }
+}
+
+/// `--wait` against the server, progress on stderr.
+async fn wait_for(
+    ctx: &Ctx,
+    goal: Goal,
+    tenant: &str,
+    name: &str,
+    wait: &WaitArgs,
+) -> Result<Option<Environment>, CliError> {
+    let timeout = wait.timeout.to_std().unwrap_or(Duration::from_secs(300));
+    let who = format!("{tenant}/{name}");
+    wait_until(
+        goal,
+        &who,
+        Poll::with_timeout(timeout),
+        &mut TokioClock::start(),
+        || get(ctx, tenant, name),
+        |line| eprintln!("{line}"),
+    )
+    .await
+}
+
 /// Whether an environment has reached a state a `--wait` would stop at.
 pub fn is_settled(status: EnvironmentStatus) -> bool {
     matches!(
@@ -235,13 +483,32 @@ fn details(e: &Environment, now: chrono::DateTime<chrono::Utc>) -> String {
         .field("Namespace", &e.namespace)
         .field("Status", status_name(e.status))
         .field("Reason", &e.reason)
+        .field("Revision", revision_text(e.revision))
+        .field("Applied revision", revision_text(e.applied_revision))
         .field("Quota", resources_summary(e.quota.as_ref()))
         .field("Created", output::rfc3339_or_dash(e.create_time.as_ref()))
+        .field("Ready", output::rfc3339_or_dash(e.ready_time.as_ref()))
+        .field(
+            "Time to ready",
+            time_to_ready(e).map(elapsed_text).unwrap_or_default(),
+        )
         .field("Expires", expires);
     if e.delete_time.is_some() {
         d.field("Deleted", output::rfc3339_or_dash(e.delete_time.as_ref()));
     }
     d.render()
+}
+
+/// A revision, or empty (`-`) for 0: "none yet".
+fn revision_text(r: i64) -> String {
+    if r > 0 { r.to_string() } else { String::new() }
+}
+
+/// `ready_time - create_time`, when it became ready.
+pub fn time_to_ready(e: &Environment) -> Option<Duration> {
+    let created = output::datetime(e.create_time.as_ref())?;
+    let ready = output::datetime(e.ready_time.as_ref())?;
+    (ready - created).to_std().ok()
 }
 
 fn list_table(envs: &[Environment], now: chrono::DateTime<chrono::Utc>) -> Table {
@@ -287,7 +554,15 @@ pub struct EnvironmentView {
     /// pending | applying | ready | failed | deleting | deleted | unknown
     pub status: &'static str,
     pub reason: String,
+    /// The cluster revision at which it last changed.
+    pub revision: i64,
+    /// The revision the applier agent acknowledged for it (0: not yet).
+    pub applied_revision: i64,
     pub create_time: Option<String>,
+    /// When it first became ready.
+    pub ready_time: Option<String>,
+    /// `ready_time - create_time` in seconds.
+    pub time_to_ready_seconds: Option<f64>,
     pub expire_time: Option<String>,
     pub delete_time: Option<String>,
 }
@@ -303,7 +578,11 @@ impl From<&Environment> for EnvironmentView {
             quota: e.quota.as_ref().into(),
             status: status_name(e.status),
             reason: e.reason.clone(),
+            revision: e.revision,
+            applied_revision: e.applied_revision,
             create_time: output::rfc3339(e.create_time.as_ref()),
+            ready_time: output::rfc3339(e.ready_time.as_ref()),
+            time_to_ready_seconds: time_to_ready(e).map(|d| d.as_secs_f64()),
             expire_time: output::rfc3339(e.expire_time.as_ref()),
             delete_time: output::rfc3339(e.delete_time.as_ref()),
         }
@@ -334,6 +613,12 @@ mod tests {
             expire_time: Some(prost_types::Timestamp {
                 seconds: 1_000_000 + 7200,
                 nanos: 0,
+            }),
+            revision: 7,
+            applied_revision: 7,
+            ready_time: Some(prost_types::Timestamp {
+                seconds: 1_000_002,
+                nanos: 500_000_000,
             }),
             ..Default::default()
         }
@@ -367,8 +652,277 @@ mod tests {
         assert!(row.starts_with("team-a   dev    k3s-1"), "{s}");
         assert!(row.ends_with("1h    in 1h"), "{s}");
         let d = details(&env(), now);
-        assert!(d.contains("Status:     ready"), "{d}");
-        assert!(d.contains("(in 1h)"), "{d}");
+        let field = |label: &str| {
+            d.lines()
+                .find_map(|l| l.strip_prefix(&format!("{label}:")))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {label}: {d}"))
+                .to_string()
+        };
+        assert_eq!(field("Status"), "ready");
+        assert!(field("Expires").ends_with("(in 1h)"), "{d}");
+        assert_eq!(field("Revision"), "7");
+        assert_eq!(field("Applied revision"), "7");
+        assert_eq!(field("Ready"), "1970-01-12T13:46:42.500Z");
+        assert_eq!(field("Time to ready"), "2.5s");
+        let pending = Environment {
+            status: EnvironmentStatus::Pending as i32,
+            applied_revision: 0,
+            ready_time: None,
+            ..env()
+        };
+        let d = details(&pending, now);
+        assert!(d.contains("Time to ready:     -"), "{d}");
+        assert!(d.contains("Applied revision:  -"), "{d}");
+    }
+
+    #[test]
+    fn json_view_has_revisions_and_time_to_ready() {
+        let v = serde_json::to_value(EnvironmentView::from(&env())).unwrap();
+        assert_eq!(v["revision"], 7);
+        assert_eq!(v["applied_revision"], 7);
+        assert_eq!(v["ready_time"], "1970-01-12T13:46:42.500Z");
+        assert_eq!(v["time_to_ready_seconds"], 2.5);
+        let v = serde_json::to_value(EnvironmentView::from(&Environment::default())).unwrap();
+        assert!(v["ready_time"].is_null());
+        assert!(v["time_to_ready_seconds"].is_null());
+    }
+
+    fn with(status: EnvironmentStatus, revision: i64, reason: &str) -> Environment {
+        Environment {
+            status: status as i32,
+            revision,
+            reason: reason.into(),
+            ..env()
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        use EnvironmentStatus as S;
+        for s in [S::Pending, S::Applying, S::Unspecified] {
+            assert_eq!(decide(Goal::Ready, &with(s, 1, "")), Decision::Continue);
+        }
+        assert_eq!(decide(Goal::Ready, &with(S::Ready, 1, "")), Decision::Done);
+        assert_eq!(
+            decide(Goal::Ready, &with(S::Failed, 1, "LimitRange refused")),
+            Decision::Failed("LimitRange refused".into())
+        );
+        assert!(matches!(
+            decide(Goal::Ready, &with(S::Failed, 1, "")),
+            Decision::Failed(r) if r.contains("without a reason")
+        ));
+        assert!(matches!(
+            decide(Goal::Ready, &with(S::Deleting, 1, "")),
+            Decision::Failed(_)
+        ));
+        for s in [S::Ready, S::Failed, S::Deleting, S::Pending] {
+            assert_eq!(decide(Goal::Deleted, &with(s, 1, "")), Decision::Continue);
+        }
+        assert_eq!(
+            decide(Goal::Deleted, &with(S::Deleted, 1, "")),
+            Decision::Done
+        );
+        assert_eq!(
+            decide(
+                Goal::Ready,
+                &Environment {
+                    status: 99,
+                    ..env()
+                }
+            ),
+            Decision::Continue
+        );
+    }
+
+    #[test]
+    fn progress_lines() {
+        use EnvironmentStatus as S;
+        let ms = Duration::from_millis;
+        assert_eq!(
+            progress_line("team-a/dev", &with(S::Pending, 7, ""), ms(0)),
+            "team-a/dev: pending"
+        );
+        assert_eq!(
+            progress_line("team-a/dev", &with(S::Applying, 7, ""), ms(0)),
+            "team-a/dev: applying (revision 7)"
+        );
+        assert_eq!(
+            progress_line("team-a/dev", &with(S::Ready, 7, ""), ms(800)),
+            "team-a/dev: ready in 0.8s"
+        );
+        assert_eq!(
+            progress_line("team-a/dev", &with(S::Deleted, 8, ""), ms(125_000)),
+            "team-a/dev: deleted in 2m"
+        );
+        assert_eq!(
+            progress_line("team-a/dev", &with(S::Failed, 7, "boom"), ms(0)),
+            "team-a/dev: failed: boom"
+        );
+    }
+
+    /// Virtual time: `sleep` only advances the clock and records the interval.
+    #[derive(Default)]
+    struct FakeClock {
+        now: Duration,
+        sleeps: Vec<Duration>,
+    }
+
+    impl Clock for FakeClock {
+        fn elapsed(&self) -> Duration {
+            self.now
+        }
+
+        fn sleep(&mut self, d: Duration) -> impl Future<Output = ()> {
+            self.now += d;
+            self.sleeps.push(d);
+            std::future::ready(())
+        }
+    }
+
+    /// Runs the wait loop over scripted answers (the last one repeats).
+    fn run_wait(
+        goal: Goal,
+        timeout: Duration,
+        answers: Vec<Result<Environment, CliError>>,
+    ) -> (
+        Result<Option<Environment>, CliError>,
+        Vec<String>,
+        FakeClock,
+    ) {
+        let mut answers: std::collections::VecDeque<_> = answers.into();
+        let mut clock = FakeClock::default();
+        let mut lines = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let result = rt.block_on(wait_until(
+            goal,
+            "team-a/dev",
+            Poll::with_timeout(timeout),
+            &mut clock,
+            || {
+                let next = if answers.len() > 1 {
+                    answers.pop_front().unwrap()
+                } else {
+                    match answers.front().unwrap() {
+                        Ok(e) => Ok(e.clone()),
+                        Err(_) => answers.pop_front().unwrap(),
+                    }
+                };
+                std::future::ready(next)
+            },
+            |l| lines.push(l.to_string()),
+        ));
+        (result, lines, clock)
+    }
+
+    #[test]
+    fn wait_reports_each_change_once_and_returns_when_ready() {
+        use EnvironmentStatus as S;
+        let (res, lines, clock) = run_wait(
+            Goal::Ready,
+            Duration::from_secs(300),
+            vec![
+                Ok(with(S::Pending, 7, "")),
+                Ok(with(S::Pending, 7, "")),
+                Ok(with(S::Applying, 7, "")),
+                Ok(with(S::Applying, 7, "")),
+                Ok(with(S::Ready, 7, "")),
+            ],
+        );
+        assert_eq!(res.unwrap().unwrap().status, S::Ready as i32);
+        assert_eq!(
+            lines,
+            [
+                "team-a/dev: pending",
+                "team-a/dev: applying (revision 7)",
+                "team-a/dev: ready in 1.6s"
+            ]
+        );
+        // 200 ms, growing by half each poll.
+        let ms: Vec<u128> = clock.sleeps.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [200, 300, 450, 675]);
+    }
+
+    #[test]
+    fn wait_backs_off_to_one_second_and_times_out_with_the_last_status() {
+        use EnvironmentStatus as S;
+        let (res, lines, clock) = run_wait(
+            Goal::Ready,
+            Duration::from_secs(5),
+            vec![Ok(with(S::Applying, 3, ""))],
+        );
+        let err = res.unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.render_human(),
+            "error: timed out after 5s waiting for team-a/dev to become ready (status: applying)"
+        );
+        assert_eq!(lines, ["team-a/dev: applying (revision 3)"]);
+        assert_eq!(
+            clock.now,
+            Duration::from_secs(5),
+            "never sleeps past the timeout"
+        );
+        assert!(clock.sleeps.iter().all(|d| *d <= Duration::from_secs(1)));
+        assert!(clock.sleeps.contains(&Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn wait_fails_with_the_agents_reason() {
+        use EnvironmentStatus as S;
+        let (res, lines, _) = run_wait(
+            Goal::Ready,
+            Duration::from_secs(300),
+            vec![
+                Ok(with(S::Applying, 3, "")),
+                Ok(with(S::Failed, 3, "ResourceQuota: admission denied")),
+            ],
+        );
+        let err = res.unwrap_err();
+        assert_eq!(err.exit_code(), 5);
+        let msg = err.render_human();
+        assert!(msg.contains("team-a/dev failed on cluster k3s-1"), "{msg}");
+        assert!(msg.contains("ResourceQuota: admission denied"), "{msg}");
+        assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn wait_for_deletion_accepts_deleted_or_not_found() {
+        use EnvironmentStatus as S;
+        let (res, lines, _) = run_wait(
+            Goal::Deleted,
+            Duration::from_secs(300),
+            vec![Ok(with(S::Deleting, 9, "")), Ok(with(S::Deleted, 9, ""))],
+        );
+        assert_eq!(res.unwrap().unwrap().status, S::Deleted as i32);
+        assert_eq!(lines[0], "team-a/dev: deleting (revision 9)");
+        assert!(lines[1].starts_with("team-a/dev: deleted in "), "{lines:?}");
+
+        let not_found = || {
+            CliError::Api(crate::errors::ApiError {
+                action: "get environment team-a/dev".into(),
+                code: tonic::Code::NotFound,
+                message: "not found".into(),
+                request_id: None,
+                addr: "http://x".into(),
+            })
+        };
+        let (res, lines, _) = run_wait(
+            Goal::Deleted,
+            Duration::from_secs(300),
+            vec![Ok(with(S::Deleting, 9, "")), Err(not_found())],
+        );
+        assert!(res.unwrap().is_none());
+        assert_eq!(lines.len(), 2);
+        // While waiting for Ready, NOT_FOUND is an error like any other.
+        let (res, _, _) = run_wait(
+            Goal::Ready,
+            Duration::from_secs(300),
+            vec![Err(not_found())],
+        );
+        assert_eq!(res.unwrap_err().exit_code(), 3);
     }
 
     #[test]
@@ -387,6 +941,10 @@ mod tests {
             expiry: ExpiryArgs {
                 expire_in: None,
                 expire_at: None,
+            },
+            wait: WaitArgs {
+                wait: false,
+                timeout: chrono::Duration::minutes(5),
             },
         };
         assert!(a.quota_override().is_none());

@@ -2,6 +2,7 @@
 //! context, `--expire-in`/`--expire-at` parsing, `k=v` parsing and the JSON
 //! view of `Resources`.
 
+pub mod agents;
 pub mod audit;
 pub mod clusters;
 pub mod environments;

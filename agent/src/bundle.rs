@@ -1,0 +1,689 @@
+//! The pure mapping from one `NamespaceConfig` to the Kubernetes objects of its
+//! environment (DESIGN.md, "What the agent makes of one environment").
+//!
+//! No I/O here: the same config always gives the same objects, so the mapping
+//! is unit-tested field by field and checked against the Multi-Tenancy
+//! Benchmarks without a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+    ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::{Metadata, Resource};
+use mtp_proto::v1::NamespaceConfig;
+use serde_json::Value;
+
+/// Label every object the agent writes carries; the agent never touches an
+/// object without it.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "mtp";
+pub const TENANT_LABEL: &str = "mtp.io/tenant";
+pub const ENVIRONMENT_LABEL: &str = "mtp.io/environment";
+/// `labelSelector` matching exactly the objects the agent manages.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=mtp";
+
+pub const QUOTA_NAME: &str = "mtp-quota";
+pub const LIMITS_NAME: &str = "mtp-limits";
+pub const DEFAULT_DENY: &str = "mtp-default-deny";
+pub const ALLOW_SAME_NAMESPACE: &str = "mtp-allow-same-namespace";
+pub const ALLOW_DNS: &str = "mtp-allow-dns";
+pub const ALLOW_INGRESS_CONTROLLER: &str = "mtp-allow-ingress-controller";
+pub const ALLOW_SAME_TENANT: &str = "mtp-allow-same-tenant";
+pub const OWNERS_BINDING: &str = "mtp-owners";
+pub const CI_ACCOUNT: &str = "mtp-ci";
+pub const CI_BINDING: &str = "mtp-ci-edit";
+
+/// Namespace of the cluster DNS (CoreDNS on K3s) and its pod label.
+const DNS_NAMESPACE: &str = "kube-system";
+const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
+/// Set by the API server on every namespace since Kubernetes 1.21.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// The kinds the agent writes, in the order they are applied (the Namespace
+/// first: everything else lives in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    ResourceQuota,
+    LimitRange,
+    NetworkPolicy,
+    ServiceAccount,
+    RoleBinding,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Namespace,
+        Kind::ResourceQuota,
+        Kind::LimitRange,
+        Kind::NetworkPolicy,
+        Kind::ServiceAccount,
+        Kind::RoleBinding,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => Namespace::KIND,
+            Kind::ResourceQuota => ResourceQuota::KIND,
+            Kind::LimitRange => LimitRange::KIND,
+            Kind::NetworkPolicy => NetworkPolicy::KIND,
+            Kind::ServiceAccount => ServiceAccount::KIND,
+            Kind::RoleBinding => RoleBinding::KIND,
+        }
+    }
+}
+
+/// One object of a bundle, ready for server-side apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedObject {
+    pub kind: Kind,
+    pub name: String,
+    /// `None` for the Namespace itself.
+    pub namespace: Option<String>,
+    /// The full apply configuration: apiVersion, kind, metadata and spec.
+    pub body: Value,
+}
+
+impl ManagedObject {
+    /// `Kind/name`, as shown in drift reports and errors.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind.name(), self.name)
+    }
+}
+
+/// All objects of one environment's namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bundle {
+    pub namespace: Namespace,
+    pub quota: ResourceQuota,
+    pub limits: LimitRange,
+    pub network_policies: Vec<NetworkPolicy>,
+    pub service_account: ServiceAccount,
+    pub role_bindings: Vec<RoleBinding>,
+}
+
+impl Bundle {
+    /// Maps a config to its objects. Mechanical: every decision was made by
+    /// the control plane.
+    pub fn render(config: &NamespaceConfig) -> Bundle {
+        let ns = config.namespace.as_str();
+        let labels = common_labels(config);
+
+        let mut ns_labels = labels.clone();
+        for mode in ["enforce", "audit", "warn"] {
+            ns_labels.insert(
+                format!("pod-security.kubernetes.io/{mode}"),
+                "restricted".into(),
+            );
+            ns_labels.insert(
+                format!("pod-security.kubernetes.io/{mode}-version"),
+                "latest".into(),
+            );
+        }
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.into()),
+                labels: Some(ns_labels),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+
+        let q = config.quota.unwrap_or_default();
+        let mut hard = BTreeMap::new();
+        let cpu_quota = cpu(q.cpu_millis);
+        let memory = bytes(q.memory_bytes);
+        hard.insert("requests.cpu".into(), cpu_quota.clone());
+        hard.insert("limits.cpu".into(), cpu_quota);
+        hard.insert("requests.memory".into(), memory.clone());
+        hard.insert("limits.memory".into(), memory);
+        hard.insert("requests.storage".into(), bytes(q.storage_bytes));
+        hard.insert("pods".into(), count(q.pods));
+        hard.insert("services".into(), count(q.services));
+        hard.insert(
+            "persistentvolumeclaims".into(),
+            count(q.persistent_volume_claims),
+        );
+        // Node ports and load balancers expose a tenant outside the cluster
+        // network policy; environments never get them.
+        hard.insert("services.nodeports".into(), count(0));
+        hard.insert("services.loadbalancers".into(), count(0));
+        let quota = ResourceQuota {
+            metadata: meta(QUOTA_NAME, ns, &labels),
+            spec: Some(ResourceQuotaSpec {
+                hard: Some(hard),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+
+        let d = config.container_defaults.unwrap_or_default();
+        let pair = |c: i64, m: i64| {
+            BTreeMap::from([
+                ("cpu".to_string(), cpu(c)),
+                ("memory".to_string(), bytes(m)),
+            ])
+        };
+        let limits = LimitRange {
+            metadata: meta(LIMITS_NAME, ns, &labels),
+            spec: Some(LimitRangeSpec {
+                limits: vec![LimitRangeItem {
+                    type_: "Container".into(),
+                    default: Some(pair(
+                        d.default_limit_cpu_millis,
+                        d.default_limit_memory_bytes,
+                    )),
+                    default_request: Some(pair(
+                        d.default_request_cpu_millis,
+                        d.default_request_memory_bytes,
+                    )),
+                    max: Some(pair(d.max_cpu_millis, d.max_memory_bytes)),
+                    ..Default::default()
+                }],
+            }),
+        };
+
+        let network_policies = network_policies(config, &labels);
+
+        let service_account = ServiceAccount {
+            metadata: meta(CI_ACCOUNT, ns, &labels),
+            ..Default::default()
+        };
+
+        let owners = config.owners.clone().unwrap_or_default();
+        let mut owner_subjects: Vec<Subject> = Vec::new();
+        for user in &owners.users {
+            owner_subjects.push(rbac_subject("User", user));
+        }
+        for group in &owners.groups {
+            owner_subjects.push(rbac_subject("Group", group));
+        }
+        for sa in &owners.service_accounts {
+            if let Some((sa_ns, sa_name)) = sa.split_once('/') {
+                owner_subjects.push(service_account_subject(sa_ns, sa_name));
+            }
+        }
+        let role_bindings = vec![
+            RoleBinding {
+                metadata: meta(OWNERS_BINDING, ns, &labels),
+                role_ref: cluster_role("admin"),
+                subjects: Some(owner_subjects),
+            },
+            RoleBinding {
+                metadata: meta(CI_BINDING, ns, &labels),
+                role_ref: cluster_role("edit"),
+                subjects: Some(vec![service_account_subject(ns, CI_ACCOUNT)]),
+            },
+        ];
+
+        Bundle {
+            namespace,
+            quota,
+            limits,
+            network_policies,
+            service_account,
+            role_bindings,
+        }
+    }
+
+    /// The objects in apply order, each as a complete apply configuration.
+    pub fn objects(&self) -> Vec<ManagedObject> {
+        let mut out = vec![
+            managed(Kind::Namespace, &self.namespace),
+            managed(Kind::ResourceQuota, &self.quota),
+            managed(Kind::LimitRange, &self.limits),
+        ];
+        out.extend(
+            self.network_policies
+                .iter()
+                .map(|p| managed(Kind::NetworkPolicy, p)),
+        );
+        out.push(managed(Kind::ServiceAccount, &self.service_account));
+        out.extend(
+            self.role_bindings
+                .iter()
+                .map(|b| managed(Kind::RoleBinding, b)),
+        );
+        out
+    }
+}
+
+fn managed<K>(kind: Kind, object: &K) -> ManagedObject
+where
+    K: Resource + Metadata<Ty = ObjectMeta> + serde::Serialize,
+{
+    let mut body = serde_json::to_value(object).unwrap_or(Value::Null);
+    // Typed k8s-openapi objects serialize without apiVersion/kind; apply needs both.
+    if let Value::Object(map) = &mut body {
+        map.insert("apiVersion".into(), K::API_VERSION.into());
+        map.insert("kind".into(), K::KIND.into());
+    }
+    let meta = object.metadata();
+    ManagedObject {
+        kind,
+        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.clone(),
+        body,
+    }
+}
+
+fn common_labels(config: &NamespaceConfig) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
+        (TENANT_LABEL.to_string(), config.tenant.clone()),
+        (ENVIRONMENT_LABEL.to_string(), config.environment.clone()),
+    ])
+}
+
+fn meta(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    }
+}
+
+fn network_policies(
+    config: &NamespaceConfig,
+    labels: &BTreeMap<String, String>,
+) -> Vec<NetworkPolicy> {
+    let ns = config.namespace.as_str();
+    let all_pods = || Some(LabelSelector::default());
+    let policy = |name: &str, spec: NetworkPolicySpec| NetworkPolicy {
+        metadata: meta(name, ns, labels),
+        spec: Some(spec),
+    };
+    let same_namespace_peer = NetworkPolicyPeer {
+        pod_selector: all_pods(),
+        ..Default::default()
+    };
+    let mut out = vec![
+        // No rules: everything in and out is denied unless another policy allows it.
+        policy(
+            DEFAULT_DENY,
+            NetworkPolicySpec {
+                pod_selector: all_pods(),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            ALLOW_SAME_NAMESPACE,
+            NetworkPolicySpec {
+                pod_selector: all_pods(),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![same_namespace_peer.clone()]),
+                    ..Default::default()
+                }]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![same_namespace_peer]),
+                    ..Default::default()
+                }]),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            },
+        ),
+        policy(
+            ALLOW_DNS,
+            NetworkPolicySpec {
+                pod_selector: all_pods(),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(match_labels(NAMESPACE_NAME_LABEL, DNS_NAMESPACE)),
+                        pod_selector: Some(match_labels(DNS_POD_LABEL.0, DNS_POD_LABEL.1)),
+                        ..Default::default()
+                    }]),
+                    ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+                }]),
+                policy_types: Some(vec!["Egress".into()]),
+                ..Default::default()
+            },
+        ),
+    ];
+    let net = config.network.clone().unwrap_or_default();
+    if net.allow_ingress_controller && !net.ingress_namespace.is_empty() {
+        out.push(policy(
+            ALLOW_INGRESS_CONTROLLER,
+            NetworkPolicySpec {
+                pod_selector: all_pods(),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(match_labels(
+                            NAMESPACE_NAME_LABEL,
+                            &net.ingress_namespace,
+                        )),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }]),
+                policy_types: Some(vec!["Ingress".into()]),
+                ..Default::default()
+            },
+        ));
+    }
+    if net.allow_same_tenant {
+        // Both ends must be mtp namespaces of this tenant: the managed-by
+        // label keeps a tenant from joining another's traffic by labelling
+        // its own namespace (it cannot label namespaces at all with `admin`).
+        let tenant_peer = NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
+                    (TENANT_LABEL.to_string(), config.tenant.clone()),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        out.push(policy(
+            ALLOW_SAME_TENANT,
+            NetworkPolicySpec {
+                pod_selector: all_pods(),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![tenant_peer.clone()]),
+                    ..Default::default()
+                }]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![tenant_peer]),
+                    ..Default::default()
+                }]),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            },
+        ));
+    }
+    out
+}
+
+fn match_labels(key: &str, value: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(key.to_string(), value.to_string())])),
+        ..Default::default()
+    }
+}
+
+fn dns_port(protocol: &str) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(53)),
+        ..Default::default()
+    }
+}
+
+fn cluster_role(name: &str) -> RoleRef {
+    RoleRef {
+        api_group: RBAC_GROUP.into(),
+        kind: "ClusterRole".into(),
+        name: name.into(),
+    }
+}
+
+fn rbac_subject(kind: &str, name: &str) -> Subject {
+    Subject {
+        api_group: Some(RBAC_GROUP.into()),
+        kind: kind.into(),
+        name: name.into(),
+        namespace: None,
+    }
+}
+
+fn service_account_subject(namespace: &str, name: &str) -> Subject {
+    Subject {
+        api_group: Some(String::new()),
+        kind: "ServiceAccount".into(),
+        name: name.into(),
+        namespace: Some(namespace.into()),
+    }
+}
+
+/// CPU in the API server's canonical form: whole cores as `2`, else `500m`.
+pub fn cpu(millis: i64) -> Quantity {
+    if millis % 1000 == 0 {
+        Quantity((millis / 1000).to_string())
+    } else {
+        Quantity(format!("{millis}m"))
+    }
+}
+
+/// Bytes in the API server's canonical binary form: the largest of Ki..Ei
+/// that divides exactly, else plain bytes.
+pub fn bytes(n: i64) -> Quantity {
+    const SUFFIXES: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    if n == 0 {
+        return Quantity("0".into());
+    }
+    let mut value = n;
+    let mut suffix = "";
+    for s in SUFFIXES {
+        if value % 1024 != 0 {
+            break;
+        }
+        value /= 1024;
+        suffix = s;
+    }
+    Quantity(format!("{value}{suffix}"))
+}
+
+fn count(n: i64) -> Quantity {
+    Quantity(n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use mtp_proto::v1::{ContainerDefaults, NamespaceQuota, NetworkConfig, TenantOwners};
+
+    use super::*;
+
+    pub(crate) fn sample() -> NamespaceConfig {
+        NamespaceConfig {
+            namespace: "team-a-dev".into(),
+            tenant: "team-a".into(),
+            environment: "dev".into(),
+            revision: 3,
+            quota: Some(NamespaceQuota {
+                cpu_millis: 1500,
+                memory_bytes: 2 << 30,
+                storage_bytes: 10 << 30,
+                pods: 20,
+                services: 10,
+                persistent_volume_claims: 5,
+            }),
+            container_defaults: Some(ContainerDefaults {
+                default_request_cpu_millis: 100,
+                default_request_memory_bytes: 128 << 20,
+                default_limit_cpu_millis: 500,
+                default_limit_memory_bytes: 512 << 20,
+                max_cpu_millis: 1000,
+                max_memory_bytes: 1 << 30,
+            }),
+            owners: Some(TenantOwners {
+                users: vec!["alice@example.com".into()],
+                groups: vec!["team-a-devs".into()],
+                service_accounts: vec!["ci/deployer".into()],
+            }),
+            network: Some(NetworkConfig {
+                allow_same_tenant: true,
+                allow_ingress_controller: true,
+                ingress_namespace: "kube-system".into(),
+            }),
+        }
+    }
+
+    fn q(s: &str) -> Quantity {
+        Quantity(s.into())
+    }
+
+    #[test]
+    fn quantities_are_canonical() {
+        assert_eq!(cpu(2000), q("2"));
+        assert_eq!(cpu(1500), q("1500m"));
+        assert_eq!(cpu(0), q("0"));
+        assert_eq!(bytes(2 << 30), q("2Gi"));
+        assert_eq!(bytes(1536 << 20), q("1536Mi"));
+        assert_eq!(bytes(1000), q("1000"));
+        assert_eq!(bytes(0), q("0"));
+    }
+
+    #[test]
+    fn namespace_carries_ownership_and_restricted_pod_security() {
+        let b = Bundle::render(&sample());
+        let labels = b.namespace.metadata.labels.unwrap();
+        assert_eq!(b.namespace.metadata.name.as_deref(), Some("team-a-dev"));
+        assert_eq!(labels[MANAGED_BY], "mtp");
+        assert_eq!(labels[TENANT_LABEL], "team-a");
+        assert_eq!(labels[ENVIRONMENT_LABEL], "dev");
+        for mode in ["enforce", "audit", "warn"] {
+            assert_eq!(
+                labels[&format!("pod-security.kubernetes.io/{mode}")],
+                "restricted"
+            );
+        }
+    }
+
+    #[test]
+    fn quota_has_every_limit_and_blocks_node_ports_and_load_balancers() {
+        let hard = Bundle::render(&sample()).quota.spec.unwrap().hard.unwrap();
+        assert_eq!(hard["requests.cpu"], q("1500m"));
+        assert_eq!(hard["limits.cpu"], q("1500m"));
+        assert_eq!(hard["requests.memory"], q("2Gi"));
+        assert_eq!(hard["limits.memory"], q("2Gi"));
+        assert_eq!(hard["requests.storage"], q("10Gi"));
+        assert_eq!(hard["pods"], q("20"));
+        assert_eq!(hard["services"], q("10"));
+        assert_eq!(hard["persistentvolumeclaims"], q("5"));
+        assert_eq!(hard["services.nodeports"], q("0"));
+        assert_eq!(hard["services.loadbalancers"], q("0"));
+        assert_eq!(hard.len(), 10);
+    }
+
+    #[test]
+    fn limit_range_sets_container_defaults_and_maximum() {
+        let spec = Bundle::render(&sample()).limits.spec.unwrap();
+        let item = &spec.limits[0];
+        assert_eq!(item.type_, "Container");
+        assert_eq!(item.default_request.as_ref().unwrap()["cpu"], q("100m"));
+        assert_eq!(item.default_request.as_ref().unwrap()["memory"], q("128Mi"));
+        assert_eq!(item.default.as_ref().unwrap()["cpu"], q("500m"));
+        assert_eq!(item.default.as_ref().unwrap()["memory"], q("512Mi"));
+        assert_eq!(item.max.as_ref().unwrap()["cpu"], q("1"));
+        assert_eq!(item.max.as_ref().unwrap()["memory"], q("1Gi"));
+    }
+
+    #[test]
+    fn network_policies_deny_by_default_and_allow_only_what_is_configured() {
+        let b = Bundle::render(&sample());
+        let names: Vec<_> = b
+            .network_policies
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                DEFAULT_DENY,
+                ALLOW_SAME_NAMESPACE,
+                ALLOW_DNS,
+                ALLOW_INGRESS_CONTROLLER,
+                ALLOW_SAME_TENANT
+            ]
+        );
+        let deny = b.network_policies[0].spec.clone().unwrap();
+        assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
+        assert_eq!(deny.policy_types.unwrap(), ["Ingress", "Egress"]);
+        assert!(deny.ingress.is_none() && deny.egress.is_none());
+
+        let dns = b.network_policies[2].spec.clone().unwrap();
+        let rule = &dns.egress.unwrap()[0];
+        let ports = rule.ports.clone().unwrap();
+        assert_eq!(ports.len(), 2);
+        assert!(ports.iter().all(|p| p.port == Some(IntOrString::Int(53))));
+        let peer = &rule.to.as_ref().unwrap()[0];
+        assert_eq!(
+            peer.namespace_selector
+                .clone()
+                .unwrap()
+                .match_labels
+                .unwrap()[NAMESPACE_NAME_LABEL],
+            "kube-system"
+        );
+        assert_eq!(
+            peer.pod_selector.clone().unwrap().match_labels.unwrap()["k8s-app"],
+            "kube-dns"
+        );
+
+        let tenant = b.network_policies[4].spec.clone().unwrap();
+        let from = &tenant.ingress.unwrap()[0].from.clone().unwrap()[0];
+        let sel = from
+            .namespace_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert_eq!(sel[TENANT_LABEL], "team-a");
+        assert_eq!(sel[MANAGED_BY], "mtp");
+
+        let mut closed = sample();
+        closed.network = Some(NetworkConfig::default());
+        assert_eq!(Bundle::render(&closed).network_policies.len(), 3);
+    }
+
+    #[test]
+    fn owners_get_admin_and_ci_gets_edit_in_the_namespace_only() {
+        let b = Bundle::render(&sample());
+        let owners = &b.role_bindings[0];
+        assert_eq!(owners.role_ref.kind, "ClusterRole");
+        assert_eq!(owners.role_ref.name, "admin");
+        let subjects = owners.subjects.clone().unwrap();
+        let kinds: Vec<_> = subjects
+            .iter()
+            .map(|s| (s.kind.as_str(), s.name.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("User", "alice@example.com"),
+                ("Group", "team-a-devs"),
+                ("ServiceAccount", "deployer")
+            ]
+        );
+        assert_eq!(subjects[2].namespace.as_deref(), Some("ci"));
+        let ci = &b.role_bindings[1];
+        assert_eq!(ci.role_ref.name, "edit");
+        assert_eq!(ci.subjects.clone().unwrap()[0].name, CI_ACCOUNT);
+        assert_eq!(
+            ci.subjects.clone().unwrap()[0].namespace.as_deref(),
+            Some("team-a-dev")
+        );
+    }
+
+    #[test]
+    fn every_object_is_labelled_namespaced_and_complete_for_apply() {
+        let objects = Bundle::render(&sample()).objects();
+        assert_eq!(objects.len(), 1 + 1 + 1 + 5 + 1 + 2);
+        assert_eq!(objects[0].kind, Kind::Namespace);
+        for o in &objects {
+            let labels = &o.body["metadata"]["labels"];
+            assert_eq!(labels[MANAGED_BY], "mtp", "{}", o.id());
+            assert_eq!(labels[TENANT_LABEL], "team-a", "{}", o.id());
+            assert!(o.body["apiVersion"].is_string() && o.body["kind"].is_string());
+            if o.kind != Kind::Namespace {
+                assert_eq!(o.namespace.as_deref(), Some("team-a-dev"), "{}", o.id());
+            }
+        }
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        assert_eq!(Bundle::render(&sample()), Bundle::render(&sample()));
+    }
+}

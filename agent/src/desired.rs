@@ -1,0 +1,317 @@
+//! The desired state of this agent's cluster as received from the control
+//! plane: folding snapshots and changes into it, and keeping it on disk so
+//! that a restarted agent enforces it at once and resumes from its revision.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use mtp_proto::v1::{DesiredChanges, DesiredSnapshot, NamespaceConfig};
+use prost::Message;
+
+/// Namespace name → its configuration, at one cluster revision.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DesiredState {
+    pub revision: i64,
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// What an update changed: namespaces to (re)apply and namespaces to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub upserts: BTreeSet<String>,
+    pub removals: BTreeSet<String>,
+    /// A snapshot replaced everything: managed namespaces that are not
+    /// desired must be pruned, even ones this agent never heard of.
+    pub full: bool,
+}
+
+/// Why an update could not be folded in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("changes start at revision {from} but this agent is at {have}")]
+    Gap { from: i64, have: i64 },
+}
+
+impl DesiredState {
+    /// Replaces the state with a snapshot.
+    pub fn apply_snapshot(&mut self, snapshot: DesiredSnapshot) -> Delta {
+        let new: BTreeMap<String, NamespaceConfig> = snapshot
+            .namespaces
+            .into_iter()
+            .map(|n| (n.namespace.clone(), n))
+            .collect();
+        let removals = self
+            .namespaces
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
+        let upserts = new.keys().cloned().collect();
+        self.namespaces = new;
+        self.revision = snapshot.revision;
+        Delta {
+            upserts,
+            removals,
+            full: true,
+        }
+    }
+
+    /// Folds in the changes after `from_revision`. Changes that do not start
+    /// where this state is would leave a hole, so they are refused (the
+    /// session then asks for a snapshot).
+    pub fn apply_changes(&mut self, changes: DesiredChanges) -> Result<Delta, UpdateError> {
+        if changes.from_revision != self.revision {
+            return Err(UpdateError::Gap {
+                from: changes.from_revision,
+                have: self.revision,
+            });
+        }
+        let mut delta = Delta::default();
+        for name in changes.deletes {
+            self.namespaces.remove(&name);
+            delta.upserts.remove(&name);
+            delta.removals.insert(name);
+        }
+        for config in changes.upserts {
+            delta.removals.remove(&config.namespace);
+            delta.upserts.insert(config.namespace.clone());
+            self.namespaces.insert(config.namespace.clone(), config);
+        }
+        self.revision = changes.revision;
+        Ok(delta)
+    }
+
+    pub fn to_snapshot(&self) -> DesiredSnapshot {
+        DesiredSnapshot {
+            revision: self.revision,
+            namespaces: self.namespaces.values().cloned().collect(),
+        }
+    }
+}
+
+/// The agent's state directory: its credential and the last desired state.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// What `Register` gave this agent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub agent_id: String,
+    pub cluster: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("agent_id", &self.agent_id)
+            .field("cluster", &self.cluster)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+const CREDENTIAL_FILE: &str = "credential";
+const DESIRED_FILE: &str = "desired.pb";
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(StateDir { root })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The stored credential, if this agent registered before.
+    pub fn credential(&self) -> std::io::Result<Option<Credential>> {
+        let text = match std::fs::read_to_string(self.root.join(CREDENTIAL_FILE)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut fields = BTreeMap::new();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                fields.insert(k.trim(), v.trim().to_string());
+            }
+        }
+        match (
+            fields.get("agent_id"),
+            fields.get("cluster"),
+            fields.get("secret"),
+        ) {
+            (Some(a), Some(c), Some(s)) => Ok(Some(Credential {
+                agent_id: a.clone(),
+                cluster: c.clone(),
+                secret: s.clone(),
+            })),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} is incomplete (needs agent_id, cluster and secret); delete it to register again",
+                    self.root.join(CREDENTIAL_FILE).display()
+                ),
+            )),
+        }
+    }
+
+    pub fn save_credential(&self, c: &Credential) -> std::io::Result<()> {
+        let text = format!(
+            "agent_id={}\ncluster={}\nsecret={}\n",
+            c.agent_id, c.cluster, c.secret
+        );
+        self.write_atomically(CREDENTIAL_FILE, text.as_bytes(), true)
+    }
+
+    pub fn forget_credential(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.root.join(CREDENTIAL_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The last desired state received, or an empty one.
+    pub fn desired(&self) -> std::io::Result<DesiredState> {
+        let bytes = match std::fs::read(self.root.join(DESIRED_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DesiredState::default());
+            }
+            Err(e) => return Err(e),
+        };
+        let snapshot = DesiredSnapshot::decode(bytes.as_slice())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut state = DesiredState::default();
+        state.apply_snapshot(snapshot);
+        Ok(state)
+    }
+
+    pub fn save_desired(&self, state: &DesiredState) -> std::io::Result<()> {
+        self.write_atomically(DESIRED_FILE, &state.to_snapshot().encode_to_vec(), false)
+    }
+
+    /// Write to a temporary file, fsync, rename: a crash leaves the old or
+    /// the new file, never half of one.
+    fn write_atomically(&self, name: &str, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = self.root.join(format!(".{name}.tmp"));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if secret {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = secret;
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, self.root.join(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(name: &str, revision: i64) -> NamespaceConfig {
+        NamespaceConfig {
+            namespace: name.into(),
+            tenant: "t".into(),
+            environment: name.into(),
+            revision,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshot_replaces_and_reports_removals() {
+        let mut s = DesiredState::default();
+        s.apply_snapshot(DesiredSnapshot {
+            revision: 2,
+            namespaces: vec![ns("a", 1), ns("b", 2)],
+        });
+        let d = s.apply_snapshot(DesiredSnapshot {
+            revision: 5,
+            namespaces: vec![ns("b", 2), ns("c", 5)],
+        });
+        assert_eq!(s.revision, 5);
+        assert!(d.full);
+        assert_eq!(d.removals, BTreeSet::from(["a".to_string()]));
+        assert_eq!(
+            d.upserts,
+            BTreeSet::from(["b".to_string(), "c".to_string()])
+        );
+    }
+
+    #[test]
+    fn changes_must_continue_from_the_current_revision() {
+        let mut s = DesiredState::default();
+        s.apply_snapshot(DesiredSnapshot {
+            revision: 2,
+            namespaces: vec![ns("a", 1)],
+        });
+        let gap = s.apply_changes(DesiredChanges {
+            from_revision: 3,
+            revision: 4,
+            upserts: vec![ns("b", 4)],
+            deletes: vec![],
+        });
+        assert_eq!(gap, Err(UpdateError::Gap { from: 3, have: 2 }));
+        assert_eq!(s.revision, 2, "a refused update changes nothing");
+        let d = s
+            .apply_changes(DesiredChanges {
+                from_revision: 2,
+                revision: 4,
+                upserts: vec![ns("b", 4)],
+                deletes: vec!["a".into()],
+            })
+            .unwrap();
+        assert_eq!(s.revision, 4);
+        assert!(!d.full);
+        assert_eq!(d.removals, BTreeSet::from(["a".to_string()]));
+        assert_eq!(s.namespaces.keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn state_survives_a_restart_and_the_secret_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path()).unwrap();
+        assert_eq!(state.desired().unwrap(), DesiredState::default());
+        assert_eq!(state.credential().unwrap(), None);
+        let mut s = DesiredState::default();
+        s.apply_snapshot(DesiredSnapshot {
+            revision: 9,
+            namespaces: vec![ns("a", 3), ns("b", 9)],
+        });
+        state.save_desired(&s).unwrap();
+        let c = Credential {
+            agent_id: "id".into(),
+            cluster: "c1".into(),
+            secret: "s3cret".into(),
+        };
+        state.save_credential(&c).unwrap();
+
+        let reopened = StateDir::new(dir.path()).unwrap();
+        assert_eq!(reopened.desired().unwrap(), s);
+        assert_eq!(reopened.credential().unwrap(), Some(c.clone()));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(CREDENTIAL_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join(DESIRED_FILE), b"\xff\xff garbage").unwrap();
+        assert!(reopened.desired().is_err());
+    }
+}

@@ -1,0 +1,257 @@
+//! What the agent does to its cluster's API: server-side apply of a bundle
+//! under one field manager, read-back verification, pruning and namespace
+//! deletion — always refusing objects without the managed-by label.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::{Client, ResourceExt};
+
+use crate::bundle::{Bundle, Kind, MANAGED_BY, MANAGED_BY_VALUE, MANAGED_SELECTOR, ManagedObject};
+use crate::verify::first_difference;
+
+/// The field manager of every apply: one owner, so a second agent applying the
+/// same state is a no-op rather than a conflict.
+pub const FIELD_MANAGER: &str = "mtp-agent";
+
+/// A failed call to the cluster, with the object it was about.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {object}: {source}")]
+pub struct ClusterError {
+    pub action: &'static str,
+    pub object: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// An object whose live state differs from its apply configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// `Kind/name`.
+    pub object: String,
+    pub description: String,
+}
+
+/// Where a namespace deletion stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Gone,
+    Terminating,
+    /// A namespace of that name exists but mtp does not manage it: never touched.
+    NotManaged,
+}
+
+#[derive(Clone)]
+pub struct ClusterApi {
+    client: Client,
+}
+
+fn resource(kind: Kind) -> ApiResource {
+    match kind {
+        Kind::Namespace => ApiResource::erase::<Namespace>(&()),
+        Kind::ResourceQuota => ApiResource::erase::<ResourceQuota>(&()),
+        Kind::LimitRange => ApiResource::erase::<LimitRange>(&()),
+        Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+        Kind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
+        Kind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),
+    }
+}
+
+fn is_managed(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.get(MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE)
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+impl ClusterApi {
+    pub fn new(client: Client) -> Self {
+        ClusterApi { client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn api(&self, kind: Kind, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ar = resource(kind);
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    /// Server-side applies every object (Namespace first), then removes
+    /// managed NetworkPolicies the bundle no longer has (e.g. a switched-off
+    /// allow rule). Objects of that name that mtp does not manage are refused.
+    pub async fn apply(&self, bundle: &Bundle) -> Result<(), ClusterError> {
+        let objects = bundle.objects();
+        let namespace = objects[0].name.clone();
+        self.ensure_not_foreign(&objects[0]).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for object in &objects {
+            self.api(object.kind, object.namespace.as_deref())
+                .patch(&object.name, &params, &Patch::Apply(&object.body))
+                .await
+                .map_err(|source| ClusterError {
+                    action: "apply",
+                    object: object.id(),
+                    source,
+                })?;
+        }
+        let wanted: BTreeSet<&str> = objects
+            .iter()
+            .filter(|o| o.kind == Kind::NetworkPolicy)
+            .map(|o| o.name.as_str())
+            .collect();
+        let policies = self.api(Kind::NetworkPolicy, Some(&namespace));
+        let live = policies
+            .list_metadata(&ListParams::default().labels(MANAGED_SELECTOR))
+            .await
+            .map_err(|source| ClusterError {
+                action: "list",
+                object: format!("NetworkPolicy in {namespace}"),
+                source,
+            })?;
+        for stale in live
+            .items
+            .iter()
+            .filter(|p| !wanted.contains(p.name_any().as_str()))
+        {
+            let name = stale.name_any();
+            match policies.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(namespace = %namespace, policy = %name, "removed a network policy the environment no longer has")
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(source) => {
+                    return Err(ClusterError {
+                        action: "delete",
+                        object: format!("NetworkPolicy/{name}"),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An existing namespace of the same name that mtp does not manage
+    /// belongs to someone else: applying would take it over.
+    async fn ensure_not_foreign(&self, namespace: &ManagedObject) -> Result<(), ClusterError> {
+        match self
+            .api(Kind::Namespace, None)
+            .get_opt(&namespace.name)
+            .await
+        {
+            Ok(Some(live)) if !is_managed(live.labels()) => Err(ClusterError {
+                action: "refuse to adopt",
+                object: namespace.id(),
+                source: kube::Error::Api(
+                    kube::core::Status::failure(
+                        "the namespace exists and is not labelled app.kubernetes.io/managed-by=mtp",
+                        "AlreadyExists",
+                    )
+                    .with_code(409)
+                    .boxed(),
+                ),
+            }),
+            Ok(_) => Ok(()),
+            Err(source) => Err(ClusterError {
+                action: "get",
+                object: namespace.id(),
+                source,
+            }),
+        }
+    }
+
+    /// Reads every object back and compares it with its apply configuration.
+    pub async fn verify(&self, bundle: &Bundle) -> Result<Vec<Mismatch>, ClusterError> {
+        let mut mismatches = Vec::new();
+        for object in bundle.objects() {
+            let live = self
+                .api(object.kind, object.namespace.as_deref())
+                .get_opt(&object.name)
+                .await
+                .map_err(|source| ClusterError {
+                    action: "read back",
+                    object: object.id(),
+                    source,
+                })?;
+            let description = match live {
+                None => Some("deleted".to_string()),
+                Some(live) => {
+                    if live.metadata.deletion_timestamp.is_some() {
+                        Some("being deleted".to_string())
+                    } else {
+                        let live = serde_json::to_value(&live).unwrap_or_default();
+                        first_difference(&object.body, &live)
+                    }
+                }
+            };
+            if let Some(description) = description {
+                mismatches.push(Mismatch {
+                    object: object.id(),
+                    description,
+                });
+            }
+        }
+        Ok(mismatches)
+    }
+
+    /// Namespaces on the cluster that carry the managed-by label.
+    pub async fn managed_namespaces(&self) -> Result<BTreeSet<String>, ClusterError> {
+        let list = self
+            .api(Kind::Namespace, None)
+            .list_metadata(&ListParams::default().labels(MANAGED_SELECTOR))
+            .await
+            .map_err(|source| ClusterError {
+                action: "list",
+                object: "managed namespaces".into(),
+                source,
+            })?;
+        Ok(list.items.iter().map(ResourceExt::name_any).collect())
+    }
+
+    /// Deletes a managed namespace (and with it everything in it) and says
+    /// whether it is gone yet. Safe to call again while it terminates.
+    pub async fn remove_namespace(&self, name: &str) -> Result<Removal, ClusterError> {
+        let api = self.api(Kind::Namespace, None);
+        let err = |action, source| ClusterError {
+            action,
+            object: format!("Namespace/{name}"),
+            source,
+        };
+        let Some(live) = api.get_opt(name).await.map_err(|e| err("get", e))? else {
+            return Ok(Removal::Gone);
+        };
+        if !is_managed(live.labels()) {
+            return Ok(Removal::NotManaged);
+        }
+        if live.metadata.deletion_timestamp.is_none() {
+            // Precondition on the uid: never delete a namespace recreated by
+            // someone else between the read and the delete.
+            let params = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: live.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(name, &params).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => return Ok(Removal::Gone),
+                Err(e) => return Err(err("delete", e)),
+            }
+        }
+        match api.get_opt(name).await.map_err(|e| err("get", e))? {
+            None => Ok(Removal::Gone),
+            Some(_) => Ok(Removal::Terminating),
+        }
+    }
+}

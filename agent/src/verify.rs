@@ -1,0 +1,175 @@
+//! Read-back verification: does a live object still say everything its apply
+//! configuration says? Fields the API server adds (uid, defaults, other
+//! labels) are ignored; quantities compare by value (`1000m` equals `1`).
+
+use serde_json::Value;
+
+/// The first difference between what was applied and what is live, as
+/// `path: want X, found Y`; `None` when the live object contains the desired one.
+pub fn first_difference(desired: &Value, live: &Value) -> Option<String> {
+    diff_at("", desired, live)
+}
+
+fn diff_at(path: &str, desired: &Value, live: &Value) -> Option<String> {
+    match (desired, live) {
+        (Value::Object(want), Value::Object(have)) => {
+            for (key, want_value) in want {
+                let sub = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match have.get(key) {
+                    Some(have_value) => {
+                        if let Some(d) = diff_at(&sub, want_value, have_value) {
+                            return Some(d);
+                        }
+                    }
+                    None if is_empty(want_value) => {}
+                    None => return Some(format!("{sub}: want {}, missing", show(want_value))),
+                }
+            }
+            None
+        }
+        (Value::Array(want), Value::Array(have)) => {
+            if want.len() != have.len() {
+                return Some(format!(
+                    "{path}: want {} entries, found {}",
+                    want.len(),
+                    have.len()
+                ));
+            }
+            want.iter()
+                .zip(have)
+                .enumerate()
+                .find_map(|(i, (w, h))| diff_at(&format!("{path}[{i}]"), w, h))
+        }
+        (Value::String(w), Value::String(h)) if w == h => None,
+        (Value::String(w), Value::String(h)) => match (quantity_millis(w), quantity_millis(h)) {
+            (Some(a), Some(b)) if a == b => None,
+            _ => Some(format!("{path}: want {w:?}, found {h:?}")),
+        },
+        (w, h) if w == h => None,
+        // The API server drops empty objects and lists it was sent.
+        (w, Value::Null) if is_empty(w) => None,
+        (w, h) => Some(format!("{path}: want {}, found {}", show(w), show(h))),
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+fn show(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        format!("{}…", &s[..s.floor_char_boundary(80)])
+    } else {
+        s
+    }
+}
+
+/// A Kubernetes quantity in thousandths, exact, for comparison only; `None`
+/// for strings that are not quantities (so they compare as plain text).
+pub fn quantity_millis(s: &str) -> Option<i128> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    if number.is_empty() || number.starts_with('.') {
+        return None;
+    }
+    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
+    if frac_part.contains('.') || int_part.len() > 20 || frac_part.len() > 9 {
+        return None;
+    }
+    // Scale by 10^9 so fractions like 0.5 stay exact, then apply the suffix.
+    let mut nanos: i128 = int_part.parse::<i128>().ok()? * 1_000_000_000;
+    if !frac_part.is_empty() {
+        let scale = 10i128.pow(9 - u32::try_from(frac_part.len()).ok()?);
+        nanos += frac_part.parse::<i128>().ok()? * scale;
+    }
+    let (num, den): (i128, i128) = match suffix {
+        "" => (1, 1),
+        "m" => (1, 1000),
+        "k" => (1000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (1_000_000_000_000, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        _ => return None,
+    };
+    // Back to thousandths: nanos * num / den / 10^6.
+    let scaled = nanos.checked_mul(num)? / den;
+    Some(scaled / 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn live_object_with_extra_fields_matches() {
+        let want = json!({"metadata": {"name": "q", "labels": {"a": "1"}}, "spec": {"hard": {"pods": "10"}}});
+        let have = json!({"metadata": {"name": "q", "uid": "x", "labels": {"a": "1", "b": "2"}}, "spec": {"hard": {"pods": "10"}}, "status": {}});
+        assert_eq!(first_difference(&want, &have), None);
+    }
+
+    #[test]
+    fn changed_or_missing_fields_are_named() {
+        let want = json!({"spec": {"hard": {"pods": "10", "services": "5"}}});
+        let raised = json!({"spec": {"hard": {"pods": "100", "services": "5"}}});
+        assert_eq!(
+            first_difference(&want, &raised).unwrap(),
+            "spec.hard.pods: want \"10\", found \"100\""
+        );
+        let removed = json!({"spec": {"hard": {"pods": "10"}}});
+        assert_eq!(
+            first_difference(&want, &removed).unwrap(),
+            "spec.hard.services: want \"5\", missing"
+        );
+        let want = json!({"subjects": [{"name": "alice"}]});
+        let have = json!({"subjects": [{"name": "alice"}, {"name": "mallory"}]});
+        assert_eq!(
+            first_difference(&want, &have).unwrap(),
+            "subjects: want 1 entries, found 2"
+        );
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        assert_eq!(quantity_millis("1"), Some(1000));
+        assert_eq!(quantity_millis("1000m"), Some(1000));
+        assert_eq!(quantity_millis("0.5"), Some(500));
+        assert_eq!(quantity_millis("2Gi"), quantity_millis("2048Mi"));
+        assert_eq!(quantity_millis("1k"), Some(1_000_000));
+        assert_eq!(quantity_millis("abc"), None);
+        assert_eq!(quantity_millis("Ingress"), None);
+        assert_eq!(quantity_millis("1x"), None);
+        let want = json!({"hard": {"cpu": "1"}});
+        assert_eq!(
+            first_difference(&want, &json!({"hard": {"cpu": "1000m"}})),
+            None
+        );
+        assert!(first_difference(&want, &json!({"hard": {"cpu": "2"}})).is_some());
+    }
+
+    #[test]
+    fn empty_desired_values_may_be_dropped_by_the_server() {
+        let want = json!({"spec": {"podSelector": {}, "policyTypes": ["Ingress"]}});
+        let have = json!({"spec": {"policyTypes": ["Ingress"]}});
+        assert_eq!(first_difference(&want, &have), None);
+    }
+}
