@@ -50,6 +50,10 @@ pub struct AgentStatus {
     pub acknowledged_revision: i64,
     /// Namespaces whose last apply or verification failed.
     pub failing: BTreeSet<String>,
+    /// Snapshots and change sets received since start (a restarted agent
+    /// that resumes from its revision gets changes, not a snapshot).
+    pub snapshots_received: u64,
+    pub changes_received: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +212,7 @@ impl Reconciler {
                         }
                         Input::Changes(c) => {
                             let (from, to) = (c.from_revision, c.revision);
+                            self.status.send_modify(|st| st.changes_received += 1);
                             match self.state.apply_changes(c) {
                                 Ok(d) => {
                                     tracing::debug!(

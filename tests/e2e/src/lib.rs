@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 pub mod agent;
+pub mod fleet;
 
 pub use mtp_pg_harness;
 

@@ -359,6 +359,9 @@ impl Session {
             }),
             Some(from) => {
                 if state.revision == from {
+                    // Nothing new, but the agent holds `from`: it may
+                    // acknowledge it (e.g. re-sending an ack lost in a cut).
+                    self.last_sent = self.last_sent.max(from);
                     return Ok(());
                 }
                 ControlKind::Changes(pb::DesiredChanges {

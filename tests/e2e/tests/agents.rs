@@ -1,0 +1,579 @@
+//! Real agents (the `mtp-agent` library) on kube-sim clusters against the real
+//! control plane on a real PostgreSQL: Ready and Deleted only once the
+//! cluster says so, drift repaired and audited, one applier per cluster with
+//! takeover, and convergence across control-plane, agent and PostgreSQL
+//! restarts.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube_sim::SimCluster;
+use mtp_control_plane::config::Config;
+use mtp_e2e::fleet::{self, TestAgent, eventually};
+use mtp_e2e::{Clients, TestPlane, quota};
+use mtp_proto::v1 as pb;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn setup(plane: &TestPlane, clusters: &[&str]) -> Clients {
+    let mut admin = plane.admin().await;
+    admin
+        .create_tenant("team-a", quota("64", "128Gi", "1Ti", 2000, 100))
+        .await
+        .unwrap();
+    admin
+        .create_tenant("team-b", quota("64", "128Gi", "1Ti", 2000, 100))
+        .await
+        .unwrap();
+    for c in clusters {
+        admin.create_cluster(c).await.unwrap();
+    }
+    admin
+}
+
+async fn status_of(admin: &mut Clients, tenant: &str, env: &str) -> pb::Environment {
+    admin.env(tenant, env).await
+}
+
+async fn wait_for_status(
+    admin: &mut Clients,
+    tenant: &str,
+    env: &str,
+    status: pb::EnvironmentStatus,
+) -> pb::Environment {
+    let what = format!("{tenant}/{env} to be {status:?}");
+    eventually(&what, WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            let e = status_of(&mut admin, tenant, env).await;
+            (e.status == status as i32).then_some(e)
+        }
+    })
+    .await
+}
+
+fn namespace_exists(sim: &SimCluster, ns: &str) -> bool {
+    sim.object("namespaces", "", ns).unwrap().is_some()
+}
+
+async fn audit_actions(admin: &mut Clients) -> Vec<pb::AuditEvent> {
+    admin
+        .audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_environment_becomes_ready_on_its_cluster_and_is_gone_after_delete() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+
+    let created = admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    assert_eq!(created.status, pb::EnvironmentStatus::Pending as i32);
+    let ready = wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    assert!(ready.applied_revision >= ready.revision && ready.revision > 0);
+    assert!(ready.ready_time.is_some());
+    // Ready means the objects are really there, as specified.
+    let quota = sim
+        .object("resourcequotas", "team-a-dev", "mtp-quota")
+        .unwrap()
+        .expect("quota applied");
+    assert_eq!(quota["spec"]["hard"]["requests.cpu"], "1");
+    assert_eq!(quota["spec"]["hard"]["services.nodeports"], "0");
+    assert!(
+        sim.object("networkpolicies", "team-a-dev", "mtp-default-deny")
+            .unwrap()
+            .is_some()
+    );
+    assert!(agent.is_applier());
+
+    admin
+        .environments
+        .delete_environment(pb::DeleteEnvironmentRequest {
+            tenant: "team-a".into(),
+            name: "dev".into(),
+        })
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Deleted).await;
+    assert!(
+        !namespace_exists(&sim, "team-a-dev"),
+        "Deleted is reported only once the namespace is gone"
+    );
+    assert!(
+        sim.object("resourcequotas", "team-a-dev", "mtp-quota")
+            .unwrap()
+            .is_none()
+    );
+    let events = audit_actions(&mut admin).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "environment.deleted" && e.target == "environment/team-a/dev")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_repaired_and_lands_in_the_audit_log() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let _agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+
+    // Someone deletes the default-deny policy and raises the quota.
+    let client = sim.client();
+    Api::<NetworkPolicy>::namespaced(client.clone(), "team-a-dev")
+        .delete("mtp-default-deny", &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<ResourceQuota>::namespaced(client.clone(), "team-a-dev")
+        .patch(
+            "mtp-quota",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"hard": {"requests.cpu": "64"}}})),
+        )
+        .await
+        .unwrap();
+
+    eventually("the policy and quota to be restored", WAIT, || async {
+        let policy = sim
+            .object("networkpolicies", "team-a-dev", "mtp-default-deny")
+            .unwrap();
+        let quota = sim
+            .object("resourcequotas", "team-a-dev", "mtp-quota")
+            .unwrap()?;
+        (policy.is_some() && quota["spec"]["hard"]["requests.cpu"] == "1").then_some(())
+    })
+    .await;
+    let drift = eventually("both drifts to be audited", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            let drift: Vec<pb::AuditEvent> = audit_actions(&mut admin)
+                .await
+                .into_iter()
+                .filter(|e| e.action == "environment.drift_repaired")
+                .collect();
+            let text = format!("{drift:?}");
+            (text.contains("NetworkPolicy/mtp-default-deny")
+                && text.contains("ResourceQuota/mtp-quota"))
+            .then_some(drift)
+        }
+    })
+    .await;
+    assert!(
+        drift
+            .iter()
+            .all(|e| e.target == "environment/team-a/dev" && e.tenant == "team-a")
+    );
+    // Still Ready: drift was repaired, not a failure.
+    assert_eq!(
+        status_of(&mut admin, "team-a", "dev").await.status,
+        pb::EnvironmentStatus::Ready as i32
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_clusters_two_agents_each_one_applier_isolation_and_takeover() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-a", "k3s-b"]).await;
+    let sim_a = fleet::cluster().await;
+    let sim_b = fleet::cluster().await;
+    let token_a = admin.join_token("k3s-a").await;
+    let token_b = admin.join_token("k3s-b").await;
+    let mut a1 = TestAgent::start(&sim_a, &plane.url(), &token_a, "a-node-1").await;
+    let mut a2 = TestAgent::start(&sim_a, &plane.url(), &token_a, "a-node-2").await;
+    let b1 = TestAgent::start(&sim_b, &plane.url(), &token_b, "b-node-1").await;
+    let b2 = TestAgent::start(&sim_b, &plane.url(), &token_b, "b-node-2").await;
+
+    admin
+        .create_env("team-a", "dev", "k3s-a", "small")
+        .await
+        .unwrap();
+    admin
+        .create_env("team-b", "dev", "k3s-b", "small")
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    wait_for_status(&mut admin, "team-b", "dev", pb::EnvironmentStatus::Ready).await;
+
+    // Each cluster holds only its own environments.
+    assert!(namespace_exists(&sim_a, "team-a-dev"));
+    assert!(!namespace_exists(&sim_a, "team-b-dev"));
+    assert!(namespace_exists(&sim_b, "team-b-dev"));
+    assert!(!namespace_exists(&sim_b, "team-a-dev"));
+    // And every agent received only its cluster's configurations.
+    for (agent, theirs) in [
+        (&a1, "team-b-dev"),
+        (&a2, "team-b-dev"),
+        (&b1, "team-a-dev"),
+        (&b2, "team-a-dev"),
+    ] {
+        let state = mtp_agent::desired::StateDir::new(&agent.config.state_dir)
+            .unwrap()
+            .desired()
+            .unwrap();
+        assert!(
+            !state.namespaces.contains_key(theirs),
+            "{:?}",
+            state.namespaces.keys()
+        );
+    }
+
+    // Exactly one applier per cluster; every agent stays connected.
+    let appliers =
+        |x: &TestAgent, y: &TestAgent| usize::from(x.is_applier()) + usize::from(y.is_applier());
+    assert_eq!(appliers(&a1, &a2), 1);
+    assert_eq!(appliers(&b1, &b2), 1);
+    let agents = admin
+        .clusters
+        .list_agents(pb::ListAgentsRequest {
+            cluster: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(agents.len(), 4);
+    assert!(agents.iter().all(|a| a.connected), "{agents:?}");
+
+    // The applier of cluster A dies; the other takes over and applies.
+    let (dead, survivor) = if a1.is_applier() {
+        (&mut a1, &mut a2)
+    } else {
+        (&mut a2, &mut a1)
+    };
+    dead.kill().await;
+    admin
+        .create_env("team-a", "qa", "k3s-a", "small")
+        .await
+        .unwrap();
+    let took_over = std::time::Instant::now();
+    wait_for_status(&mut admin, "team-a", "qa", pb::EnvironmentStatus::Ready).await;
+    eprintln!(
+        "takeover + apply took {:?} (lease {:?})",
+        took_over.elapsed(),
+        fleet::LEASE
+    );
+    assert!(survivor.is_applier());
+    assert!(namespace_exists(&sim_a, "team-a-qa"));
+
+    // The dead one comes back: it does not fight the new applier.
+    dead.restart().await;
+    tokio::time::sleep(fleet::LEASE * 2).await;
+    assert!(!dead.is_applier());
+    assert!(survivor.is_applier());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_offline_during_50_changes_catches_up_from_its_revision() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let mut agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    for i in 0..5 {
+        admin
+            .create_env("team-a", &format!("keep-{i}"), "k3s-1", "small")
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        wait_for_status(
+            &mut admin,
+            "team-a",
+            &format!("keep-{i}"),
+            pb::EnvironmentStatus::Ready,
+        )
+        .await;
+    }
+    agent.stop().await;
+
+    // 50 changes while it is away: 45 creates and 5 deletes.
+    for i in 0..45 {
+        admin
+            .create_env("team-a", &format!("new-{i}"), "k3s-1", "small")
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        admin
+            .environments
+            .delete_environment(pb::DeleteEnvironmentRequest {
+                tenant: "team-a".into(),
+                name: format!("keep-{i}"),
+            })
+            .await
+            .unwrap();
+    }
+    assert!(
+        !namespace_exists(&sim, "team-a-new-0"),
+        "nothing applied while offline"
+    );
+
+    agent.restart().await;
+    for i in 0..45 {
+        wait_for_status(
+            &mut admin,
+            "team-a",
+            &format!("new-{i}"),
+            pb::EnvironmentStatus::Ready,
+        )
+        .await;
+    }
+    for i in 0..5 {
+        wait_for_status(
+            &mut admin,
+            "team-a",
+            &format!("keep-{i}"),
+            pb::EnvironmentStatus::Deleted,
+        )
+        .await;
+        assert!(!namespace_exists(&sim, &format!("team-a-keep-{i}")));
+    }
+    let status = agent.status();
+    assert_eq!(
+        status.snapshots_received, 0,
+        "resumed from its revision, not a snapshot: {status:?}"
+    );
+    assert!(status.changes_received >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_control_plane_killed_mid_stream_and_restarted_converges() {
+    let db = mtp_e2e::mtp_pg_harness::fresh_database().await;
+    let plane = TestPlane::start_on(db.url().to_owned()).await;
+    let addr = plane.running.grpc_addr;
+    let url = plane.url();
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let agent = TestAgent::start(&sim, &url, &token, "node-1").await;
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+
+    // A second replica stays up; the agent's replica is killed.
+    let replica = TestPlane::start_on(db.url().to_owned()).await;
+    let mut admin = replica.admin().await;
+    plane.running.kill();
+    for i in 0..10 {
+        admin
+            .create_env("team-a", &format!("during-{i}"), "k3s-1", "small")
+            .await
+            .unwrap();
+    }
+    // While its control plane is away the agent keeps enforcing.
+    Api::<NetworkPolicy>::namespaced(sim.client(), "team-a-dev")
+        .delete("mtp-default-deny", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("drift repaired while disconnected", WAIT, || async {
+        sim.object("networkpolicies", "team-a-dev", "mtp-default-deny")
+            .unwrap()
+            .map(|_| ())
+    })
+    .await;
+
+    // The control plane comes back on the same address.
+    let mut config = Config::for_dev(db.url().to_owned());
+    config.grpc_listen = addr;
+    let _restarted = TestPlane::start_with(config).await;
+    for i in 0..10 {
+        wait_for_status(
+            &mut admin,
+            "team-a",
+            &format!("during-{i}"),
+            pb::EnvironmentStatus::Ready,
+        )
+        .await;
+    }
+    assert_eq!(
+        status_of(&mut admin, "team-a", "dev").await.status,
+        pb::EnvironmentStatus::Ready as i32,
+        "what was acknowledged before the crash stays acknowledged"
+    );
+    // The drift repaired while disconnected reaches the audit log after reconnecting.
+    eventually("offline drift audited", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            audit_actions(&mut admin)
+                .await
+                .iter()
+                .any(|e| e.action == "environment.drift_repaired")
+                .then_some(())
+        }
+    })
+    .await;
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restart_and_agent_restart_lose_nothing() {
+    let server = mtp_e2e::mtp_pg_harness::DedicatedServer::start()
+        .await
+        .unwrap();
+    let url = server.create_database().await.unwrap();
+    let plane = TestPlane::start_on(url.clone()).await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let mut agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+
+    // A crash (no shutdown checkpoint, connections cut), then a start.
+    server.kill().await.unwrap();
+    server.restart().await.unwrap();
+    // Creates may fail while the pool reconnects; retry until one lands.
+    eventually("a create after the PostgreSQL restart", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .create_env("team-a", "after-pg", "k3s-1", "small")
+                .await
+                .ok()
+        }
+    })
+    .await;
+    wait_for_status(
+        &mut admin,
+        "team-a",
+        "after-pg",
+        pb::EnvironmentStatus::Ready,
+    )
+    .await;
+
+    // Agent crash and restart with its state directory.
+    agent.kill().await;
+    admin
+        .create_env("team-a", "after-agent", "k3s-1", "small")
+        .await
+        .unwrap();
+    agent.restart().await;
+    wait_for_status(
+        &mut admin,
+        "team-a",
+        "after-agent",
+        pb::EnvironmentStatus::Ready,
+    )
+    .await;
+    for env in ["dev", "after-pg"] {
+        assert_eq!(
+            status_of(&mut admin, "team-a", env).await.status,
+            pb::EnvironmentStatus::Ready as i32
+        );
+        assert!(namespace_exists(&sim, &format!("team-a-{env}")));
+    }
+    server.stop().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_environments_are_removed_from_the_cluster() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let _agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    admin
+        .environments
+        .create_environment(pb::CreateEnvironmentRequest {
+            tenant: "team-a".into(),
+            name: "short".into(),
+            cluster: "k3s-1".into(),
+            profile: "small".into(),
+            quota_override: None,
+            expire_time: Some(prost_types::Timestamp {
+                seconds: soon.timestamp(),
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "short", pb::EnvironmentStatus::Ready).await;
+    assert!(namespace_exists(&sim, "team-a-short"));
+    let gone = wait_for_status(
+        &mut admin,
+        "team-a",
+        "short",
+        pb::EnvironmentStatus::Deleted,
+    )
+    .await;
+    assert!(!namespace_exists(&sim, "team-a-short"));
+    assert!(gone.applied_revision > 0);
+    let events = audit_actions(&mut admin).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "environment.delete" && e.actor == "system:expiry")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "environment.deleted" && e.target == "environment/team-a/short")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_cluster_reports_the_reason_and_recovers() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let _agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    eventually("the agent to connect", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            let agents = admin
+                .clusters
+                .list_agents(pb::ListAgentsRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .agents;
+            agents
+                .iter()
+                .any(|a| a.connected && a.applier)
+                .then_some(())
+        }
+    })
+    .await;
+    sim.faults().deny("patch", "networkpolicies");
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    let failed = wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Failed).await;
+    assert!(
+        failed.reason.contains("NetworkPolicy/mtp-default-deny"),
+        "{}",
+        failed.reason
+    );
+    sim.faults().clear();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+}
