@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and starts k8s-mtp on this machine for a first look:
-# PostgreSQL (data under .local/ in the checkout), the control plane, and the
-# first platform-admin token, printed at the end. Safe to run again.
+# PostgreSQL (data under .local/ in the checkout), the control plane,
+# kube-sim as a stand-in K3s cluster registered as 'local', one mtp-agent for
+# it, and the first platform-admin token, printed at the end. Safe to run again.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -10,6 +11,7 @@ pg_bin="${MTP_PG_BIN:-/usr/lib/postgresql/15/bin}"
 pg_port="${MTP_PG_PORT:-55432}"
 grpc_addr="${MTP_GRPC_LISTEN:-127.0.0.1:7443}"
 admin_addr="${MTP_ADMIN_LISTEN:-127.0.0.1:9090}"
+sim_addr="${MTP_KUBE_SIM_LISTEN:-127.0.0.1:56443}"
 mkdir -p "$state/logs"
 
 step() { printf '==> %s\n' "$*"; }
@@ -76,16 +78,78 @@ else
 fi
 
 [ -s "$state/admin-token" ] || die "no admin token at $state/admin-token (see $state/logs/control-plane.log)"
+
+# The CLI, pointed at the local control plane, for the steps below.
+export MTP_ADDR="http://$grpc_addr" MTP_TOKEN_FILE="$state/admin-token" MTP_OUTPUT=table
+mtp="$root/target/debug/mtp"
+
+# kube-sim stands in for a K3s cluster (no container engine needed). It keeps
+# everything in memory: when it restarts, the agent re-applies every
+# environment from the desired state it stored.
+kubeconfig="$state/kube-sim.kubeconfig"
+simpid="$state/kube-sim.pid"
+agentpid="$state/agent.pid"
+if [ -f "$simpid" ] && kill -0 "$(cat "$simpid")" 2>/dev/null; then
+  step "kube-sim already running (pid $(cat "$simpid"))"
+else
+  step "starting kube-sim (simulated K3s API) on $sim_addr"
+  rm -f "$kubeconfig"
+  nohup "$root/target/debug/kube-sim" --kubeconfig "$kubeconfig" --bind "$sim_addr" \
+    >"$state/logs/kube-sim.log" 2>&1 &
+  echo $! >"$simpid"
+  for _ in $(seq 1 100); do
+    [ -s "$kubeconfig" ] && break
+    kill -0 "$(cat "$simpid")" 2>/dev/null || die "kube-sim exited, see $state/logs/kube-sim.log"
+    sleep 0.1
+  done
+  [ -s "$kubeconfig" ] || die "kube-sim wrote no kubeconfig, see $state/logs/kube-sim.log"
+  # A fresh (empty) cluster: restart the agent so it re-applies at once.
+  if [ -f "$agentpid" ] && kill "$(cat "$agentpid")" 2>/dev/null; then sleep 0.5; fi
+  rm -f "$agentpid"
+fi
+
+"$mtp" cluster get local >/dev/null 2>&1 \
+  || { step "registering cluster 'local'"; "$mtp" cluster create local --no-join-token >/dev/null; }
+
+if [ -f "$agentpid" ] && kill -0 "$(cat "$agentpid")" 2>/dev/null; then
+  step "agent already running (pid $(cat "$agentpid"))"
+else
+  mkdir -p "$state/agent"
+  join_args=()
+  if [ ! -s "$state/agent/credential" ]; then
+    # A join token is only needed until the agent has registered.
+    "$mtp" cluster join-token local -o json \
+      | sed -n 's/.*"secret": *"\([^"]*\)".*/\1/p' >"$state/agent/join-token"
+    [ -s "$state/agent/join-token" ] || die "could not mint a join token for cluster 'local'"
+    join_args=(--join-token-file "$state/agent/join-token")
+  fi
+  step "starting mtp-agent for cluster 'local'"
+  nohup "$root/target/debug/mtp-agent" --control-plane "http://$grpc_addr" \
+    --node-name local-node-1 --kubeconfig "$kubeconfig" --state-dir "$state/agent" \
+    "${join_args[@]}" >"$state/logs/agent.log" 2>&1 &
+  echo $! >"$agentpid"
+  for _ in $(seq 1 100); do
+    if "$mtp" agent list -o json 2>/dev/null | grep -q '"connected": true'; then break; fi
+    kill -0 "$(cat "$agentpid")" 2>/dev/null || die "the agent exited, see $state/logs/agent.log"
+    sleep 0.2
+  done
+  "$mtp" agent list -o json | grep -q '"connected": true' || die "the agent did not connect, see $state/logs/agent.log"
+  rm -f "$state/agent/join-token"
+fi
+
 cat <<MSG
 
 k8s-mtp is running.
   control plane  $grpc_addr (gRPC, plaintext dev mode)   logs: .local/logs/control-plane.log
   admin port     http://$admin_addr/healthz /readyz /metrics
   PostgreSQL     127.0.0.1:$pg_port (data: .local/pg)
+  cluster        'local' = kube-sim at $sim_addr (kubeconfig: .local/kube-sim.kubeconfig), one agent
   admin token    $(cat "$state/admin-token")
 
 Use the CLI:
   export PATH="$root/target/debug:\$PATH" MTP_ADDR=http://$grpc_addr MTP_TOKEN_FILE=$state/admin-token
-  mtp profile list
+  mtp tenant create team-a --owner-user alice@example.com --cpu 8 --memory 16Gi --storage 100Gi --pods 200 --max-environments 10
+  mtp env create team-a dev --cluster local --profile small --wait
+  kubectl --kubeconfig .local/kube-sim.kubeconfig get resourcequota,networkpolicy,rolebinding -n team-a-dev
 Stop everything with: bash deploy/local/down.sh
 MSG

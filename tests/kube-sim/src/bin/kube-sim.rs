@@ -15,6 +15,10 @@ struct Args {
     /// one `cluster-<i>.yaml` per cluster.
     #[arg(long, env = "KUBE_SIM_KUBECONFIG")]
     kubeconfig: PathBuf,
+    /// Start with no namespaces at all, instead of the ones a fresh cluster
+    /// has (default, kube-system, kube-public, kube-node-lease).
+    #[arg(long)]
+    empty: bool,
     /// Number of clusters to serve (one port each).
     #[arg(long, default_value_t = 1)]
     clusters: usize,
@@ -91,6 +95,9 @@ async fn main() -> anyhow::Result<()> {
             let (verb, res) = d.split_once(':').context("--deny wants VERB:RESOURCE")?;
             f.deny(verb, res);
         }
+        if !args.empty {
+            seed_system_namespaces(&sim).await?;
+        }
         sims.push(sim);
     }
     if args.clusters == 1 {
@@ -136,5 +143,29 @@ async fn main() -> anyhow::Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;
+    Ok(())
+}
+
+/// Creates the namespaces every fresh cluster has, so that agents and
+/// kubectl find e.g. `kube-system` (where the agent keeps its Lease).
+async fn seed_system_namespaces(sim: &SimCluster) -> anyhow::Result<()> {
+    let api: kube::Api<kube::core::DynamicObject> = kube::Api::all_with(
+        sim.client(),
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "",
+            "v1",
+            "Namespace",
+        )),
+    );
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let ns: kube::core::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name}
+        }))?;
+        api.create(&kube::api::PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+    }
     Ok(())
 }

@@ -1,0 +1,249 @@
+//! `mtp-agent-bench`: time from CreateEnvironment to Ready through the real
+//! `mtp-agent` binary on kube-sim, next to the time kube-rs alone needs to
+//! server-side apply (and read back) the same objects on the same kube-sim,
+//! and the agent's memory once it manages all of them.
+//!
+//! `cargo build --release -p mtp-agent -p mtp-e2e && ./target/release/mtp-agent-bench`
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mtp_agent::bundle::Bundle;
+use mtp_agent::kubernetes::ClusterApi;
+use mtp_e2e::{TestPlane, fleet, quota};
+use mtp_proto::v1 as pb;
+
+/// Measure environment Ready latency through the agent, direct SSA time, agent RSS.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Environments to create, one after the other.
+    #[arg(long, default_value_t = 1000)]
+    environments: usize,
+    /// The agent binary [default: mtp-agent next to this benchmark].
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(label: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{label:<44} n={:<5} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
+        samples.len(),
+        ms(percentile(&samples, 50.0)),
+        ms(percentile(&samples, 90.0)),
+        ms(percentile(&samples, 99.0)),
+        ms(*samples.last().unwrap_or(&Duration::ZERO)),
+    );
+}
+
+/// Resident set size (current, peak) of a process, from /proc.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn to_duration(ts: Option<&prost_types::Timestamp>) -> Option<Duration> {
+    let ts = ts?;
+    Some(Duration::new(
+        u64::try_from(ts.seconds).ok()?,
+        u32::try_from(ts.nanos).ok()?,
+    ))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    anyhow::ensure!(args.environments > 0, "--environments must be positive");
+    let agent_bin = match args.agent_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("mtp-agent"),
+    };
+    anyhow::ensure!(
+        agent_bin.exists(),
+        "agent binary {} not found: build it first (cargo build --release -p mtp-agent)",
+        agent_bin.display()
+    );
+
+    eprintln!("mtp-agent-bench: starting PostgreSQL, the control plane and kube-sim…");
+    let plane = TestPlane::start().await;
+    let mut admin = plane.admin().await;
+    admin.create_cluster("bench-1").await?;
+    let n = i64::try_from(args.environments)?;
+    admin
+        .create_tenant("bench", quota("1000000", "1000Ti", "1000Ti", 1_000_000, n))
+        .await?;
+    let sim = fleet::cluster().await;
+    let work = tempfile::tempdir()?;
+    let kubeconfig = work.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig)?;
+    let token = admin.join_token("bench-1").await;
+
+    let mut agent = tokio::process::Command::new(&agent_bin)
+        .args(["--control-plane", &plane.url(), "--node-name", "bench-node"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--state-dir")
+        .arg(work.path().join("state"))
+        .args(["--lease-duration-secs", "5", "--lease-retry-ms", "500"])
+        .env("MTP_AGENT_JOIN_TOKEN", &token)
+        .env("MTP_AGENT_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = agent.id().unwrap_or(0);
+
+    // Wait until the agent is connected and applying.
+    let started = Instant::now();
+    loop {
+        let agents = admin
+            .clusters
+            .list_agents(pb::ListAgentsRequest::default())
+            .await?
+            .into_inner()
+            .agents;
+        if agents.iter().any(|a| a.connected && a.applier) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the agent never became the applier"
+        );
+        if let Some(status) = agent.try_wait()? {
+            anyhow::bail!("the agent exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let idle_rss = rss_kib(pid);
+
+    eprintln!(
+        "mtp-agent-bench: {} environments, create → Ready, one at a time…",
+        args.environments
+    );
+    let mut observed = Vec::with_capacity(args.environments);
+    let mut recorded = Vec::with_capacity(args.environments);
+    let mut configs = Vec::with_capacity(args.environments);
+    let run = Instant::now();
+    for i in 0..args.environments {
+        let name = format!("e{i}");
+        let t0 = Instant::now();
+        let created = admin.create_env("bench", &name, "bench-1", "small").await?;
+        let env = loop {
+            let e = admin.env("bench", &name).await;
+            if e.status == pb::EnvironmentStatus::Ready as i32 {
+                break e;
+            }
+            anyhow::ensure!(
+                e.status != pb::EnvironmentStatus::Failed as i32,
+                "{name} failed: {}",
+                e.reason
+            );
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{name} not Ready after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        observed.push(t0.elapsed());
+        if let (Some(c), Some(r)) = (
+            to_duration(created.create_time.as_ref()),
+            to_duration(env.ready_time.as_ref()),
+        ) {
+            recorded.push(r.saturating_sub(c));
+        }
+        configs.push(pb::NamespaceConfig {
+            namespace: format!("direct-{i}"),
+            tenant: "bench".into(),
+            environment: name,
+            ..Default::default()
+        });
+    }
+    let total = run.elapsed();
+    let loaded_rss = rss_kib(pid);
+
+    // The same objects, applied by kube-rs directly on the same kube-sim.
+    let direct = ClusterApi::new(sim.client());
+    let mut apply_only = Vec::with_capacity(configs.len());
+    let mut apply_verify = Vec::with_capacity(configs.len());
+    let sample = {
+        // A real config as the control plane sends it (quota, defaults, owners).
+        let e0 = admin.env("bench", "e0").await;
+        e0.namespace
+    };
+    eprintln!(
+        "mtp-agent-bench: direct server-side apply of the same bundles (reference: {sample})…"
+    );
+    let reference = bench_config_for(&plane, &sample).await?;
+    for (i, c) in configs.iter().enumerate() {
+        let mut config = reference.clone();
+        config.namespace = c.namespace.clone();
+        config.environment = c.environment.clone();
+        let bundle = Bundle::render(&config);
+        let t0 = Instant::now();
+        direct.apply(&bundle).await?;
+        apply_only.push(t0.elapsed());
+        let m = direct.verify(&bundle).await?;
+        apply_verify.push(t0.elapsed());
+        anyhow::ensure!(m.is_empty(), "direct apply {i} did not verify: {m:?}");
+    }
+
+    println!();
+    println!(
+        "environments: {}   total wall time for create→Ready loop: {:.1} s",
+        args.environments,
+        total.as_secs_f64()
+    );
+    report("create → Ready, seen by the client (1 ms poll)", observed);
+    report("create → Ready, server timestamps", recorded);
+    report("direct kube-rs SSA of the same bundle", apply_only);
+    report("direct kube-rs SSA + read-back verify", apply_verify);
+    if let (Some((idle, _)), Some((rss, peak))) = (idle_rss, loaded_rss) {
+        println!(
+            "agent RSS: idle {:.1} MiB, with {} namespaces {:.1} MiB (peak {:.1} MiB)",
+            idle as f64 / 1024.0,
+            args.environments,
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+    }
+    let _ = agent.start_kill();
+    let _ = agent.wait().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// The NamespaceConfig the control plane sends for a namespace, read the way
+/// an agent gets it (a registered scripted agent's snapshot).
+async fn bench_config_for(
+    plane: &TestPlane,
+    namespace: &str,
+) -> anyhow::Result<pb::NamespaceConfig> {
+    let mut admin = plane.admin().await;
+    let token = admin.join_token("bench-1").await;
+    let reg = mtp_e2e::agent::register(&plane.url(), &token, "bench-reader").await?;
+    let mut reader =
+        mtp_e2e::agent::ScriptedAgent::connect(&plane.url(), &reg.credential, 0, false).await?;
+    match reader.next_desired(Duration::from_secs(10)).await {
+        pb::control_message::Kind::Snapshot(s) => s
+            .namespaces
+            .into_iter()
+            .find(|n| n.namespace == namespace)
+            .ok_or_else(|| anyhow::anyhow!("{namespace} not in the snapshot")),
+        _ => anyhow::bail!("expected a snapshot"),
+    }
+}
