@@ -335,7 +335,10 @@ impl Clock for TokioClock {
 
 /// `0.8s` under a minute, else compact (`2m`, `1h5m`).
 fn elapsed_text(d: Duration) -> String {
-    if d < Duration::from_secs(60) {
+    // Sub-second is the normal case for a Ready: show milliseconds, not "0.0s".
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d < Duration::from_secs(60) {
         format!("{:.1}s", d.as_secs_f64())
     } else {
         output::compact_duration(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -749,7 +752,7 @@ mod tests {
         );
         assert_eq!(
             progress_line("team-a/dev", &with(S::Ready, 7, ""), ms(800)),
-            "team-a/dev: ready in 0.8s"
+            "team-a/dev: ready in 800ms"
         );
         assert_eq!(
             progress_line("team-a/dev", &with(S::Deleted, 8, ""), ms(125_000)),
