@@ -156,3 +156,87 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A TCP proxy in front of the control plane that can go silent without
+/// closing anything — the half-open connection a dead NAT or a pulled cable
+/// leaves behind.
+pub struct FreezableProxy {
+    pub addr: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> FreezableProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = frozen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    // Each direction copies while thawed; frozen, bytes are
+                    // read and dropped, and nothing is ever closed.
+                    let pump = |mut r: tokio::net::tcp::OwnedReadHalf,
+                                mut w: tokio::net::tcp::OwnedWriteHalf,
+                                flag: std::sync::Arc<std::sync::atomic::AtomicBool>| async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        let mut dead = false;
+                        loop {
+                            let n = match r.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if flag.load(Ordering::SeqCst) {
+                                // Once frozen, this connection stays dead.
+                                dead = true;
+                            }
+                            if !dead && w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        if !dead {
+                            let _ = w.shutdown().await;
+                        } else {
+                            // Hold the socket open forever, as a black hole would.
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::join!(pump(ri, wo, flag.clone()), pump(ro, wi, flag));
+                });
+            }
+        });
+        FreezableProxy { addr, frozen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Existing and new connections go silent.
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// New connections work again (frozen ones stay dead).
+    pub fn thaw(&self) {
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

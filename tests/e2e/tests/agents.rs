@@ -577,3 +577,37 @@ async fn a_failing_cluster_reports_the_reason_and_recovers() {
     sim.faults().clear();
     wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_open_connection_is_detected_and_the_agent_reconnects() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let proxy = fleet::FreezableProxy::start(plane.running.grpc_addr).await;
+    let agent = TestAgent::start(&sim, &proxy.url(), &token, "node-1").await;
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    let connected = agent.running.as_ref().unwrap().connected();
+    assert!(*connected.borrow());
+
+    // The network goes silent: no FIN, no RST, nothing.
+    proxy.freeze();
+    let mut watch = connected.clone();
+    eventually("the agent to notice the silent stream", WAIT, || {
+        let up = *watch.borrow_and_update();
+        async move { (!up).then_some(()) }
+    })
+    .await;
+    // Changes made meanwhile arrive once the network is back.
+    admin
+        .create_env("team-a", "qa", "k3s-1", "small")
+        .await
+        .unwrap();
+    proxy.thaw();
+    wait_for_status(&mut admin, "team-a", "qa", pb::EnvironmentStatus::Ready).await;
+    assert!(*connected.borrow());
+}
