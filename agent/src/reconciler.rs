@@ -371,18 +371,31 @@ impl Reconciler {
         }
     }
 
-    /// Full read-back of every desired namespace; repairs what drifted.
+    /// Full read-back of every desired namespace (one LIST per kind);
+    /// repairs what drifted and prunes managed namespaces nobody wants.
     async fn resync(&mut self) {
+        if !self.fence.is_held() {
+            return;
+        }
+        let live = match self.cluster.managed_objects().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "periodic verification could not list managed objects");
+                return;
+            }
+        };
         let names: Vec<String> = self.state.namespaces.keys().cloned().collect();
         tracing::debug!(namespaces = names.len(), "periodic verification");
         for ns in names {
-            self.check(&ns).await;
+            let Some(config) = self.state.namespaces.get(&ns) else {
+                continue;
+            };
+            let mismatches = live.verify(&Bundle::render(config));
+            self.settle(&ns, mismatches).await;
         }
-        if self.authoritative
-            && let Ok(live) = self.cluster.managed_namespaces().await
-        {
+        if self.authoritative {
             let mut results = Vec::new();
-            for ns in live {
+            for ns in live.namespaces() {
                 if !self.state.namespaces.contains_key(&ns)
                     && let Some(r) = self.remove(&ns).await
                 {
@@ -434,6 +447,18 @@ impl Reconciler {
                 return;
             }
         };
+        self.settle(ns, mismatches).await;
+    }
+
+    /// Acts on a verification: records a clean one, or re-applies, reports
+    /// each difference as drift and acknowledges a changed outcome.
+    async fn settle(&mut self, ns: &str, mismatches: Vec<crate::kubernetes::Mismatch>) {
+        let Some(config) = self.state.namespaces.get(ns).cloned() else {
+            return;
+        };
+        if !self.fence.is_held() || self.removing.contains(ns) {
+            return;
+        }
         if mismatches.is_empty() {
             if self.outcomes.get(ns) != Some(&Outcome::Verified) {
                 self.outcomes.insert(ns.to_string(), Outcome::Verified);

@@ -448,3 +448,50 @@ async fn a_silent_holder_is_replaced_and_its_fence_closes_first() {
     assert!(a.round().await);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_listing_per_kind_verifies_like_reading_each_object() {
+    let sim = sim().await;
+    let cluster = ClusterApi::new(sim.client());
+    let dev = Bundle::render(&config("team-a-dev", "team-a"));
+    let qa = Bundle::render(&config("team-a-qa", "team-a"));
+    cluster.apply(&dev).await.unwrap();
+    cluster.apply(&qa).await.unwrap();
+    let live = cluster.managed_objects().await.unwrap();
+    assert_eq!(live.verify(&dev), vec![]);
+    assert_eq!(live.verify(&qa), vec![]);
+    assert_eq!(
+        live.namespaces(),
+        ["team-a-dev".to_string(), "team-a-qa".to_string()].into()
+    );
+
+    // Raise a quota in one namespace, strip the label off a policy in the other.
+    let client = sim.client();
+    Api::<ResourceQuota>::namespaced(client.clone(), "team-a-dev")
+        .patch(
+            bundle::QUOTA_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hard": {"pods": "999"}}})),
+        )
+        .await
+        .unwrap();
+    Api::<NetworkPolicy>::namespaced(client, "team-a-qa")
+        .patch(
+            bundle::DEFAULT_DENY,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}})),
+        )
+        .await
+        .unwrap();
+    let live = cluster.managed_objects().await.unwrap();
+    let dev_drift = live.verify(&dev);
+    assert_eq!(dev_drift, cluster.verify(&dev).await.unwrap());
+    assert_eq!(dev_drift[0].object, "ResourceQuota/mtp-quota");
+    let qa_drift = live.verify(&qa);
+    assert_eq!(qa_drift.len(), 1);
+    assert_eq!(qa_drift[0].object, "NetworkPolicy/mtp-default-deny");
+    // Re-applying puts the label back (mtp-agent owns that field).
+    cluster.apply(&qa).await.unwrap();
+    assert_eq!(cluster.managed_objects().await.unwrap().verify(&qa), vec![]);
+    sim.shutdown().await;
+}
