@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Offline checks of the K3s manifests: renders them with kustomize and checks
+# the security invariants on the rendered YAML. No cluster needed.
+#   deploy/k3s/check.sh            # exit 0: all good; 1: a violation; 2: cannot render
+# Needs kubectl (or kustomize), awk, grep. If python3 with the `celpy`
+# (cel-python) and `yaml` modules is there, also runs the admission policy's
+# CEL expressions against the cases in vap_cases.py.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$1"; }
+bad() { failed=$((failed + 1)); printf 'FAIL %s\n' "$1"; }
+check() { # check DESCRIPTION COMMAND...
+    local what="$1"; shift
+    if "$@"; then ok "$what"; else bad "$what"; fi
+}
+
+render() { # render DIR > file
+    if command -v kubectl >/dev/null 2>&1; then
+        kubectl kustomize "$1"
+    elif command -v kustomize >/dev/null 2>&1; then
+        kustomize build "$1"
+    else
+        echo "check.sh: neither kubectl nor kustomize found" >&2
+        return 2
+    fi
+}
+
+# Splits a rendered stream into one file per document: $2/NNN-Kind-name.yaml.
+split_docs() {
+    mkdir -p "$2"
+    awk -v dir="$2" '
+        function flush() {
+            if (buf != "") {
+                f = sprintf("%s/%03d-%s-%s.yaml", dir, n, kind, name)
+                printf "%s", buf > f
+                close(f)
+            }
+            buf = ""; kind = "none"; name = "none"; inmeta = 0; n++
+        }
+        BEGIN { n = 0; buf = ""; kind = "none"; name = "none" }
+        /^---$/ { flush(); next }
+        /^kind: / { kind = $2 }
+        /^metadata:/ { inmeta = 1 }
+        /^[a-z]/ && !/^metadata:/ { inmeta = 0 }
+        inmeta && /^  name: / && name == "none" { name = $2 }
+        { buf = buf $0 "\n" }
+        END { flush() }
+    ' "$1"
+}
+
+docs_of() { ls "$1"/*-"$2"-*.yaml 2>/dev/null; }
+has() { grep -Eq -- "$1" "${@:2}"; }
+hasnt() { ! grep -Eq -- "$1" "${@:2}"; }
+
+# --- render ------------------------------------------------------------------
+if ! render "$here" >"$work/default.yaml" 2>"$work/render.err"; then
+    cat "$work/render.err" >&2
+    echo "check.sh: kustomize could not render $here" >&2
+    exit 2
+fi
+ok "renders: kustomize $here ($(grep -c '^kind: ' "$work/default.yaml") objects)"
+
+# The optional parts must render too: control plane + hostPath component.
+mkdir -p "$work/optional"
+# kustomize wants relative paths to other kustomizations.
+rel="$(realpath --relative-to="$work/optional" "$here")"
+cat >"$work/optional/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $rel/agent
+  - $rel/control-plane
+components:
+  - $rel/components/hostpath-state
+YAML
+if render "$work/optional" >"$work/optional.yaml" 2>"$work/render.err"; then
+    ok "renders: agent + control-plane + components/hostpath-state"
+else
+    cat "$work/render.err" >&2
+    bad "renders: agent + control-plane + components/hostpath-state"
+fi
+
+split_docs "$work/default.yaml" "$work/d"
+split_docs "$work/optional.yaml" "$work/o"
+
+# --- pods: default and optional renders -----------------------------------------
+for variant in d o; do
+    label="default"; [ "$variant" = o ] && label="optional"
+    for f in $(docs_of "$work/$variant" DaemonSet) $(docs_of "$work/$variant" Deployment); do
+        obj="$label $(basename "$f" .yaml | cut -d- -f2-)"
+        check "$obj: no hostNetwork/hostPID/hostIPC" hasnt '^ *(- )?host(Network|PID|IPC): true' "$f"
+        check "$obj: no privileged container" hasnt '^ *(- )?privileged: true' "$f"
+        check "$obj: runAsNonRoot true, never false" \
+            bash -c "grep -Eq '^ *runAsNonRoot: true' '$f' && ! grep -Eq '^ *runAsNonRoot: false' '$f'"
+        check "$obj: non-root uid 65532, never 0" \
+            bash -c "grep -Eq '^ *runAsUser: 65532' '$f' && ! grep -Eq '^ *runAsUser: 0$' '$f'"
+        check "$obj: readOnlyRootFilesystem true" \
+            bash -c "grep -Eq '^ *readOnlyRootFilesystem: true' '$f' && ! grep -Eq '^ *readOnlyRootFilesystem: false' '$f'"
+        check "$obj: allowPrivilegeEscalation false" \
+            bash -c "grep -Eq '^ *allowPrivilegeEscalation: false' '$f' && ! grep -Eq '^ *allowPrivilegeEscalation: true' '$f'"
+        check "$obj: capabilities drop ALL, none added" \
+            bash -c "grep -A2 -E '^ *drop:' '$f' | grep -Eq -- '- ALL' && ! grep -Eq '^ *add:' '$f'"
+        check "$obj: seccompProfile RuntimeDefault" \
+            bash -c "grep -A1 -E '^ *seccompProfile:' '$f' | grep -Eq 'type: RuntimeDefault'"
+        check "$obj: resource requests and limits" \
+            bash -c "grep -Eq '^ *requests:' '$f' && grep -Eq '^ *limits:' '$f'"
+    done
+    for f in $(docs_of "$work/$variant" DaemonSet); do
+        check "$label DaemonSet: opens no port (no containerPort/hostPort)" hasnt '^ *(- )?(containerPort|hostPort):' "$f"
+        check "$label DaemonSet: tolerates every taint (runs on K3s servers too)" \
+            bash -c "grep -A1 -E '^ *tolerations:' '$f' | grep -Eq -- '- operator: Exists'"
+        check "$label DaemonSet: node name from spec.nodeName" \
+            bash -c "grep -A3 -E 'name: MTP_AGENT_NODE_NAME' '$f' | grep -Eq 'fieldPath: spec.nodeName'"
+        check "$label DaemonSet: join token from a mounted file of Secret mtp-agent-join" \
+            bash -c "grep -Eq 'name: MTP_AGENT_JOIN_TOKEN_FILE' '$f' && grep -Eq 'secretName: mtp-agent-join' '$f' && ! grep -Eq 'name: MTP_AGENT_JOIN_TOKEN$' '$f'"
+    done
+done
+hostpath_ds="$(docs_of "$work/d" DaemonSet)"
+check "default DaemonSet: no hostPath volume (Pod Security restricted)" hasnt '^ *(- )?hostPath:' $hostpath_ds
+
+# --- namespace ---------------------------------------------------------------
+ns="$(docs_of "$work/d" Namespace)"
+for mode in enforce audit warn; do
+    check "Namespace mtp-system: pod-security $mode=restricted" has "pod-security.kubernetes.io/$mode: restricted" $ns
+done
+
+# --- RBAC --------------------------------------------------------------------
+roles="$(docs_of "$work/d" ClusterRole) $(docs_of "$work/d" Role)"
+check "no Role/ClusterRole grants '*' (verbs, resources, apiGroups)" hasnt "^ *- ['\"]?\\*['\"]?$" $roles
+check "no escalate/impersonate verbs, no secrets/pods access" \
+    hasnt '^ *- (escalate|impersonate|secrets|pods|pods/exec|nodes/proxy)$' $roles
+# Split ClusterRole mtp-agent into its rules and look at the one with `bind`.
+cr="$(docs_of "$work/d" ClusterRole)"
+awk -v dir="$work/rules" 'BEGIN{system("mkdir -p " dir)} /^rules:/{r=1; next} r && /^- /{n++} r && /^[a-z]/{r=0} r && n {print > (dir "/" n ".yaml")}' $cr
+bind_rules="$(grep -lE -- '^ *- bind$' "$work"/rules/*.yaml 2>/dev/null)"
+check "bind: exactly one rule, on clusterroles, resourceNames exactly admin and edit, no other verb" bash -c "
+    [ \$(echo '$bind_rules' | grep -c .) -eq 1 ] &&
+    grep -Eq -- '- clusterroles$' $bind_rules &&
+    [ \"\$(awk '/^  resourceNames:/{r=1;next} /^  [a-z]/{r=0} r' $bind_rules | sed 's/^ *- //' | sort | tr '\n' ' ')\" = 'admin edit ' ] &&
+    [ \"\$(awk '/^  verbs:/{r=1;next} /^  [a-z]/{r=0} r' $bind_rules | sed 's/^ *- //' | tr '\n' ' ')\" = 'bind ' ]"
+check "ClusterRole: delete only on namespaces and networkpolicies" bash -c "
+    for f in $work/rules/*.yaml; do
+        if grep -Eq -- '^ *- delete$' \$f; then
+            grep -Eq -- '^ *- (namespaces|networkpolicies)$' \$f || exit 1
+            [ \$(awk '/^  resources:/{r=1;next} /^  [a-z]/{r=0} r' \$f | grep -c .) -eq 1 ] || exit 1
+        fi
+    done"
+
+# Lease: DaemonSet flags, Role and lease policy agree.
+ds="$(docs_of "$work/d" DaemonSet)"
+lease_ns="$(sed -nE 's/^ *- --lease-namespace=(.*)$/\1/p' $ds)"
+lease_name="$(sed -nE 's/^ *- --lease-name=(.*)$/\1/p' $ds)"
+role="$(docs_of "$work/d" Role | xargs grep -l 'name: mtp-agent-lease')"
+check "lease: --lease-namespace=$lease_ns and --lease-name=$lease_name set explicitly" \
+    test -n "$lease_ns" -a -n "$lease_name"
+check "lease: Role mtp-agent-lease lives in $lease_ns" has "^  namespace: $lease_ns$" $role
+check "lease: get/update limited to resourceNames [$lease_name]" has "^  - $lease_name$" $role
+check "lease: RoleBinding in $lease_ns binds the agent's ServiceAccount" bash -c "
+    f=\$(ls $work/d/*-RoleBinding-mtp-agent-lease.yaml) &&
+    grep -Eq '^  namespace: $lease_ns$' \$f && grep -Eq '^  name: mtp-agent$' \$f && grep -Eq '^  namespace: mtp-system$' \$f"
+check "lease: policy mtp-agent-lease-name allows only $lease_ns/$lease_name" bash -c "
+    f=\$(ls $work/d/*-ValidatingAdmissionPolicy-mtp-agent-lease-name.yaml) &&
+    grep -q \"'$lease_ns'\" \$f && grep -q \"'$lease_name'\" \$f"
+
+# --- admission policy ----------------------------------------------------------
+vap="$(ls "$work"/d/*-ValidatingAdmissionPolicy-mtp-protect-managed-objects.yaml 2>/dev/null)"
+vapb="$(ls "$work"/d/*-ValidatingAdmissionPolicyBinding-mtp-protect-managed-objects.yaml 2>/dev/null)"
+check "ValidatingAdmissionPolicy mtp-protect-managed-objects present (admissionregistration.k8s.io/v1)" \
+    bash -c "[ -n '$vap' ] && grep -q '^apiVersion: admissionregistration.k8s.io/v1$' '$vap'"
+check "VAP: failurePolicy Fail" has '^  failurePolicy: Fail$' $vap
+for r in namespaces resourcequotas limitranges serviceaccounts networkpolicies rolebindings; do
+    check "VAP: covers $r" has "^ *- $r$" $vap
+done
+check "VAP: CREATE, UPDATE and DELETE" bash -c "grep -c -- '- DELETE' '$vap' | grep -qv '^0$' && grep -q -- '- CREATE' '$vap' && grep -q -- '- UPDATE' '$vap'"
+check "VAP: looks at oldObject (DELETE, label removed)" has 'oldObject.metadata.labels' $vap
+check "VAP: exempts only the agent's ServiceAccount and namespace cleanup" bash -c "
+    [ \"\$(grep -oE 'system:[a-z:-]+' '$vap' | sort -u | tr '\n' ' ')\" = 'system:kube-controller-manager system:serviceaccount:kube-system:namespace-controller system:serviceaccount:mtp-system:mtp-agent ' ]"
+for b in $vapb $(ls "$work"/d/*-ValidatingAdmissionPolicyBinding-mtp-agent-lease-name.yaml 2>/dev/null); do
+    check "$(basename "$b" .yaml | cut -d- -f2-): validationActions [Deny]" \
+        bash -c "grep -A1 '^  validationActions:' '$b' | grep -q -- '- Deny'"
+done
+check "VAP binding for mtp-protect-managed-objects present" test -n "$vapb"
+
+# --- CEL cases (optional) --------------------------------------------------------
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import celpy, yaml' >/dev/null 2>&1; then
+    if python3 "$here/vap_cases.py" "$work/default.yaml" >"$work/cel.out" 2>&1; then
+        ok "VAP CEL: $(tail -1 "$work/cel.out") (vap_cases.py, cel-python)"
+    else
+        cat "$work/cel.out"
+        bad "VAP CEL cases (vap_cases.py)"
+    fi
+else
+    echo "skip VAP CEL cases: python3 with cel-python (celpy) and PyYAML not found"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
