@@ -115,6 +115,7 @@ impl std::fmt::Debug for Credential {
 
 const CREDENTIAL_FILE: &str = "credential";
 const DESIRED_FILE: &str = "desired.pb";
+const TOMBSTONES_FILE: &str = "tombstones";
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
@@ -193,6 +194,25 @@ impl StateDir {
 
     pub fn save_desired(&self, state: &DesiredState) -> std::io::Result<()> {
         self.write_atomically(DESIRED_FILE, &state.to_snapshot().encode_to_vec(), false)
+    }
+
+    /// Namespaces removed from the desired state whose deletion has not yet
+    /// been confirmed to the control plane (one name per line).
+    pub fn tombstones(&self) -> std::io::Result<BTreeSet<String>> {
+        match std::fs::read_to_string(self.root.join(TOMBSTONES_FILE)) {
+            Ok(t) => Ok(t
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_string())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save_tombstones(&self, names: &BTreeSet<String>) -> std::io::Result<()> {
+        let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+        self.write_atomically(TOMBSTONES_FILE, text.as_bytes(), false)
     }
 
     /// Write to a temporary file, fsync, rename: a crash leaves the old or

@@ -134,11 +134,25 @@ impl ClusterApi {
     /// managed NetworkPolicies the bundle no longer has (e.g. a switched-off
     /// allow rule). Objects of that name that mtp does not manage are refused.
     pub async fn apply(&self, bundle: &Bundle) -> Result<(), ClusterError> {
+        self.apply_fenced(bundle, || true).await.map(|_| ())
+    }
+
+    /// As `apply`, but asks `may_write` before every write and stops (with
+    /// `Ok(false)`) as soon as it says no: an applier whose lease may have
+    /// lapsed must not keep writing through a slow API server.
+    pub async fn apply_fenced(
+        &self,
+        bundle: &Bundle,
+        may_write: impl Fn() -> bool,
+    ) -> Result<bool, ClusterError> {
         let objects = bundle.objects();
         let namespace = objects[0].name.clone();
         self.ensure_not_foreign(&objects[0]).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         for object in &objects {
+            if !may_write() {
+                return Ok(false);
+            }
             self.api(object.kind, object.namespace.as_deref())
                 .patch(&object.name, &params, &Patch::Apply(&object.body))
                 .await
@@ -167,6 +181,9 @@ impl ClusterApi {
             .iter()
             .filter(|p| !wanted.contains(p.name_any().as_str()))
         {
+            if !may_write() {
+                return Ok(false);
+            }
             let name = stale.name_any();
             match policies.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
@@ -182,7 +199,7 @@ impl ClusterApi {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// An existing namespace of the same name that mtp does not manage

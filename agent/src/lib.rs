@@ -130,6 +130,7 @@ pub async fn start(
         }
     });
 
+    let touched = reconciler::Touched::default();
     let reconciler = Reconciler::new(
         ClusterApi::new(client.clone()),
         state_dir.clone(),
@@ -139,10 +140,12 @@ pub async fn start(
         config.reconciler.clone(),
         out_tx,
         status_tx,
+        touched.clone(),
+        connected_rx.clone(),
     );
     tasks.spawn(reconciler.run(inputs_rx, shutdown.clone()));
 
-    watch::spawn_all(&client, &inputs_tx, &shutdown);
+    watch::spawn_all(&client, &touched, &shutdown);
 
     let sessions = Sessions {
         config: config.session.clone(),

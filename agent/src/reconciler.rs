@@ -18,6 +18,9 @@ use crate::desired::{Delta, DesiredState, StateDir};
 use crate::kubernetes::{ClusterApi, Removal};
 use crate::lease::Fence;
 
+/// Deletions remembered for re-reporting, at most.
+const MAX_TOMBSTONES: usize = 10_000;
+
 /// What the reconciler reacts to.
 #[derive(Debug)]
 pub enum Input {
@@ -27,9 +30,12 @@ pub enum Input {
     /// and, if applying, the outcome of every namespace (an ack sent just
     /// before a cut may never have arrived).
     Connected,
-    /// A watch saw a managed object of this namespace change.
-    Touched(String),
 }
+
+/// Namespaces whose managed objects a watch saw change, with when. Shared
+/// with the watch tasks so that a burst of events never blocks the input
+/// queue (and with it the session's keepalives).
+pub type Touched = std::sync::Arc<std::sync::Mutex<BTreeMap<String, Instant>>>;
 
 /// What the reconciler asks of the session.
 #[derive(Debug)]
@@ -95,15 +101,26 @@ pub struct Reconciler {
     config: ReconcilerConfig,
     out: mpsc::UnboundedSender<Outbound>,
     status: watch::Sender<AgentStatus>,
-    /// Whether the state came from the control plane (not just an empty
-    /// start): pruning an empty state would delete every environment.
+    /// Whether this process received desired state from the control plane.
+    /// Until then the stored state may be stale (other appliers may have
+    /// moved on), so it is enforced but never used to prune.
     authoritative: bool,
     applier: bool,
+    /// The revision this agent has completely applied (what it may acknowledge).
+    applied_revision: i64,
+    /// Changes received but not (completely) applied: the fence closed
+    /// mid-pass. Retried while applier; the revision is not acknowledged meanwhile.
+    unapplied: Option<Delta>,
     outcomes: BTreeMap<String, Outcome>,
+    /// Namespaces removed from the desired state whose Deleted has not been
+    /// reported on a live session yet; kept on disk, re-reported after a
+    /// reconnect and by a new applier.
+    tombstones: BTreeSet<String>,
     /// Namespaces deleted but still terminating; acknowledged once gone.
     removing: BTreeSet<String>,
-    /// Touched namespaces waiting to be checked, with when they were last touched.
-    touched: BTreeMap<String, Instant>,
+    touched: Touched,
+    /// Whether a session is up: a Deleted sent while it is may be forgotten.
+    connected: watch::Receiver<bool>,
     /// When each namespace was last written by this agent.
     last_written: BTreeMap<String, Instant>,
 }
@@ -119,8 +136,13 @@ impl Reconciler {
         config: ReconcilerConfig,
         out: mpsc::UnboundedSender<Outbound>,
         status: watch::Sender<AgentStatus>,
+        touched: Touched,
+        connected: watch::Receiver<bool>,
     ) -> Self {
-        let authoritative = state.revision > 0;
+        let tombstones = state_dir.tombstones().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read stored tombstones");
+            BTreeSet::new()
+        });
         Reconciler {
             cluster,
             state,
@@ -130,11 +152,15 @@ impl Reconciler {
             config,
             out,
             status,
-            authoritative,
+            authoritative: false,
             applier: false,
+            applied_revision: 0,
+            unapplied: None,
             outcomes: BTreeMap::new(),
+            tombstones,
             removing: BTreeSet::new(),
-            touched: BTreeMap::new(),
+            touched,
+            connected,
             last_written: BTreeMap::new(),
         }
     }
@@ -171,6 +197,7 @@ impl Reconciler {
                         self.check_touched().await;
                         if last_retry.elapsed() >= self.config.retry_interval {
                             last_retry = Instant::now();
+                            self.retry_unapplied().await;
                             self.retry_failed().await;
                         }
                     }
@@ -186,12 +213,17 @@ impl Reconciler {
                     applier: self.applier,
                 }));
                 if self.applier {
-                    let results = self.all_results();
+                    // An ack sent just before a cut may never have arrived.
+                    let mut results = self.all_results();
+                    let confirmed: Vec<String> = self
+                        .tombstones
+                        .iter()
+                        .filter(|ns| !self.removing.contains(*ns))
+                        .cloned()
+                        .collect();
+                    results.extend(confirmed.iter().map(|ns| deleted(ns)));
                     self.acknowledge(results);
                 }
-            }
-            Input::Touched(ns) => {
-                self.touched.insert(ns, Instant::now());
             }
             Input::Snapshot(_) | Input::Changes(_) => {
                 // Fold in everything already queued, then apply once: a burst
@@ -235,14 +267,22 @@ impl Reconciler {
                     }
                     next = inputs.try_recv().ok();
                 }
+                for ns in &delta.upserts {
+                    self.tombstones.remove(ns);
+                    self.removing.remove(ns);
+                }
+                self.tombstones.extend(delta.removals.iter().cloned());
+                // Bounded: a non-applier collects deletions it never reports.
+                while self.tombstones.len() > MAX_TOMBSTONES {
+                    self.tombstones.pop_first();
+                }
+                self.save_tombstones();
                 if let Err(e) = self.state_dir.save_desired(&self.state) {
                     tracing::error!(error = %e, dir = %self.state_dir.path().display(), "could not store the desired state; a restart will need a snapshot");
                 }
                 self.publish();
-                if self.applier
-                    && let Some(results) = self.reconcile(delta).await
-                {
-                    self.acknowledge(results);
+                if self.applier {
+                    self.reconcile_and_acknowledge(delta).await;
                 }
                 for other in deferred {
                     Box::pin(self.handle(other, inputs)).await;
@@ -259,17 +299,54 @@ impl Reconciler {
         tracing::info!(applier = held, "applier role changed");
         self.send(AgentKind::Applier(pb::ApplierState { applier: held }));
         if held {
-            // A new applier trusts nothing it did not check itself: full pass.
+            // A new applier trusts nothing it did not check itself: a full
+            // pass, including deletions the previous applier may not have
+            // finished or reported.
             let delta = Delta {
                 upserts: self.state.namespaces.keys().cloned().collect(),
-                removals: BTreeSet::new(),
+                removals: self.tombstones.clone(),
                 full: true,
             };
-            if let Some(results) = self.reconcile(delta).await {
-                self.acknowledge(results);
-            }
+            self.unapplied = None;
+            self.reconcile_and_acknowledge(delta).await;
+        } else {
+            // Whatever was under way is the next applier's business now.
+            self.removing.clear();
+            self.applied_revision = 0;
         }
         self.publish();
+    }
+
+    /// Reconciles a delta; acknowledges the revision only if every part of it
+    /// was done, otherwise keeps it for the retry tick.
+    async fn reconcile_and_acknowledge(&mut self, delta: Delta) {
+        let revision = self.state.revision;
+        let delta = match self.unapplied.take() {
+            Some(mut pending) => {
+                merge(&mut pending, delta);
+                pending
+            }
+            None => delta,
+        };
+        match self.reconcile(delta.clone()).await {
+            Some(results) => {
+                self.applied_revision = revision;
+                self.acknowledge(results);
+            }
+            None => {
+                tracing::warn!(
+                    revision,
+                    "pass interrupted (applier lease not held); not acknowledged, will retry"
+                );
+                self.unapplied = Some(delta);
+            }
+        }
+    }
+
+    async fn retry_unapplied(&mut self) {
+        if let Some(delta) = self.unapplied.take() {
+            self.reconcile_and_acknowledge(delta).await;
+        }
     }
 
     /// Applies a delta: removals first (freeing names), then prune if it was
@@ -344,7 +421,9 @@ impl Reconciler {
 
     /// Deletes a namespace that is no longer desired; `Some` once the outcome is known.
     async fn remove(&mut self, ns: &str) -> Option<pb::NamespaceResult> {
-        if !self.fence.is_held() {
+        if !self.fence.is_held() || self.state.namespaces.contains_key(ns) {
+            // Desired again (re-created): never delete it.
+            self.removing.remove(ns);
             return None;
         }
         self.outcomes.remove(ns);
@@ -410,20 +489,27 @@ impl Reconciler {
 
     async fn check_touched(&mut self) {
         let quiet = self.config.drift_quiet;
-        let due: Vec<String> = self
-            .touched
-            .iter()
-            .filter(|(ns, at)| {
-                at.elapsed() >= quiet
-                    && self
-                        .last_written
-                        .get(*ns)
-                        .is_none_or(|w| w.elapsed() >= quiet)
-            })
-            .map(|(ns, _)| ns.clone())
-            .collect();
+        let due: Vec<String> = {
+            let Ok(mut touched) = self.touched.lock() else {
+                return;
+            };
+            let due: Vec<String> = touched
+                .iter()
+                .filter(|(ns, at)| {
+                    at.elapsed() >= quiet
+                        && self
+                            .last_written
+                            .get(*ns)
+                            .is_none_or(|w| w.elapsed() >= quiet)
+                })
+                .map(|(ns, _)| ns.clone())
+                .collect();
+            for ns in &due {
+                touched.remove(ns);
+            }
+            due
+        };
         for ns in due {
-            self.touched.remove(&ns);
             if self.state.namespaces.contains_key(&ns) {
                 self.check(&ns).await;
             }
@@ -471,7 +557,11 @@ impl Reconciler {
         };
         self.last_written.insert(ns.to_string(), Instant::now());
         let repaired = outcome == Outcome::Verified;
-        for m in &mismatches {
+        // Drift is a change to something that was in place. A namespace that
+        // never verified (or keeps failing) is retried, but not reported as
+        // drift on every retry: that would flood the audit log.
+        let was_in_place = self.outcomes.get(ns) == Some(&Outcome::Verified);
+        for m in mismatches.iter().filter(|_| was_in_place) {
             tracing::warn!(namespace = %ns, object = %m.object, drift = %m.description, repaired, "drift");
             self.send(AgentKind::Drift(pb::DriftReport {
                 namespace: ns.to_string(),
@@ -509,6 +599,22 @@ impl Reconciler {
         }
     }
 
+    fn forget_tombstones(&mut self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        for ns in names {
+            self.tombstones.remove(ns);
+        }
+        self.save_tombstones();
+    }
+
+    fn save_tombstones(&self) {
+        if let Err(e) = self.state_dir.save_tombstones(&self.tombstones) {
+            tracing::warn!(error = %e, "could not store tombstones");
+        }
+    }
+
     fn all_results(&self) -> Vec<pb::NamespaceResult> {
         self.outcomes.iter().map(|(ns, o)| result(ns, o)).collect()
     }
@@ -516,10 +622,18 @@ impl Reconciler {
     /// "Everything up to the current revision is applied", with results.
     /// Only sent by the applier, and only after the work is done.
     fn acknowledge(&mut self, results: Vec<pb::NamespaceResult>) {
-        if !self.applier {
+        if !self.applier || self.applied_revision == 0 {
             return;
         }
-        let revision = self.state.revision;
+        let revision = self.applied_revision;
+        if *self.connected.borrow() {
+            let reported: Vec<String> = results
+                .iter()
+                .filter(|r| r.outcome == pb::NamespaceOutcome::Deleted as i32)
+                .map(|r| r.namespace.clone())
+                .collect();
+            self.forget_tombstones(&reported);
+        }
         self.send(AgentKind::Ack(pb::RevisionAck { revision, results }));
         self.status
             .send_modify(|s| s.acknowledged_revision = revision);
@@ -557,8 +671,11 @@ async fn apply_one(
         return None;
     }
     let bundle = Bundle::render(config);
-    if let Err(e) = cluster.apply(&bundle).await {
-        return Some(Outcome::Failed(e.to_string()));
+    match cluster.apply_fenced(&bundle, || fence.is_held()).await {
+        Ok(true) => {}
+        // The lease may have lapsed mid-way: stop, report nothing.
+        Ok(false) => return None,
+        Err(e) => return Some(Outcome::Failed(e.to_string())),
     }
     match cluster.verify(&bundle).await {
         Ok(m) if m.is_empty() => Some(Outcome::Verified),

@@ -1,16 +1,35 @@
-//! Read-back verification: does a live object still say everything its apply
-//! configuration says? Fields the API server adds (uid, defaults, other
-//! labels) are ignored; quantities compare by value (`1000m` equals `1`).
+//! Read-back verification: does a live object still say what its apply
+//! configuration says? Under `metadata`, fields the API server or others add
+//! (uid, other labels) are ignored; everything else (spec, subjects, roleRef)
+//! must match exactly, so an added selector key or an extra peer is drift too.
+//! Empty values count as absent (the server drops them); quantities compare
+//! by value (`1000m` equals `1`).
 
 use serde_json::Value;
 
 /// The first difference between what was applied and what is live, as
 /// `path: want X, found Y`; `None` when the live object contains the desired one.
 pub fn first_difference(desired: &Value, live: &Value) -> Option<String> {
-    diff_at("", desired, live)
+    let (Value::Object(want), Value::Object(have)) = (desired, live) else {
+        return diff_at("", desired, live, true);
+    };
+    for (key, want_value) in want {
+        // Metadata is shared with the API server and other tools: only what
+        // mtp set must be there. The rest is mtp's alone and must match exactly.
+        let strict = key != "metadata";
+        let d = match have.get(key) {
+            Some(have_value) => diff_at(key, want_value, have_value, strict),
+            None if is_empty(want_value) => None,
+            None => Some(format!("{key}: want {}, missing", show(want_value))),
+        };
+        if d.is_some() {
+            return d;
+        }
+    }
+    None
 }
 
-fn diff_at(path: &str, desired: &Value, live: &Value) -> Option<String> {
+fn diff_at(path: &str, desired: &Value, live: &Value, strict: bool) -> Option<String> {
     match (desired, live) {
         (Value::Object(want), Value::Object(have)) => {
             for (key, want_value) in want {
@@ -21,13 +40,23 @@ fn diff_at(path: &str, desired: &Value, live: &Value) -> Option<String> {
                 };
                 match have.get(key) {
                     Some(have_value) => {
-                        if let Some(d) = diff_at(&sub, want_value, have_value) {
+                        if let Some(d) = diff_at(&sub, want_value, have_value, strict) {
                             return Some(d);
                         }
                     }
                     None if is_empty(want_value) => {}
                     None => return Some(format!("{sub}: want {}, missing", show(want_value))),
                 }
+            }
+            if strict
+                && let Some((key, extra)) = have
+                    .iter()
+                    .find(|(k, v)| !want.contains_key(*k) && !is_empty(v))
+            {
+                return Some(format!(
+                    "{path}.{key}: not set by mtp, found {}",
+                    show(extra)
+                ));
             }
             None
         }
@@ -42,7 +71,7 @@ fn diff_at(path: &str, desired: &Value, live: &Value) -> Option<String> {
             want.iter()
                 .zip(have)
                 .enumerate()
-                .find_map(|(i, (w, h))| diff_at(&format!("{path}[{i}]"), w, h))
+                .find_map(|(i, (w, h))| diff_at(&format!("{path}[{i}]"), w, h, strict))
         }
         (Value::String(w), Value::String(h)) if w == h => None,
         (Value::String(w), Value::String(h)) => match (quantity_millis(w), quantity_millis(h)) {
@@ -50,8 +79,8 @@ fn diff_at(path: &str, desired: &Value, live: &Value) -> Option<String> {
             _ => Some(format!("{path}: want {w:?}, found {h:?}")),
         },
         (w, h) if w == h => None,
-        // The API server drops empty objects and lists it was sent.
-        (w, Value::Null) if is_empty(w) => None,
+        // The API server drops empty objects, lists and strings it was sent.
+        (w, h) if is_empty(w) && is_empty(h) => None,
         (w, h) => Some(format!("{path}: want {}, found {}", show(w), show(h))),
     }
 }
@@ -59,6 +88,7 @@ fn diff_at(path: &str, desired: &Value, live: &Value) -> Option<String> {
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
+        Value::String(s) => s.is_empty(),
         Value::Object(m) => m.is_empty(),
         Value::Array(a) => a.is_empty(),
         _ => false,
@@ -164,6 +194,31 @@ mod tests {
             None
         );
         assert!(first_difference(&want, &json!({"hard": {"cpu": "2"}})).is_some());
+    }
+
+    #[test]
+    fn anything_added_outside_metadata_is_drift() {
+        let want = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}});
+        let narrowed = json!({"metadata": {"labels": {"a": "1", "x": "y"}}, "spec": {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Ingress"]}});
+        assert_eq!(
+            first_difference(&want, &narrowed).unwrap(),
+            "spec.podSelector.matchLabels: not set by mtp, found {\"app\":\"x\"}"
+        );
+        let want = json!({"subjects": [{"kind": "User", "name": "alice"}]});
+        let widened =
+            json!({"subjects": [{"kind": "User", "name": "alice", "namespace": "other"}]});
+        assert!(first_difference(&want, &widened).is_some());
+        // Extra labels and server fields in metadata are fine.
+        let want = json!({"metadata": {"name": "n"}});
+        let live = json!({"metadata": {"name": "n", "uid": "u", "managedFields": [{}]}});
+        assert_eq!(first_difference(&want, &live), None);
+    }
+
+    #[test]
+    fn empty_strings_may_be_dropped_by_the_server() {
+        let want = json!({"subjects": [{"apiGroup": "", "kind": "ServiceAccount", "name": "ci"}]});
+        let live = json!({"subjects": [{"kind": "ServiceAccount", "name": "ci"}]});
+        assert_eq!(first_difference(&want, &live), None);
     }
 
     #[test]

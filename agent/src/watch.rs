@@ -10,14 +10,13 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bundle::MANAGED_SELECTOR;
-use crate::reconciler::Input;
+use crate::reconciler::Touched;
 
 /// Spawns one watch per managed kind; they end with `shutdown`.
-pub fn spawn_all(client: &Client, to: &mpsc::Sender<Input>, shutdown: &CancellationToken) {
+pub fn spawn_all(client: &Client, to: &Touched, shutdown: &CancellationToken) {
     spawn::<Namespace>(client, to, shutdown, true);
     spawn::<ResourceQuota>(client, to, shutdown, false);
     spawn::<LimitRange>(client, to, shutdown, false);
@@ -26,12 +25,8 @@ pub fn spawn_all(client: &Client, to: &mpsc::Sender<Input>, shutdown: &Cancellat
     spawn::<RoleBinding>(client, to, shutdown, false);
 }
 
-fn spawn<K>(
-    client: &Client,
-    to: &mpsc::Sender<Input>,
-    shutdown: &CancellationToken,
-    cluster_scoped: bool,
-) where
+fn spawn<K>(client: &Client, to: &Touched, shutdown: &CancellationToken, cluster_scoped: bool)
+where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let api: Api<K> = Api::all(client.clone());
@@ -64,9 +59,9 @@ fn spawn<K>(
                 object.namespace()
             };
             if let Some(ns) = namespace
-                && to.send(Input::Touched(ns)).await.is_err()
+                && let Ok(mut touched) = to.lock()
             {
-                return;
+                touched.insert(ns, tokio::time::Instant::now());
             }
         }
     });

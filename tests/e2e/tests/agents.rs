@@ -510,7 +510,9 @@ async fn expired_environments_are_removed_from_the_cluster() {
             quota_override: None,
             expire_time: Some(prost_types::Timestamp {
                 seconds: soon.timestamp(),
-                nanos: 0,
+                // Keep the sub-second part: truncating it could put a
+                // near expiry in the past.
+                nanos: i32::try_from(soon.timestamp_subsec_nanos()).unwrap(),
             }),
         })
         .await
