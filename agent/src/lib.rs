@@ -141,7 +141,6 @@ pub async fn start(
         out_tx,
         status_tx,
         touched.clone(),
-        connected_rx.clone(),
     );
     tasks.spawn(reconciler.run(inputs_rx, shutdown.clone()));
 

@@ -20,6 +20,8 @@ use crate::lease::Fence;
 
 /// Deletions remembered for re-reporting, at most.
 const MAX_TOMBSTONES: usize = 10_000;
+/// Acknowledgements carrying deletions that wait for confirmation, at most.
+const MAX_UNCONFIRMED_ACKS: usize = 1_000;
 
 /// What the reconciler reacts to.
 #[derive(Debug)]
@@ -30,6 +32,8 @@ pub enum Input {
     /// and, if applying, the outcome of every namespace (an ack sent just
     /// before a cut may never have arrived).
     Connected,
+    /// The control plane recorded the acknowledgement with this sequence number.
+    AckRecorded(u64),
 }
 
 /// Namespaces whose managed objects a watch saw change, with when. Shared
@@ -118,9 +122,15 @@ pub struct Reconciler {
     tombstones: BTreeSet<String>,
     /// Namespaces deleted but still terminating; acknowledged once gone.
     removing: BTreeSet<String>,
+    /// Tombstones this process, as applier, saw gone from the cluster: the
+    /// only deletions it may report again after a reconnect.
+    deleted_here: BTreeSet<String>,
     touched: Touched,
-    /// Whether a session is up: a Deleted sent while it is may be forgotten.
-    connected: watch::Receiver<bool>,
+    /// Number of the last acknowledgement sent.
+    ack_sequence: u64,
+    /// Namespaces reported Deleted, by the acknowledgement that carried them,
+    /// until the control plane confirms it recorded that acknowledgement.
+    unconfirmed_deletions: BTreeMap<u64, Vec<String>>,
     /// When each namespace was last written by this agent.
     last_written: BTreeMap<String, Instant>,
 }
@@ -137,7 +147,6 @@ impl Reconciler {
         out: mpsc::UnboundedSender<Outbound>,
         status: watch::Sender<AgentStatus>,
         touched: Touched,
-        connected: watch::Receiver<bool>,
     ) -> Self {
         let tombstones = state_dir.tombstones().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not read stored tombstones");
@@ -159,8 +168,10 @@ impl Reconciler {
             outcomes: BTreeMap::new(),
             tombstones,
             removing: BTreeSet::new(),
+            deleted_here: BTreeSet::new(),
             touched,
-            connected,
+            ack_sequence: 0,
+            unconfirmed_deletions: BTreeMap::new(),
             last_written: BTreeMap::new(),
         }
     }
@@ -212,19 +223,22 @@ impl Reconciler {
                 self.send(AgentKind::Applier(pb::ApplierState {
                     applier: self.applier,
                 }));
+                // Acks of an earlier session that were never confirmed: their
+                // deletions are still tombstones and are reported again now.
+                self.unconfirmed_deletions.clear();
                 if self.applier {
                     // An ack sent just before a cut may never have arrived.
                     let mut results = self.all_results();
-                    let confirmed: Vec<String> = self
+                    let done: Vec<String> = self
                         .tombstones
-                        .iter()
-                        .filter(|ns| !self.removing.contains(*ns))
+                        .intersection(&self.deleted_here)
                         .cloned()
                         .collect();
-                    results.extend(confirmed.iter().map(|ns| deleted(ns)));
+                    results.extend(done.iter().map(|ns| deleted(ns)));
                     self.acknowledge(results);
                 }
             }
+            Input::AckRecorded(sequence) => self.ack_recorded(sequence),
             Input::Snapshot(_) | Input::Changes(_) => {
                 // Fold in everything already queued, then apply once: a burst
                 // of commits becomes one pass over the union of their changes.
@@ -270,6 +284,7 @@ impl Reconciler {
                 for ns in &delta.upserts {
                     self.tombstones.remove(ns);
                     self.removing.remove(ns);
+                    self.deleted_here.remove(ns);
                 }
                 self.tombstones.extend(delta.removals.iter().cloned());
                 // Bounded: a non-applier collects deletions it never reports.
@@ -302,9 +317,14 @@ impl Reconciler {
             // A new applier trusts nothing it did not check itself: a full
             // pass, including deletions the previous applier may not have
             // finished or reported.
+            let removals = if self.authoritative {
+                self.tombstones.clone()
+            } else {
+                self.tombstones_already_gone().await
+            };
             let delta = Delta {
                 upserts: self.state.namespaces.keys().cloned().collect(),
-                removals: self.tombstones.clone(),
+                removals,
                 full: true,
             };
             self.unapplied = None;
@@ -312,6 +332,7 @@ impl Reconciler {
         } else {
             // Whatever was under way is the next applier's business now.
             self.removing.clear();
+            self.deleted_here.clear();
             self.applied_revision = 0;
         }
         self.publish();
@@ -419,6 +440,23 @@ impl Reconciler {
         complete.then_some(results)
     }
 
+    /// Tombstones whose namespace is no longer in the cluster. With stored
+    /// state that may be stale, only these may be reported: a namespace still
+    /// there may have been re-created since, and is left to the first pass
+    /// with the control plane's answer.
+    async fn tombstones_already_gone(&self) -> BTreeSet<String> {
+        if self.tombstones.is_empty() {
+            return BTreeSet::new();
+        }
+        match self.cluster.managed_namespaces().await {
+            Ok(live) => self.tombstones.difference(&live).cloned().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list managed namespaces to settle stored deletions");
+                BTreeSet::new()
+            }
+        }
+    }
+
     /// Deletes a namespace that is no longer desired; `Some` once the outcome is known.
     async fn remove(&mut self, ns: &str) -> Option<pb::NamespaceResult> {
         if !self.fence.is_held() || self.state.namespaces.contains_key(ns) {
@@ -431,11 +469,13 @@ impl Reconciler {
             Ok(Removal::Gone) => {
                 tracing::info!(namespace = %ns, "namespace removed");
                 self.removing.remove(ns);
+                self.deleted_here.insert(ns.to_string());
                 Some(deleted(ns))
             }
             Ok(Removal::NotManaged) => {
                 tracing::warn!(namespace = %ns, "a namespace of this name exists but is not managed by mtp; left alone");
                 self.removing.remove(ns);
+                self.deleted_here.insert(ns.to_string());
                 Some(deleted(ns))
             }
             Ok(Removal::Terminating) => {
@@ -599,14 +639,29 @@ impl Reconciler {
         }
     }
 
-    fn forget_tombstones(&mut self, names: &[String]) {
-        if names.is_empty() {
+    /// The control plane recorded an acknowledgement: the deletions it
+    /// carried need not be reported again.
+    fn ack_recorded(&mut self, sequence: u64) {
+        let Some(names) = self.unconfirmed_deletions.remove(&sequence) else {
             return;
+        };
+        // A namespace deleted again since (re-created, then deleted) waits
+        // for the confirmation of the later report.
+        let reported_later: BTreeSet<&String> = self
+            .unconfirmed_deletions
+            .range(sequence..)
+            .flat_map(|(_, names)| names)
+            .collect();
+        let before = self.tombstones.len();
+        for ns in &names {
+            if !reported_later.contains(ns) {
+                self.tombstones.remove(ns);
+                self.deleted_here.remove(ns);
+            }
         }
-        for ns in names {
-            self.tombstones.remove(ns);
+        if self.tombstones.len() != before {
+            self.save_tombstones();
         }
-        self.save_tombstones();
     }
 
     fn save_tombstones(&self) {
@@ -626,15 +681,26 @@ impl Reconciler {
             return;
         }
         let revision = self.applied_revision;
-        if *self.connected.borrow() {
-            let reported: Vec<String> = results
-                .iter()
-                .filter(|r| r.outcome == pb::NamespaceOutcome::Deleted as i32)
-                .map(|r| r.namespace.clone())
-                .collect();
-            self.forget_tombstones(&reported);
+        self.ack_sequence += 1;
+        let sequence = self.ack_sequence;
+        let deletions: Vec<String> = results
+            .iter()
+            .filter(|r| r.outcome == pb::NamespaceOutcome::Deleted as i32)
+            .map(|r| r.namespace.clone())
+            .collect();
+        if !deletions.is_empty() {
+            self.unconfirmed_deletions.insert(sequence, deletions);
+            // A control plane that never confirms must not grow this forever:
+            // what falls off stays a tombstone and is reported next session.
+            while self.unconfirmed_deletions.len() > MAX_UNCONFIRMED_ACKS {
+                self.unconfirmed_deletions.pop_first();
+            }
         }
-        self.send(AgentKind::Ack(pb::RevisionAck { revision, results }));
+        self.send(AgentKind::Ack(pb::RevisionAck {
+            revision,
+            results,
+            sequence,
+        }));
         self.status
             .send_modify(|s| s.acknowledged_revision = revision);
     }

@@ -240,6 +240,7 @@ impl Sessions {
                 applied_revision,
                 agent_version: AGENT_VERSION.into(),
                 applier: self.fence.is_held(),
+                keepalive_ms: u32::try_from(self.config.keepalive.as_millis()).unwrap_or(u32::MAX),
             })),
         };
         let _ = tx.send(hello).await;
@@ -297,11 +298,17 @@ impl Sessions {
                         Err(s) => return Ended::Lost { why: format!("{}: {}", s.code(), s.message()), productive },
                     };
                     let input = match kind {
-                        ControlKind::Snapshot(s) => Input::Snapshot(s),
-                        ControlKind::Changes(c) => Input::Changes(c),
+                        ControlKind::Snapshot(s) => {
+                            productive = true;
+                            Input::Snapshot(s)
+                        }
+                        ControlKind::Changes(c) => {
+                            productive = true;
+                            Input::Changes(c)
+                        }
+                        ControlKind::AckRecorded(r) => Input::AckRecorded(r.sequence),
                         ControlKind::Keepalive(_) => continue,
                     };
-                    productive = true;
                     if self.to_reconciler.send(input).await.is_err() {
                         return Ended::Shutdown;
                     }

@@ -43,13 +43,20 @@ impl ScriptedAgent {
         applied_revision: i64,
         applier: bool,
     ) -> Result<Self, Status> {
+        Self::connect_with(url, credential, hello(applied_revision, applier)).await
+    }
+
+    /// Opens a session whose first message is `first`.
+    pub async fn connect_with(
+        url: &str,
+        credential: &str,
+        first: pb::AgentMessage,
+    ) -> Result<Self, Status> {
         let mut client = pb::agent_service_client::AgentServiceClient::connect(url.to_owned())
             .await
             .expect("connects");
         let (tx, rx) = mpsc::channel(16);
-        tx.send(hello(applied_revision, applier))
-            .await
-            .expect("queue hello");
+        tx.send(first).await.expect("queue hello");
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         request.metadata_mut().insert(
             "authorization",
@@ -100,7 +107,17 @@ impl ScriptedAgent {
             .expect("session open");
     }
 
+    /// An acknowledgement that asks for no confirmation (sequence 0).
     pub async fn ack(&self, revision: i64, results: Vec<(String, pb::NamespaceOutcome, &str)>) {
+        self.numbered_ack(revision, 0, results).await;
+    }
+
+    pub async fn numbered_ack(
+        &self,
+        revision: i64,
+        sequence: u64,
+        results: Vec<(String, pb::NamespaceOutcome, &str)>,
+    ) {
         let results = results
             .into_iter()
             .map(|(namespace, outcome, reason)| pb::NamespaceResult {
@@ -109,8 +126,12 @@ impl ScriptedAgent {
                 reason: reason.into(),
             })
             .collect();
-        self.send(AgentKind::Ack(pb::RevisionAck { revision, results }))
-            .await;
+        self.send(AgentKind::Ack(pb::RevisionAck {
+            revision,
+            results,
+            sequence,
+        }))
+        .await;
     }
 }
 
@@ -120,6 +141,7 @@ pub fn hello(applied_revision: i64, applier: bool) -> pb::AgentMessage {
             applied_revision,
             agent_version: "scripted".into(),
             applier,
+            keepalive_ms: 0,
         })),
     }
 }
@@ -129,7 +151,7 @@ pub fn namespaces(kind: &ControlKind) -> Vec<String> {
     match kind {
         ControlKind::Snapshot(s) => s.namespaces.iter().map(|n| n.namespace.clone()).collect(),
         ControlKind::Changes(c) => c.upserts.iter().map(|n| n.namespace.clone()).collect(),
-        ControlKind::Keepalive(_) => vec![],
+        ControlKind::Keepalive(_) | ControlKind::AckRecorded(_) => vec![],
     }
 }
 
@@ -138,5 +160,6 @@ pub fn revision(kind: &ControlKind) -> i64 {
         ControlKind::Snapshot(s) => s.revision,
         ControlKind::Changes(c) => c.revision,
         ControlKind::Keepalive(_) => 0,
+        ControlKind::AckRecorded(r) => r.revision,
     }
 }

@@ -163,6 +163,9 @@ where
 pub struct FreezableProxy {
     pub addr: std::net::SocketAddr,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Only the client-to-upstream direction goes silent: what the agent
+    /// sends is lost while what the control plane sends still arrives.
+    upstream_frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -174,10 +177,13 @@ impl FreezableProxy {
             .expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upstream_frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = frozen.clone();
+        let up_flag = upstream_frozen.clone();
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let flag = flag.clone();
+                let up_flag = up_flag.clone();
                 tokio::spawn(async move {
                     let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
@@ -186,9 +192,11 @@ impl FreezableProxy {
                     let (ro, wo) = outbound.into_split();
                     // Each direction copies while thawed; frozen, bytes are
                     // read and dropped, and nothing is ever closed.
+                    type Flag = std::sync::Arc<std::sync::atomic::AtomicBool>;
                     let pump = |mut r: tokio::net::tcp::OwnedReadHalf,
                                 mut w: tokio::net::tcp::OwnedWriteHalf,
-                                flag: std::sync::Arc<std::sync::atomic::AtomicBool>| async move {
+                                flag: Flag,
+                                direction_flag: Option<Flag>| async move {
                         use tokio::io::{AsyncReadExt, AsyncWriteExt};
                         let mut buf = vec![0u8; 16 * 1024];
                         let mut dead = false;
@@ -197,7 +205,11 @@ impl FreezableProxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            if flag.load(Ordering::SeqCst) {
+                            if flag.load(Ordering::SeqCst)
+                                || direction_flag
+                                    .as_ref()
+                                    .is_some_and(|f| f.load(Ordering::SeqCst))
+                            {
                                 // Once frozen, this connection stays dead.
                                 dead = true;
                             }
@@ -212,11 +224,19 @@ impl FreezableProxy {
                             std::future::pending::<()>().await;
                         }
                     };
-                    tokio::join!(pump(ri, wo, flag.clone()), pump(ro, wi, flag));
+                    tokio::join!(
+                        pump(ri, wo, flag.clone(), Some(up_flag)),
+                        pump(ro, wi, flag, None)
+                    );
                 });
             }
         });
-        FreezableProxy { addr, frozen, task }
+        FreezableProxy {
+            addr,
+            frozen,
+            upstream_frozen,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -228,9 +248,18 @@ impl FreezableProxy {
         self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// What clients send is dropped from now on, on existing and new
+    /// connections; replies still flow. An acknowledgement sent now is lost.
+    pub fn freeze_upstream(&self) {
+        self.upstream_frozen
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// New connections work again (frozen ones stay dead).
     pub fn thaw(&self) {
         self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.upstream_frozen
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -13,6 +13,18 @@ use tonic::{Request, Status};
 pub mod agent;
 pub mod fleet;
 
+/// With `MTP_TEST_LOG` set (an `EnvFilter`, e.g. `info` or
+/// `mtp_agent=debug`), the control plane's and agents' logs go to the test
+/// output: the first thing to turn on when an end-to-end test fails.
+pub fn show_logs_if_asked() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("MTP_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub use mtp_pg_harness;
 
 /// A control plane on a database of its own, with a platform-admin secret.
@@ -36,6 +48,7 @@ impl TestPlane {
 
     /// Starts a control plane with a given configuration.
     pub async fn start_with(config: Config) -> TestPlane {
+        show_logs_if_asked();
         let database_url = config.database_url.clone();
         let running = ControlPlane::start(config)
             .await

@@ -534,3 +534,114 @@ async fn wait_status(
         admin.env("team-a", env).await
     )
 }
+
+#[tokio::test]
+async fn a_recorded_acknowledgement_is_confirmed_by_its_number() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let applier_credential = agent_for(&plane, &mut admin, "k3s-1", "node-1").await;
+    let other_credential = agent_for(&plane, &mut admin, "k3s-1", "node-2").await;
+    let mut applier = ScriptedAgent::connect(&plane.url(), &applier_credential, 0, true)
+        .await
+        .unwrap();
+    let mut other = ScriptedAgent::connect(&plane.url(), &other_credential, 0, false)
+        .await
+        .unwrap();
+    applier.next_desired(WAIT).await;
+    other.next_desired(WAIT).await;
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    applier.next_desired(WAIT).await;
+    other.next_desired(WAIT).await;
+
+    // Not the applier: nothing is recorded, so nothing is confirmed.
+    other
+        .numbered_ack(1, 7, vec![("team-a-dev".into(), Verified, "")])
+        .await;
+    assert!(other.quiet_for(Duration::from_millis(500)).await);
+
+    applier
+        .numbered_ack(1, 42, vec![("team-a-dev".into(), Verified, "")])
+        .await;
+    let confirmed = applier.next_desired(WAIT).await;
+    let ControlKind::AckRecorded(r) = &confirmed else {
+        panic!("{confirmed:?}")
+    };
+    assert_eq!((r.sequence, r.revision), (42, 1));
+    // Confirmed means recorded: the environment is Ready already.
+    assert_eq!(
+        admin.env("team-a", "dev").await.status,
+        pb::EnvironmentStatus::Ready as i32
+    );
+}
+
+#[tokio::test]
+async fn keepalives_are_answered_and_an_agents_longer_interval_is_respected() {
+    let db = mtp_e2e::mtp_pg_harness::fresh_database().await;
+    let mut config = Config::for_dev(db.url());
+    config.agent_keepalive = Duration::from_secs(60);
+    let plane = TestPlane::start_with(config).await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let credential = agent_for(&plane, &mut admin, "k3s-1", "node-1").await;
+    let mut agent = ScriptedAgent::connect(&plane.url(), &credential, 0, true)
+        .await
+        .unwrap();
+    agent.next_desired(WAIT).await;
+    // The server's own beat comes once a minute here; an answer comes at once.
+    let beat = || pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Keepalive(pb::Keepalive {
+            time: None,
+        })),
+    };
+    let next_keepalive = async |agent: &mut ScriptedAgent| loop {
+        match agent.inbound.message().await {
+            Ok(Some(pb::ControlMessage {
+                kind: Some(ControlKind::Keepalive(_)),
+            })) => return,
+            Ok(Some(_)) => continue,
+            other => panic!("session ended: {other:?}"),
+        }
+    };
+    // The server's interval fires once right after the snapshot; after that
+    // its next beat is a minute away.
+    tokio::time::timeout(WAIT, next_keepalive(&mut agent))
+        .await
+        .expect("the first beat of the interval");
+    agent.send(beat().kind.unwrap()).await;
+    let answered = tokio::time::timeout(WAIT, next_keepalive(&mut agent)).await;
+    assert!(answered.is_ok(), "a keepalive is answered");
+
+    // A server with a 1 s interval closes silent sessions after 3 s, unless
+    // the agent said it beats less often.
+    let fast = TestPlane::start().await;
+    let mut admin = setup(&fast, &["k3s-1"]).await;
+    let credential = agent_for(&fast, &mut admin, "k3s-1", "node-1").await;
+    let hello = pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Hello(pb::AgentHello {
+            applied_revision: 0,
+            agent_version: "scripted".into(),
+            applier: true,
+            keepalive_ms: 5_000,
+        })),
+    };
+    let mut slow_agent = ScriptedAgent::connect_with(&fast.url(), &credential, hello)
+        .await
+        .unwrap();
+    slow_agent.next_desired(WAIT).await;
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    slow_agent.send(beat().kind.unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let listed = admin
+        .clusters
+        .list_agents(pb::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert!(
+        listed[0].connected,
+        "an agent silent for 4.5 s under its advertised 5 s interval stays connected"
+    );
+}

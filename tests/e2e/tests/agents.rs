@@ -58,6 +58,13 @@ fn namespace_exists(sim: &SimCluster, ns: &str) -> bool {
     sim.object("namespaces", "", ns).unwrap().is_some()
 }
 
+/// There and not being deleted (a deleted namespace lingers while it terminates).
+fn namespace_alive(sim: &SimCluster, ns: &str) -> bool {
+    sim.object("namespaces", "", ns)
+        .unwrap()
+        .is_some_and(|n| n["metadata"]["deletionTimestamp"].is_null())
+}
+
 async fn audit_actions(admin: &mut Clients) -> Vec<pb::AuditEvent> {
     admin
         .audit
@@ -487,7 +494,7 @@ async fn postgres_restart_and_agent_restart_lose_nothing() {
             status_of(&mut admin, "team-a", env).await.status,
             pb::EnvironmentStatus::Ready as i32
         );
-        assert!(namespace_exists(&sim, &format!("team-a-{env}")));
+        assert!(namespace_alive(&sim, &format!("team-a-{env}")));
     }
     server.stop().await.ok();
 }
@@ -612,4 +619,152 @@ async fn a_half_open_connection_is_detected_and_the_agent_reconnects() {
     proxy.thaw();
     wait_for_status(&mut admin, "team-a", "qa", pb::EnvironmentStatus::Ready).await;
     assert!(*connected.borrow());
+}
+
+async fn delete_env(admin: &mut Clients, tenant: &str, name: &str) {
+    admin
+        .environments
+        .delete_environment(pb::DeleteEnvironmentRequest {
+            tenant: tenant.into(),
+            name: name.into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// The agent deletes a namespace but its acknowledgement never arrives (the
+/// network eats it, or the agent dies right after): the deletion is
+/// remembered on disk and reported on the next session, so the environment
+/// does not hang in Deleting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_whose_acknowledgement_was_lost_is_reported_later() {
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let proxy = fleet::FreezableProxy::start(plane.running.grpc_addr).await;
+    let mut agent = TestAgent::start(&sim, &proxy.url(), &token, "node-1").await;
+    for env in ["dev", "qa"] {
+        admin
+            .create_env("team-a", env, "k3s-1", "small")
+            .await
+            .unwrap();
+        wait_for_status(&mut admin, "team-a", env, pb::EnvironmentStatus::Ready).await;
+    }
+
+    // Lost on the wire, then the session is re-established.
+    proxy.freeze_upstream();
+    delete_env(&mut admin, "team-a", "dev").await;
+    eventually("the agent to delete team-a-dev", WAIT, || {
+        let gone = !namespace_exists(&sim, "team-a-dev");
+        async move { gone.then_some(()) }
+    })
+    .await;
+    let pending = status_of(&mut admin, "team-a", "dev").await;
+    assert_eq!(
+        pending.status,
+        pb::EnvironmentStatus::Deleting as i32,
+        "the acknowledgement must not have arrived yet"
+    );
+    proxy.thaw();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Deleted).await;
+
+    // Lost because the agent died: the next process reports it.
+    proxy.freeze_upstream();
+    delete_env(&mut admin, "team-a", "qa").await;
+    eventually("the agent to delete team-a-qa", WAIT, || {
+        let gone = !namespace_exists(&sim, "team-a-qa");
+        async move { gone.then_some(()) }
+    })
+    .await;
+    agent.kill().await;
+    assert_eq!(
+        status_of(&mut admin, "team-a", "qa").await.status,
+        pb::EnvironmentStatus::Deleting as i32
+    );
+    proxy.thaw();
+    agent.restart().await;
+    wait_for_status(&mut admin, "team-a", "qa", pb::EnvironmentStatus::Deleted).await;
+}
+
+/// An agent restarted with stored state older than the cluster's (it was
+/// down while another agent applied newer changes) and with no control plane
+/// to ask: it enforces what it has, but never prunes a namespace it has not
+/// heard of, nor deletes one it remembers deleting that was re-created since.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() {
+    let db = mtp_e2e::mtp_pg_harness::fresh_database().await;
+    let plane = TestPlane::start_on(db.url().to_owned()).await;
+    let addr = plane.running.grpc_addr;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let mut first = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    eventually("node-1 to apply", WAIT, || {
+        let applier = first.is_applier();
+        async move { applier.then_some(()) }
+    })
+    .await;
+    let mut second = TestAgent::start(&sim, &plane.url(), &token, "node-2").await;
+
+    // Both agents see dev created and deleted: the second remembers the deletion.
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    delete_env(&mut admin, "team-a", "dev").await;
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Deleted).await;
+    let seen = status_of(&mut admin, "team-a", "dev").await.revision;
+    eventually("node-2 to hold the deletion", WAIT, || {
+        let revision = second.status().desired_revision;
+        async move { (revision >= seen).then_some(()) }
+    })
+    .await;
+    second.stop().await;
+
+    // While the second is down, dev comes back and qa is created.
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    admin
+        .create_env("team-a", "qa", "k3s-1", "small")
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    wait_for_status(&mut admin, "team-a", "qa", pb::EnvironmentStatus::Ready).await;
+
+    // Control plane and the applier die; the stale agent takes over alone.
+    plane.running.kill();
+    first.kill().await;
+    second.restart().await;
+    eventually("node-2 to take over and finish a pass", WAIT, || {
+        let status = second.status();
+        async move { (status.applier && status.acknowledged_revision > 0).then_some(()) }
+    })
+    .await;
+    assert!(
+        namespace_alive(&sim, "team-a-qa"),
+        "a namespace the stale state does not know must not be pruned"
+    );
+    assert!(
+        namespace_alive(&sim, "team-a-dev"),
+        "a remembered deletion must not remove the re-created namespace"
+    );
+
+    // The control plane comes back: everything converges, nothing was lost.
+    let mut config = Config::for_dev(db.url().to_owned());
+    config.grpc_listen = addr;
+    let restarted = TestPlane::start_with(config).await;
+    let mut admin = restarted.admin().await;
+    eventually("node-2 to catch up", WAIT, || {
+        let revision = second.status().acknowledged_revision;
+        async move { (revision >= seen + 2).then_some(()) }
+    })
+    .await;
+    for env in ["dev", "qa"] {
+        wait_for_status(&mut admin, "team-a", env, pb::EnvironmentStatus::Ready).await;
+        assert!(namespace_alive(&sim, &format!("team-a-{env}")));
+    }
 }

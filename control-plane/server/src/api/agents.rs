@@ -218,6 +218,10 @@ impl Session {
 
         let mut ticker = tokio::time::interval(keepalive);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // An agent configured with a longer interval than ours is not silent
+        // between its keepalives.
+        let silence_limit =
+            keepalive.max(Duration::from_millis(u64::from(hello.keepalive_ms))) * MISSED_KEEPALIVES;
         let mut last_heard = Instant::now();
         loop {
             tokio::select! {
@@ -242,7 +246,7 @@ impl Session {
                     }
                 }
                 _ = ticker.tick() => {
-                    if last_heard.elapsed() > keepalive * MISSED_KEEPALIVES {
+                    if last_heard.elapsed() > silence_limit {
                         return End::HalfOpen;
                     }
                     let beat = pb::ControlMessage { kind: Some(ControlKind::Keepalive(pb::Keepalive { time: Some(timestamp(chrono::Utc::now())) })) };
@@ -311,6 +315,17 @@ impl Session {
                     failed,
                     "revision acknowledged"
                 );
+                if ack.sequence != 0 {
+                    let recorded = pb::ControlMessage {
+                        kind: Some(ControlKind::AckRecorded(pb::AckRecorded {
+                            sequence: ack.sequence,
+                            revision: ack.revision,
+                        })),
+                    };
+                    if self.outbound.send(Ok(recorded)).await.is_err() {
+                        return Err(End::AgentGone);
+                    }
+                }
             }
             Some(AgentKind::Drift(d)) => {
                 tracing::info!(namespace = %d.namespace, object = %d.object, repaired = d.repaired, "drift reported");
@@ -335,7 +350,18 @@ impl Session {
                         .map_err(|e| End::Failed(e.to_string()))?;
                 }
             }
-            Some(AgentKind::Keepalive(_)) => {}
+            Some(AgentKind::Keepalive(_)) => {
+                // Answered at once: the agent detects a half-open stream by
+                // its own interval, whatever ours is.
+                let reply = pb::ControlMessage {
+                    kind: Some(ControlKind::Keepalive(pb::Keepalive {
+                        time: Some(timestamp(chrono::Utc::now())),
+                    })),
+                };
+                if self.outbound.send(Ok(reply)).await.is_err() {
+                    return Err(End::AgentGone);
+                }
+            }
             Some(AgentKind::Hello(_)) | None => {
                 return Err(self
                     .refuse("unexpected message in an established session")
