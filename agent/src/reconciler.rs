@@ -281,17 +281,23 @@ impl Reconciler {
                     }
                     next = inputs.try_recv().ok();
                 }
+                let mut tombstones_changed = false;
                 for ns in &delta.upserts {
-                    self.tombstones.remove(ns);
+                    tombstones_changed |= self.tombstones.remove(ns);
                     self.removing.remove(ns);
                     self.deleted_here.remove(ns);
                 }
-                self.tombstones.extend(delta.removals.iter().cloned());
+                for ns in &delta.removals {
+                    tombstones_changed |= self.tombstones.insert(ns.clone());
+                }
                 // Bounded: a non-applier collects deletions it never reports.
                 while self.tombstones.len() > MAX_TOMBSTONES {
                     self.tombstones.pop_first();
                 }
-                self.save_tombstones();
+                // Each save is an fsync: only when something changed.
+                if tombstones_changed {
+                    self.save_tombstones();
+                }
                 if let Err(e) = self.state_dir.save_desired(&self.state) {
                     tracing::error!(error = %e, dir = %self.state_dir.path().display(), "could not store the desired state; a restart will need a snapshot");
                 }

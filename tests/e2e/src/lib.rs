@@ -217,6 +217,16 @@ impl Clients {
             .secret
     }
 
+    /// Every registered agent, of every cluster.
+    pub async fn agents(&mut self) -> Vec<pb::Agent> {
+        self.clusters
+            .list_agents(pb::ListAgentsRequest::default())
+            .await
+            .expect("agents listable")
+            .into_inner()
+            .agents
+    }
+
     pub async fn env(&mut self, tenant: &str, name: &str) -> pb::Environment {
         self.environments
             .get_environment(pb::GetEnvironmentRequest {

@@ -419,13 +419,7 @@ async fn a_silent_agent_is_dropped_as_half_open_and_shown_disconnected() {
         .await
         .unwrap();
     agent.next_desired(WAIT).await;
-    let listed = admin
-        .clusters
-        .list_agents(pb::ListAgentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
+    let listed = admin.agents().await;
     assert!(listed[0].connected && listed[0].applier);
     // The scripted agent sends no keepalives: the server must give up on it.
     let closed = tokio::time::timeout(WAIT, async {
@@ -434,13 +428,7 @@ async fn a_silent_agent_is_dropped_as_half_open_and_shown_disconnected() {
     .await;
     assert!(closed.is_ok(), "half-open session closed within seconds");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let listed = admin
-        .clusters
-        .list_agents(pb::ListAgentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
+    let listed = admin.agents().await;
     assert!(!listed[0].connected && !listed[0].applier);
 }
 
@@ -633,13 +621,7 @@ async fn keepalives_are_answered_and_an_agents_longer_interval_is_respected() {
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     slow_agent.send(beat().kind.unwrap()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let listed = admin
-        .clusters
-        .list_agents(pb::ListAgentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
+    let listed = admin.agents().await;
     assert!(
         listed[0].connected,
         "an agent silent for 4.5 s under its advertised 5 s interval stays connected"
