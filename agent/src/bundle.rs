@@ -29,6 +29,10 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "mtp";
 pub const TENANT_LABEL: &str = "mtp.io/tenant";
 pub const ENVIRONMENT_LABEL: &str = "mtp.io/environment";
+/// On the Namespace: the cluster revision its configuration comes from. An
+/// agent whose desired state is older than this never overwrites or deletes
+/// the namespace (its state is stale; a newer applier wrote it).
+pub const REVISION_ANNOTATION: &str = "mtp.io/revision";
 /// `labelSelector` matching exactly the objects the agent manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=mtp";
 
@@ -113,7 +117,21 @@ pub struct Bundle {
     pub role_bindings: Vec<RoleBinding>,
 }
 
+/// The revision stamped on a namespace (0 when absent or unreadable: written
+/// before stamping existed, or by hand).
+pub fn stamped_revision(annotations: Option<&BTreeMap<String, String>>) -> i64 {
+    annotations
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 impl Bundle {
+    /// The cluster revision this bundle was rendered from.
+    pub fn revision(&self) -> i64 {
+        stamped_revision(self.namespace.metadata.annotations.as_ref())
+    }
+
     /// Maps a config to its objects. Mechanical: every decision was made by
     /// the control plane.
     pub fn render(config: &NamespaceConfig) -> Bundle {
@@ -135,6 +153,10 @@ impl Bundle {
             metadata: ObjectMeta {
                 name: Some(ns.into()),
                 labels: Some(ns_labels),
+                annotations: Some(BTreeMap::from([(
+                    REVISION_ANNOTATION.to_string(),
+                    config.revision.to_string(),
+                )])),
                 ..Default::default()
             },
             ..Default::default()

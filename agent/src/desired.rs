@@ -197,21 +197,21 @@ impl StateDir {
     }
 
     /// Namespaces removed from the desired state whose deletion has not yet
-    /// been confirmed to the control plane (one name per line).
-    pub fn tombstones(&self) -> std::io::Result<BTreeSet<String>> {
+    /// been confirmed to the control plane, with the revision that removed
+    /// them (one `name revision` per line).
+    pub fn tombstones(&self) -> std::io::Result<BTreeMap<String, i64>> {
         match std::fs::read_to_string(self.root.join(TOMBSTONES_FILE)) {
-            Ok(t) => Ok(t
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
-                .collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+            Ok(text) => Ok(parse_tombstones(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(e),
         }
     }
 
-    pub fn save_tombstones(&self, names: &BTreeSet<String>) -> std::io::Result<()> {
-        let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+    pub fn save_tombstones(&self, tombstones: &BTreeMap<String, i64>) -> std::io::Result<()> {
+        let text: String = tombstones
+            .iter()
+            .map(|(name, revision)| format!("{name} {revision}\n"))
+            .collect();
         self.write_atomically(TOMBSTONES_FILE, text.as_bytes(), false)
     }
 
@@ -234,6 +234,19 @@ impl StateDir {
         file.sync_all()?;
         std::fs::rename(&tmp, self.root.join(name))
     }
+}
+
+/// Reads the tombstones file; a line without a revision (or with a bad one)
+/// counts as removed at revision 0: any acknowledgement may report it.
+fn parse_tombstones(text: &str) -> BTreeMap<String, i64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next()?;
+            let revision = words.next().and_then(|r| r.parse().ok()).unwrap_or(0);
+            Some((name.to_string(), revision))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -333,5 +346,24 @@ mod tests {
         }
         std::fs::write(dir.path().join(DESIRED_FILE), b"\xff\xff garbage").unwrap();
         assert!(reopened.desired().is_err());
+    }
+
+    #[test]
+    fn tombstones_survive_a_reopen_with_their_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path()).unwrap();
+        assert!(state.tombstones().unwrap().is_empty());
+        let tombstones = BTreeMap::from([("team-a-dev".to_string(), 7), ("team-b-qa".into(), 12)]);
+        state.save_tombstones(&tombstones).unwrap();
+        let reopened = StateDir::new(dir.path()).unwrap();
+        assert_eq!(reopened.tombstones().unwrap(), tombstones);
+        assert_eq!(
+            parse_tombstones("old-format\n\nteam-c-x 3\nbad x\n"),
+            BTreeMap::from([
+                ("old-format".to_string(), 0),
+                ("team-c-x".to_string(), 3),
+                ("bad".to_string(), 0)
+            ])
+        );
     }
 }

@@ -11,7 +11,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Client, ResourceExt};
 
-use crate::bundle::{Bundle, Kind, MANAGED_BY, MANAGED_BY_VALUE, MANAGED_SELECTOR, ManagedObject};
+use crate::bundle::{
+    Bundle, Kind, MANAGED_BY, MANAGED_BY_VALUE, MANAGED_SELECTOR, ManagedObject, stamped_revision,
+};
 use crate::verify::first_difference;
 
 /// The field manager of every apply: one owner, so a second agent applying the
@@ -87,6 +89,23 @@ pub enum Removal {
     Terminating,
     /// A namespace of that name exists but mtp does not manage it: never touched.
     NotManaged,
+    /// The namespace carries a newer revision than the caller knows of: it
+    /// was re-created since the caller's state. Not touched.
+    Newer(i64),
+    /// `may_write` said no before the delete: nothing was done.
+    Fenced,
+}
+
+/// What became of an apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Every object written.
+    Done,
+    /// `may_write` said no part-way: not (completely) applied.
+    Fenced,
+    /// The live namespace carries a newer revision than the bundle: the
+    /// caller's desired state is stale. Nothing written.
+    Newer(i64),
 }
 
 #[derive(Clone)]
@@ -113,6 +132,11 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// 422: the change is refused as invalid (e.g. an immutable field).
+fn is_invalid(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 422)
+}
+
 impl ClusterApi {
     pub fn new(client: Client) -> Self {
         ClusterApi { client }
@@ -133,34 +157,53 @@ impl ClusterApi {
     /// Server-side applies every object (Namespace first), then removes
     /// managed NetworkPolicies the bundle no longer has (e.g. a switched-off
     /// allow rule). Objects of that name that mtp does not manage are refused.
-    pub async fn apply(&self, bundle: &Bundle) -> Result<(), ClusterError> {
-        self.apply_fenced(bundle, || true).await.map(|_| ())
+    pub async fn apply(&self, bundle: &Bundle) -> Result<Applied, ClusterError> {
+        self.apply_fenced(bundle, || true).await
     }
 
-    /// As `apply`, but asks `may_write` before every write and stops (with
-    /// `Ok(false)`) as soon as it says no: an applier whose lease may have
-    /// lapsed must not keep writing through a slow API server.
+    /// As `apply`, but asks `may_write` before every write and stops as soon
+    /// as it says no: an applier whose lease may have lapsed must not keep
+    /// writing through a slow API server.
     pub async fn apply_fenced(
         &self,
         bundle: &Bundle,
         may_write: impl Fn() -> bool,
-    ) -> Result<bool, ClusterError> {
+    ) -> Result<Applied, ClusterError> {
         let objects = bundle.objects();
         let namespace = objects[0].name.clone();
-        self.ensure_not_foreign(&objects[0]).await?;
+        if let Some(newer) = self
+            .check_live_namespace(&objects[0], bundle.revision())
+            .await?
+        {
+            return Ok(Applied::Newer(newer));
+        }
         let params = PatchParams::apply(FIELD_MANAGER).force();
         for object in &objects {
             if !may_write() {
-                return Ok(false);
+                return Ok(Applied::Fenced);
             }
-            self.api(object.kind, object.namespace.as_deref())
+            let api = self.api(object.kind, object.namespace.as_deref());
+            match api
                 .patch(&object.name, &params, &Patch::Apply(&object.body))
                 .await
-                .map_err(|source| ClusterError {
-                    action: "apply",
-                    object: object.id(),
-                    source,
-                })?;
+            {
+                Ok(_) => {}
+                // A RoleBinding's roleRef cannot change in place: one bound to
+                // another role (re-created by hand) is replaced as a whole.
+                Err(e) if is_invalid(&e) && object.kind == Kind::RoleBinding => {
+                    tracing::warn!(object = %object.id(), namespace = %namespace, error = %e, "cannot apply in place; deleting and re-creating");
+                    if !self.recreate(object, &may_write).await? {
+                        return Ok(Applied::Fenced);
+                    }
+                }
+                Err(source) => {
+                    return Err(ClusterError {
+                        action: "apply",
+                        object: object.id(),
+                        source,
+                    });
+                }
+            }
         }
         let wanted: BTreeSet<&str> = objects
             .iter()
@@ -182,7 +225,7 @@ impl ClusterApi {
             .filter(|p| !wanted.contains(p.name_any().as_str()))
         {
             if !may_write() {
-                return Ok(false);
+                return Ok(Applied::Fenced);
             }
             let name = stale.name_any();
             match policies.delete(&name, &DeleteParams::default()).await {
@@ -199,12 +242,135 @@ impl ClusterApi {
                 }
             }
         }
+        Ok(Applied::Done)
+    }
+
+    /// Deletes a managed object (only the very one read, by uid) and applies
+    /// it afresh. `false` if the fence closed first.
+    async fn recreate(
+        &self,
+        object: &ManagedObject,
+        may_write: &impl Fn() -> bool,
+    ) -> Result<bool, ClusterError> {
+        let api = self.api(object.kind, object.namespace.as_deref());
+        let err = |action, source| ClusterError {
+            action,
+            object: object.id(),
+            source,
+        };
+        if let Some(live) = api.get_opt(&object.name).await.map_err(|e| err("get", e))? {
+            if !is_managed(live.labels()) {
+                return Err(err(
+                    "refuse to replace",
+                    kube::Error::Api(
+                        kube::core::Status::failure("not labelled as managed by mtp", "Conflict")
+                            .with_code(409)
+                            .boxed(),
+                    ),
+                ));
+            }
+            if !may_write() {
+                return Ok(false);
+            }
+            let params = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: live.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&object.name, &params).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(err("delete", e)),
+            }
+        }
+        if !may_write() {
+            return Ok(false);
+        }
+        api.patch(
+            &object.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object.body),
+        )
+        .await
+        .map_err(|e| err("apply", e))?;
+        Ok(true)
+    }
+
+    /// Replaces (PUT, at the live resourceVersion) the objects of a bundle
+    /// whose ids are given. Server-side apply never removes a field another
+    /// manager added (an extra ingress rule in the default-deny policy, a
+    /// subject's extra field); a replace does. Labels and annotations others
+    /// set are kept. `false` if the fence closed first.
+    pub async fn replace_fenced(
+        &self,
+        bundle: &Bundle,
+        ids: &BTreeSet<String>,
+        may_write: impl Fn() -> bool,
+    ) -> Result<bool, ClusterError> {
+        for object in bundle.objects().iter().filter(|o| ids.contains(&o.id())) {
+            let api = self.api(object.kind, object.namespace.as_deref());
+            let err = |action, source| ClusterError {
+                action,
+                object: object.id(),
+                source,
+            };
+            let Some(live) = api.get_opt(&object.name).await.map_err(|e| err("get", e))? else {
+                // Gone meanwhile: a plain apply re-creates it.
+                if !may_write() {
+                    return Ok(false);
+                }
+                api.patch(
+                    &object.name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&object.body),
+                )
+                .await
+                .map_err(|e| err("apply", e))?;
+                continue;
+            };
+            if !is_managed(live.labels()) {
+                continue;
+            }
+            let mut body: DynamicObject = serde_json::from_value(object.body.clone())
+                .map_err(|e| err("render", kube::Error::SerdeError(e)))?;
+            let mut labels = live.labels().clone();
+            labels.extend(body.labels().clone());
+            let mut annotations = live.annotations().clone();
+            annotations.extend(body.annotations().clone());
+            body.metadata.labels = Some(labels);
+            body.metadata.annotations = Some(annotations);
+            body.metadata.resource_version = live.metadata.resource_version.clone();
+            if !may_write() {
+                return Ok(false);
+            }
+            let params = kube::api::PostParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..Default::default()
+            };
+            match api.replace(&object.name, &params, &body).await {
+                Ok(_) => {}
+                Err(e) if is_invalid(&e) && object.kind == Kind::RoleBinding => {
+                    if !self.recreate(object, &may_write).await? {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(err("replace", e)),
+            }
+        }
         Ok(true)
     }
 
     /// An existing namespace of the same name that mtp does not manage
-    /// belongs to someone else: applying would take it over.
-    async fn ensure_not_foreign(&self, namespace: &ManagedObject) -> Result<(), ClusterError> {
+    /// belongs to someone else: applying would take it over. One stamped with
+    /// a revision newer than `revision` was written from newer state: its
+    /// revision is returned, and the caller must not overwrite it.
+    async fn check_live_namespace(
+        &self,
+        namespace: &ManagedObject,
+        revision: i64,
+    ) -> Result<Option<i64>, ClusterError> {
         match self
             .api(Kind::Namespace, None)
             .get_opt(&namespace.name)
@@ -222,7 +388,11 @@ impl ClusterApi {
                     .boxed(),
                 ),
             }),
-            Ok(_) => Ok(()),
+            Ok(Some(live)) => {
+                let live_revision = stamped_revision(live.metadata.annotations.as_ref());
+                Ok((live_revision > revision).then_some(live_revision))
+            }
+            Ok(None) => Ok(None),
             Err(source) => Err(ClusterError {
                 action: "get",
                 object: namespace.id(),
@@ -280,7 +450,14 @@ impl ClusterApi {
                     object: format!("managed {}s", kind.name()),
                     source,
                 })?;
-            for object in list.items {
+            for mut object in list.items {
+                // Items of a LIST carry no kind/apiVersion on a real API
+                // server; put them back so they compare like a GET.
+                let ar = resource(kind);
+                object.types = Some(kube::core::TypeMeta {
+                    api_version: ar.api_version,
+                    kind: ar.kind,
+                });
                 let key = (
                     kind,
                     object.namespace().unwrap_or_default(),
@@ -310,6 +487,17 @@ impl ClusterApi {
     /// Deletes a managed namespace (and with it everything in it) and says
     /// whether it is gone yet. Safe to call again while it terminates.
     pub async fn remove_namespace(&self, name: &str) -> Result<Removal, ClusterError> {
+        self.remove_namespace_fenced(name, i64::MAX, || true).await
+    }
+
+    /// As `remove_namespace`, for a caller whose desired state is at
+    /// `known_revision` and who may write only while `may_write` says so.
+    pub async fn remove_namespace_fenced(
+        &self,
+        name: &str,
+        known_revision: i64,
+        may_write: impl Fn() -> bool,
+    ) -> Result<Removal, ClusterError> {
         let api = self.api(Kind::Namespace, None);
         let err = |action, source| ClusterError {
             action,
@@ -322,7 +510,14 @@ impl ClusterApi {
         if !is_managed(live.labels()) {
             return Ok(Removal::NotManaged);
         }
+        let live_revision = stamped_revision(live.metadata.annotations.as_ref());
+        if live_revision > known_revision {
+            return Ok(Removal::Newer(live_revision));
+        }
         if live.metadata.deletion_timestamp.is_none() {
+            if !may_write() {
+                return Ok(Removal::Fenced);
+            }
             // Precondition on the uid: never delete a namespace recreated by
             // someone else between the read and the delete.
             let params = DeleteParams {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Bundle;
 use crate::desired::{Delta, DesiredState, StateDir};
-use crate::kubernetes::{ClusterApi, Removal};
+use crate::kubernetes::{Applied, ClusterApi, Removal};
 use crate::lease::Fence;
 
 /// Deletions remembered for re-reporting, at most.
@@ -107,7 +107,9 @@ pub struct Reconciler {
     status: watch::Sender<AgentStatus>,
     /// Whether this process received desired state from the control plane.
     /// Until then the stored state may be stale (other appliers may have
-    /// moved on), so it is enforced but never used to prune.
+    /// moved on), so it is enforced but never used to prune. (Staleness is
+    /// also guarded on the cluster: a namespace stamped with a newer revision
+    /// than this state is never overwritten or deleted.)
     authoritative: bool,
     applier: bool,
     /// The revision this agent has completely applied (what it may acknowledge).
@@ -116,21 +118,21 @@ pub struct Reconciler {
     /// mid-pass. Retried while applier; the revision is not acknowledged meanwhile.
     unapplied: Option<Delta>,
     outcomes: BTreeMap<String, Outcome>,
-    /// Namespaces removed from the desired state whose Deleted has not been
-    /// reported on a live session yet; kept on disk, re-reported after a
-    /// reconnect and by a new applier.
-    tombstones: BTreeSet<String>,
-    /// Namespaces deleted but still terminating; acknowledged once gone.
-    removing: BTreeSet<String>,
+    /// Namespaces removed from the desired state (or pruned), with the
+    /// revision of the state that removed them, until the control plane
+    /// confirms it recorded their deletion. Kept on disk. The applier works
+    /// through those not yet seen gone on every retry tick.
+    tombstones: BTreeMap<String, i64>,
     /// Tombstones this process, as applier, saw gone from the cluster: the
-    /// only deletions it may report again after a reconnect.
+    /// only deletions it may report (again, after a reconnect).
     deleted_here: BTreeSet<String>,
     touched: Touched,
     /// Number of the last acknowledgement sent.
     ack_sequence: u64,
-    /// Namespaces reported Deleted, by the acknowledgement that carried them,
-    /// until the control plane confirms it recorded that acknowledgement.
-    unconfirmed_deletions: BTreeMap<u64, Vec<String>>,
+    /// Namespaces reported Deleted, by the acknowledgement that carried them
+    /// (with its revision), until the control plane confirms it recorded
+    /// that acknowledgement.
+    unconfirmed_deletions: BTreeMap<u64, (i64, Vec<String>)>,
     /// When each namespace was last written by this agent.
     last_written: BTreeMap<String, Instant>,
 }
@@ -150,7 +152,7 @@ impl Reconciler {
     ) -> Self {
         let tombstones = state_dir.tombstones().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not read stored tombstones");
-            BTreeSet::new()
+            BTreeMap::new()
         });
         Reconciler {
             cluster,
@@ -167,7 +169,6 @@ impl Reconciler {
             unapplied: None,
             outcomes: BTreeMap::new(),
             tombstones,
-            removing: BTreeSet::new(),
             deleted_here: BTreeSet::new(),
             touched,
             ack_sequence: 0,
@@ -229,12 +230,7 @@ impl Reconciler {
                 if self.applier {
                     // An ack sent just before a cut may never have arrived.
                     let mut results = self.all_results();
-                    let done: Vec<String> = self
-                        .tombstones
-                        .intersection(&self.deleted_here)
-                        .cloned()
-                        .collect();
-                    results.extend(done.iter().map(|ns| deleted(ns)));
+                    results.extend(self.reportable_deletions().iter().map(|ns| deleted(ns)));
                     self.acknowledge(results);
                 }
             }
@@ -283,16 +279,13 @@ impl Reconciler {
                 }
                 let mut tombstones_changed = false;
                 for ns in &delta.upserts {
-                    tombstones_changed |= self.tombstones.remove(ns);
-                    self.removing.remove(ns);
+                    tombstones_changed |= self.tombstones.remove(ns).is_some();
                     self.deleted_here.remove(ns);
                 }
+                let revision = self.state.revision;
                 for ns in &delta.removals {
-                    tombstones_changed |= self.tombstones.insert(ns.clone());
-                }
-                // Bounded: a non-applier collects deletions it never reports.
-                while self.tombstones.len() > MAX_TOMBSTONES {
-                    self.tombstones.pop_first();
+                    tombstones_changed |=
+                        self.tombstones.insert(ns.clone(), revision) != Some(revision);
                 }
                 // Each save is an fsync: only when something changed.
                 if tombstones_changed {
@@ -323,11 +316,7 @@ impl Reconciler {
             // A new applier trusts nothing it did not check itself: a full
             // pass, including deletions the previous applier may not have
             // finished or reported.
-            let removals = if self.authoritative {
-                self.tombstones.clone()
-            } else {
-                self.tombstones_already_gone().await
-            };
+            let removals = self.tombstones.keys().cloned().collect();
             let delta = Delta {
                 upserts: self.state.namespaces.keys().cloned().collect(),
                 removals,
@@ -337,7 +326,6 @@ impl Reconciler {
             self.reconcile_and_acknowledge(delta).await;
         } else {
             // Whatever was under way is the next applier's business now.
-            self.removing.clear();
             self.deleted_here.clear();
             self.applied_revision = 0;
         }
@@ -383,19 +371,24 @@ impl Reconciler {
     async fn reconcile(&mut self, delta: Delta) -> Option<Vec<pb::NamespaceResult>> {
         let mut results = Vec::new();
         let mut removals = delta.removals;
+        let mut complete = true;
         if delta.full && self.authoritative {
             match self.cluster.managed_namespaces().await {
                 Ok(live) => {
-                    for ns in live {
-                        if !self.state.namespaces.contains_key(&ns) {
-                            removals.insert(ns);
-                        }
-                    }
+                    let unwanted: Vec<String> = live
+                        .into_iter()
+                        .filter(|ns| !self.state.namespaces.contains_key(ns))
+                        .collect();
+                    self.entomb(&unwanted);
+                    removals.extend(unwanted);
                 }
-                Err(e) => tracing::warn!(error = %e, "could not list managed namespaces to prune"),
+                Err(e) => {
+                    // Not pruned: the pass is not complete.
+                    tracing::warn!(error = %e, "could not list managed namespaces to prune");
+                    complete = false;
+                }
             }
         }
-        let mut complete = true;
         for ns in removals {
             if self.state.namespaces.contains_key(&ns) {
                 continue;
@@ -404,8 +397,15 @@ impl Reconciler {
                 complete = false;
                 break;
             }
-            if let Some(r) = self.remove(&ns).await {
-                results.push(r);
+            match self.remove(&ns).await {
+                Some(r) => results.push(r),
+                // The fence closed during the removal: stop here.
+                None if !self.fence.is_held() => {
+                    complete = false;
+                    break;
+                }
+                // Terminating, newer, or failed: the retry tick comes back.
+                None => {}
             }
         }
 
@@ -446,51 +446,61 @@ impl Reconciler {
         complete.then_some(results)
     }
 
-    /// Tombstones whose namespace is no longer in the cluster. With stored
-    /// state that may be stale, only these may be reported: a namespace still
-    /// there may have been re-created since, and is left to the first pass
-    /// with the control plane's answer.
-    async fn tombstones_already_gone(&self) -> BTreeSet<String> {
-        if self.tombstones.is_empty() {
-            return BTreeSet::new();
+    /// Namespaces removed from the desired state become tombstones (before
+    /// anything is deleted, so a lost report is never forgotten).
+    fn entomb(&mut self, names: &[String]) {
+        if names.is_empty() {
+            return;
         }
-        match self.cluster.managed_namespaces().await {
-            Ok(live) => self.tombstones.difference(&live).cloned().collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list managed namespaces to settle stored deletions");
-                BTreeSet::new()
-            }
+        let revision = self.state.revision;
+        for ns in names {
+            self.tombstones.entry(ns.clone()).or_insert(revision);
         }
+        self.save_tombstones();
     }
 
-    /// Deletes a namespace that is no longer desired; `Some` once the outcome is known.
+    /// Tombstones seen gone by this applier whose removal the revision it
+    /// acknowledges covers: what the control plane will accept as Deleted.
+    fn reportable_deletions(&self) -> Vec<String> {
+        self.tombstones
+            .iter()
+            .filter(|(ns, removed_at)| {
+                **removed_at <= self.applied_revision && self.deleted_here.contains(*ns)
+            })
+            .map(|(ns, _)| ns.clone())
+            .collect()
+    }
+
+    /// Deletes a namespace that is no longer desired; `Some` once it is gone.
     async fn remove(&mut self, ns: &str) -> Option<pb::NamespaceResult> {
-        if !self.fence.is_held() || self.state.namespaces.contains_key(ns) {
-            // Desired again (re-created): never delete it.
-            self.removing.remove(ns);
+        if self.state.namespaces.contains_key(ns) || !self.fence.is_held() {
             return None;
         }
         self.outcomes.remove(ns);
-        match self.cluster.remove_namespace(ns).await {
+        let fence = self.fence.clone();
+        match self
+            .cluster
+            .remove_namespace_fenced(ns, self.state.revision, || fence.is_held())
+            .await
+        {
             Ok(Removal::Gone) => {
                 tracing::info!(namespace = %ns, "namespace removed");
-                self.removing.remove(ns);
                 self.deleted_here.insert(ns.to_string());
                 Some(deleted(ns))
             }
             Ok(Removal::NotManaged) => {
                 tracing::warn!(namespace = %ns, "a namespace of this name exists but is not managed by mtp; left alone");
-                self.removing.remove(ns);
                 self.deleted_here.insert(ns.to_string());
                 Some(deleted(ns))
             }
-            Ok(Removal::Terminating) => {
-                self.removing.insert(ns.to_string());
+            Ok(Removal::Newer(live)) => {
+                tracing::info!(namespace = %ns, live_revision = live, known_revision = self.state.revision, "namespace re-created after this agent's state; not deleted (waiting for the newer state)");
                 None
             }
+            // Still terminating, or the fence closed: the retry tick comes back.
+            Ok(Removal::Terminating | Removal::Fenced) => None,
             Err(e) => {
                 tracing::warn!(namespace = %ns, error = %e, "namespace removal failed; will retry");
-                self.removing.insert(ns.to_string());
                 None
             }
         }
@@ -519,11 +529,15 @@ impl Reconciler {
             self.settle(&ns, mismatches).await;
         }
         if self.authoritative {
+            let unwanted: Vec<String> = live
+                .namespaces()
+                .into_iter()
+                .filter(|ns| !self.state.namespaces.contains_key(ns))
+                .collect();
+            self.entomb(&unwanted);
             let mut results = Vec::new();
-            for ns in live.namespaces() {
-                if !self.state.namespaces.contains_key(&ns)
-                    && let Some(r) = self.remove(&ns).await
-                {
+            for ns in unwanted {
+                if let Some(r) = self.remove(&ns).await {
                     results.push(r);
                 }
             }
@@ -568,7 +582,7 @@ impl Reconciler {
         let Some(config) = self.state.namespaces.get(ns).cloned() else {
             return;
         };
-        if !self.fence.is_held() || self.removing.contains(ns) {
+        if !self.fence.is_held() {
             return;
         }
         let bundle = Bundle::render(&config);
@@ -588,7 +602,7 @@ impl Reconciler {
         let Some(config) = self.state.namespaces.get(ns).cloned() else {
             return;
         };
-        if !self.fence.is_held() || self.removing.contains(ns) {
+        if !self.fence.is_held() {
             return;
         }
         if mismatches.is_empty() {
@@ -625,8 +639,13 @@ impl Reconciler {
 
     async fn retry_failed(&mut self) {
         let mut results = Vec::new();
-        let removing: Vec<String> = self.removing.iter().cloned().collect();
-        for ns in removing {
+        let pending: Vec<String> = self
+            .tombstones
+            .keys()
+            .filter(|ns| !self.deleted_here.contains(*ns))
+            .cloned()
+            .collect();
+        for ns in pending {
             if let Some(r) = self.remove(&ns).await {
                 results.push(r);
             }
@@ -648,19 +667,14 @@ impl Reconciler {
     /// The control plane recorded an acknowledgement: the deletions it
     /// carried need not be reported again.
     fn ack_recorded(&mut self, sequence: u64) {
-        let Some(names) = self.unconfirmed_deletions.remove(&sequence) else {
+        let Some((revision, names)) = self.unconfirmed_deletions.remove(&sequence) else {
             return;
         };
-        // A namespace deleted again since (re-created, then deleted) waits
-        // for the confirmation of the later report.
-        let reported_later: BTreeSet<&String> = self
-            .unconfirmed_deletions
-            .range(sequence..)
-            .flat_map(|(_, names)| names)
-            .collect();
         let before = self.tombstones.len();
         for ns in &names {
-            if !reported_later.contains(ns) {
+            // Only a removal the acknowledged revision covers was accepted
+            // (a namespace re-created and removed again since has a later one).
+            if self.tombstones.get(ns).is_some_and(|at| *at <= revision) {
                 self.tombstones.remove(ns);
                 self.deleted_here.remove(ns);
             }
@@ -670,7 +684,21 @@ impl Reconciler {
         }
     }
 
-    fn save_tombstones(&self) {
+    fn save_tombstones(&mut self) {
+        // Bounded: a non-applier collects deletions it never reports. The
+        // oldest go first; a pass with the control plane's state prunes
+        // whatever they covered anyway.
+        while self.tombstones.len() > MAX_TOMBSTONES {
+            let Some(oldest) = self
+                .tombstones
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(ns, _)| ns.clone())
+            else {
+                break;
+            };
+            self.tombstones.remove(&oldest);
+        }
         if let Err(e) = self.state_dir.save_tombstones(&self.tombstones) {
             tracing::warn!(error = %e, "could not store tombstones");
         }
@@ -695,7 +723,8 @@ impl Reconciler {
             .map(|r| r.namespace.clone())
             .collect();
         if !deletions.is_empty() {
-            self.unconfirmed_deletions.insert(sequence, deletions);
+            self.unconfirmed_deletions
+                .insert(sequence, (revision, deletions));
             // A control plane that never confirms must not grow this forever:
             // what falls off stays a tombstone and is reported next session.
             while self.unconfirmed_deletions.len() > MAX_UNCONFIRMED_ACKS {
@@ -744,8 +773,30 @@ async fn apply_one(
     }
     let bundle = Bundle::render(config);
     match cluster.apply_fenced(&bundle, || fence.is_held()).await {
-        Ok(true) => {}
+        Ok(Applied::Done) => {}
         // The lease may have lapsed mid-way: stop, report nothing.
+        Ok(Applied::Fenced) => return None,
+        Ok(Applied::Newer(live)) => {
+            // This agent's state is older than what a newer applier wrote:
+            // touch nothing, acknowledge nothing, until the newer state arrives.
+            tracing::info!(namespace = %config.namespace, live_revision = live, desired_revision = config.revision, "the cluster holds a newer revision of this namespace; not applying stale state");
+            return None;
+        }
+        Err(e) => return Some(Outcome::Failed(e.to_string())),
+    }
+    let mismatches = match cluster.verify(&bundle).await {
+        Ok(m) if m.is_empty() => return Some(Outcome::Verified),
+        Ok(m) => m,
+        Err(e) => return Some(Outcome::Failed(e.to_string())),
+    };
+    // Still different after a forced apply: someone else owns fields mtp
+    // does not set (an added ingress rule, say). Replace those objects.
+    let ids = mismatches.iter().map(|m| m.object.clone()).collect();
+    match cluster
+        .replace_fenced(&bundle, &ids, || fence.is_held())
+        .await
+    {
+        Ok(true) => {}
         Ok(false) => return None,
         Err(e) => return Some(Outcome::Failed(e.to_string())),
     }

@@ -14,7 +14,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_sim::{SimCluster, SimOptions};
 use mtp_agent::bundle::{self, Bundle};
-use mtp_agent::kubernetes::{ClusterApi, FIELD_MANAGER, Removal};
+use mtp_agent::kubernetes::{Applied, ClusterApi, FIELD_MANAGER, Removal};
 use mtp_agent::lease::{Elector, LeaseConfig};
 use mtp_proto::v1::{
     ContainerDefaults, NamespaceConfig, NamespaceQuota, NetworkConfig, TenantOwners,
@@ -267,6 +267,84 @@ async fn switched_off_policies_are_pruned_but_foreign_ones_are_kept() {
     sim.shutdown().await;
 }
 
+/// An agent whose desired state is older than what a newer applier wrote
+/// (it was offline, its control plane lags) must neither roll the namespace
+/// back nor delete it; and a closed fence stops writes and deletes.
+#[tokio::test]
+async fn stale_state_never_overwrites_or_deletes_a_newer_namespace() {
+    let sim = sim().await;
+    let cluster = ClusterApi::new(sim.client());
+    let mut newer = config("team-a-dev", "team-a");
+    newer.revision = 5;
+    let mut stale = newer.clone();
+    stale.revision = 3;
+    stale.quota.as_mut().unwrap().cpu_millis = 64_000;
+    let newer_bundle = Bundle::render(&newer);
+    assert_eq!(newer_bundle.revision(), 5);
+    assert_eq!(cluster.apply(&newer_bundle).await.unwrap(), Applied::Done);
+    let stamped = sim.object("namespaces", "", "team-a-dev").unwrap().unwrap();
+    assert_eq!(
+        stamped["metadata"]["annotations"][bundle::REVISION_ANNOTATION],
+        "5"
+    );
+
+    assert_eq!(
+        cluster.apply(&Bundle::render(&stale)).await.unwrap(),
+        Applied::Newer(5)
+    );
+    let quota = sim
+        .object("resourcequotas", "team-a-dev", bundle::QUOTA_NAME)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        quota["spec"]["hard"]["requests.cpu"], "2",
+        "not rolled back"
+    );
+    assert_eq!(
+        cluster
+            .remove_namespace_fenced("team-a-dev", 3, || true)
+            .await
+            .unwrap(),
+        Removal::Newer(5)
+    );
+    assert_eq!(
+        cluster
+            .remove_namespace_fenced("team-a-dev", 5, || false)
+            .await
+            .unwrap(),
+        Removal::Fenced
+    );
+    let mut next = newer.clone();
+    next.revision = 6;
+    next.quota.as_mut().unwrap().cpu_millis = 4000;
+    assert_eq!(
+        cluster
+            .apply_fenced(&Bundle::render(&next), || false)
+            .await
+            .unwrap(),
+        Applied::Fenced
+    );
+    let live = sim.object("namespaces", "", "team-a-dev").unwrap().unwrap();
+    assert!(live["metadata"]["deletionTimestamp"].is_null());
+    assert_eq!(
+        live["metadata"]["annotations"][bundle::REVISION_ANNOTATION],
+        "5"
+    );
+    // The same or a newer state may do both.
+    assert_eq!(
+        cluster.apply(&Bundle::render(&next)).await.unwrap(),
+        Applied::Done
+    );
+    assert_ne!(
+        cluster
+            .remove_namespace_fenced("team-a-dev", 6, || true)
+            .await
+            .unwrap(),
+        Removal::Newer(6)
+    );
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_foreign_namespace_is_neither_adopted_nor_deleted() {
     let sim = sim().await;
@@ -326,7 +404,7 @@ async fn removing_a_namespace_takes_everything_in_it() {
         match cluster.remove_namespace("team-a-dev").await.unwrap() {
             Removal::Gone => break,
             Removal::Terminating => {}
-            Removal::NotManaged => panic!("it was managed"),
+            other => panic!("it was managed, unfenced, of no newer revision: {other:?}"),
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -493,5 +571,107 @@ async fn one_listing_per_kind_verifies_like_reading_each_object() {
     // Re-applying puts the label back (mtp-agent owns that field).
     cluster.apply(&qa).await.unwrap();
     assert_eq!(cluster.managed_objects().await.unwrap().verify(&qa), vec![]);
+    sim.shutdown().await;
+}
+
+/// Server-side apply never removes a field another manager added with an
+/// update; the agent's repair replaces the object when a forced apply left
+/// it different (here: someone opens the default-deny policy).
+#[tokio::test]
+async fn a_field_added_by_another_manager_is_removed_by_replacing() {
+    let sim = sim().await;
+    let cluster = ClusterApi::new(sim.client());
+    let b = Bundle::render(&config("team-a-dev", "team-a"));
+    cluster.apply(&b).await.unwrap();
+    let policies = Api::<NetworkPolicy>::namespaced(sim.client(), "team-a-dev");
+    let mut opened = policies.get(bundle::DEFAULT_DENY).await.unwrap();
+    opened.spec.as_mut().unwrap().ingress = Some(vec![Default::default()]);
+    opened
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("edited-by".into(), "someone".into());
+    policies
+        .replace(
+            bundle::DEFAULT_DENY,
+            &PostParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &opened,
+        )
+        .await
+        .unwrap();
+
+    cluster.apply(&b).await.unwrap();
+    let left = cluster.verify(&b).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].object, "NetworkPolicy/mtp-default-deny");
+    assert!(left[0].description.contains("spec.ingress"), "{left:?}");
+
+    let ids = left.iter().map(|m| m.object.clone()).collect();
+    assert!(cluster.replace_fenced(&b, &ids, || true).await.unwrap());
+    assert!(cluster.verify(&b).await.unwrap().is_empty());
+    let live = policies.get(bundle::DEFAULT_DENY).await.unwrap();
+    assert!(live.spec.unwrap().ingress.is_none());
+    assert_eq!(
+        live.metadata.labels.unwrap()["edited-by"],
+        "someone",
+        "labels others set are kept"
+    );
+    sim.shutdown().await;
+}
+
+/// A RoleBinding re-created by hand with another role cannot be changed
+/// back in place (roleRef is immutable): apply replaces it as a whole.
+#[tokio::test]
+async fn a_binding_to_another_role_is_recreated() {
+    let sim = sim().await;
+    let cluster = ClusterApi::new(sim.client());
+    let b = Bundle::render(&config("team-a-dev", "team-a"));
+    cluster.apply(&b).await.unwrap();
+    let bindings = Api::<RoleBinding>::namespaced(sim.client(), "team-a-dev");
+    let mut swapped = bindings.get(bundle::CI_BINDING).await.unwrap();
+    bindings
+        .delete(bundle::CI_BINDING, &DeleteParams::default())
+        .await
+        .unwrap();
+    swapped.role_ref.name = "admin".into();
+    swapped.metadata.resource_version = None;
+    swapped.metadata.uid = None;
+    swapped.metadata.managed_fields = None;
+    swapped.metadata.creation_timestamp = None;
+    bindings
+        .create(&PostParams::default(), &swapped)
+        .await
+        .unwrap();
+    let err = bindings
+        .patch(
+            bundle::CI_BINDING,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": bundle::CI_BINDING},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            })),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot change roleRef"), "{err}");
+
+    let drift = cluster.verify(&b).await.unwrap();
+    assert!(drift[0].description.contains("roleRef"), "{drift:?}");
+    cluster.apply(&b).await.unwrap();
+    assert!(cluster.verify(&b).await.unwrap().is_empty());
+    assert_eq!(
+        bindings
+            .get(bundle::CI_BINDING)
+            .await
+            .unwrap()
+            .role_ref
+            .name,
+        "edit"
+    );
     sim.shutdown().await;
 }

@@ -468,7 +468,7 @@ async fn removing_a_namespace_takes_everything_in_it() {
             match cluster.remove_namespace(&dev).await.unwrap() {
                 Removal::Gone => break,
                 Removal::Terminating => {}
-                Removal::NotManaged => panic!("it was managed"),
+                other => panic!("it was managed, unfenced, of no newer revision: {other:?}"),
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

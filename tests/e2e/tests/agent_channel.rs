@@ -563,6 +563,19 @@ async fn a_recorded_acknowledgement_is_confirmed_by_its_number() {
         admin.env("team-a", "dev").await.status,
         pb::EnvironmentStatus::Ready as i32
     );
+
+    // An agent that is already current is told so (an empty change set),
+    // not left guessing whether its stored state is the latest.
+    let third = agent_for(&plane, &mut admin, "k3s-1", "node-3").await;
+    let mut current = ScriptedAgent::connect(&plane.url(), &third, 1, false)
+        .await
+        .unwrap();
+    let answer = current.next_desired(WAIT).await;
+    let ControlKind::Changes(c) = &answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!((c.from_revision, c.revision), (1, 1));
+    assert!(c.upserts.is_empty() && c.deletes.is_empty());
 }
 
 #[tokio::test]

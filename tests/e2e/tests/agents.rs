@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_sim::SimCluster;
 use mtp_control_plane::config::Config;
 use mtp_e2e::fleet::{self, TestAgent, eventually};
@@ -193,6 +193,50 @@ async fn drift_is_repaired_and_lands_in_the_audit_log() {
             .all(|e| e.target == "environment/team-a/dev" && e.tenant == "team-a")
     );
     // Still Ready: drift was repaired, not a failure.
+    assert_eq!(
+        status_of(&mut admin, "team-a", "dev").await.status,
+        pb::EnvironmentStatus::Ready as i32
+    );
+
+    // Someone else opens the default-deny policy with a rule of their own:
+    // a field mtp never set, which a server-side apply alone cannot remove.
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), "team-a-dev");
+    let mut opened = policies.get("mtp-default-deny").await.unwrap();
+    opened.spec.as_mut().unwrap().ingress = Some(vec![Default::default()]);
+    opened.metadata.managed_fields = None;
+    policies
+        .replace(
+            "mtp-default-deny",
+            &PostParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &opened,
+        )
+        .await
+        .unwrap();
+    eventually("the added ingress rule to be removed", WAIT, || async {
+        let policy = sim
+            .object("networkpolicies", "team-a-dev", "mtp-default-deny")
+            .unwrap()?;
+        let ingress = &policy["spec"]["ingress"];
+        (ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty)).then_some(())
+    })
+    .await;
+    eventually("the opened policy to be audited", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            audit_actions(&mut admin)
+                .await
+                .iter()
+                .any(|e| {
+                    e.action == "environment.drift_repaired"
+                        && format!("{e:?}").contains("spec.ingress")
+                })
+                .then_some(())
+        }
+    })
+    .await;
     assert_eq!(
         status_of(&mut admin, "team-a", "dev").await.status,
         pb::EnvironmentStatus::Ready as i32

@@ -618,7 +618,28 @@ fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-/// Serializes a list without cloning its items.
+/// A list item as a real apiserver renders it: without `kind` and `apiVersion`, which only
+/// the list itself carries (kubernetes/kubernetes#3030). GET and watch events keep them.
+struct ListItem<'a>(&'a Value);
+
+impl serde::Serialize for ListItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(m) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let fields = m
+            .iter()
+            .filter(|(k, _)| k.as_str() != "kind" && k.as_str() != "apiVersion");
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Serializes a list without cloning its items (items lose `kind`/`apiVersion`).
 fn render_list(kind: &ResourceKind, page: &crate::store::ListPage) -> Vec<u8> {
     let mut meta = json!({ "resourceVersion": page.rv.to_string() });
     if let Some(c) = &page.continue_token {
@@ -640,7 +661,7 @@ fn render_list(kind: &ResourceKind, page: &crate::store::ListPage) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, item.as_ref()).expect("values serialize");
+        serde_json::to_writer(&mut out, &ListItem(item.as_ref())).expect("values serialize");
     }
     out.extend_from_slice(b"]}");
     out

@@ -102,18 +102,25 @@ impl ApiError {
         e
     }
 
-    /// 422 Invalid with one field cause.
+    /// 422 Invalid with one field cause. `kind` is qualified by its group for non-core kinds
+    /// (`RoleBinding.rbac.authorization.k8s.io`), as the message prints it; the details
+    /// carry kind and group apart.
     pub fn invalid(kind: &str, name: &str, field: &str, detail: &str) -> Self {
         let mut e = Self::new(
             422,
             "Invalid",
             format!("{kind} \"{name}\" is invalid: {field}: {detail}"),
         );
-        e.details = Some(json!({
+        let mut d = json!({
             "name": name,
             "kind": kind,
             "causes": [{ "reason": "FieldValueInvalid", "message": detail, "field": field }],
-        }));
+        });
+        if let Some((k, group)) = kind.split_once('.') {
+            d["kind"] = json!(k);
+            d["group"] = json!(group);
+        }
+        e.details = Some(d);
         e
     }
 

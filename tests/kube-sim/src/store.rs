@@ -160,6 +160,47 @@ fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
     v.get("metadata")?.get(field)?.as_str()
 }
 
+/// Renders a `roleRef` the way the apiserver's validation prints it (Go `%#v` of `rbac.RoleRef`).
+fn go_role_ref(v: Option<&Value>) -> String {
+    let field = |f: &str| {
+        v.and_then(|r| r.get(f))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    format!(
+        "rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}",
+        field("apiGroup"),
+        field("kind"),
+        field("name")
+    )
+}
+
+/// Update validation of a real apiserver that kube-sim mirrors: immutable fields.
+/// Runs for every update-like verb (PUT, merge patch, server-side apply).
+fn validate_update(
+    kind: &ResourceKind,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    if kind.group == "rbac.authorization.k8s.io"
+        && kind.resource == "rolebindings"
+        && old.get("roleRef") != new.get("roleRef")
+    {
+        return Err(ApiError::invalid(
+            &format!("{}.{}", kind.kind, kind.group),
+            name,
+            "roleRef",
+            &format!(
+                "Invalid value: {}: cannot change roleRef",
+                go_role_ref(new.get("roleRef"))
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether anything outside `metadata` and `status` differs (drives `metadata.generation`).
 fn spec_changed(old: &Value, new: &Value) -> bool {
     let strip = |v: &Value| {
@@ -424,7 +465,8 @@ impl Store {
         key: Key,
         old: &Value,
         mut new: Value,
-    ) -> Arc<Value> {
+    ) -> Result<Arc<Value>, ApiError> {
+        validate_update(kind, &key.1, old, &new)?;
         for f in [
             "uid",
             "creationTimestamp",
@@ -455,9 +497,9 @@ impl Store {
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if new == *old {
             // A no-op write does not bump the resource version, as on a real apiserver.
-            return Arc::new(new);
+            return Ok(Arc::new(new));
         }
-        self.commit(inner, kind_index(kind), key, EventType::Modified, new)
+        Ok(self.commit(inner, kind_index(kind), key, EventType::Modified, new))
     }
 
     /// PUT: replaces an object; a stale `resourceVersion` is a 409 Conflict.
@@ -497,8 +539,7 @@ impl Store {
             .cloned()
             .unwrap_or(Value::Null);
         apply::record_update(Some(&old), &mut body, manager, &kind.api_version());
-        let out = self.replace(&mut inner, kind, key, &old, body);
-        Ok(out)
+        self.replace(&mut inner, kind, key, &old, body)
     }
 
     /// PATCH with a JSON merge patch (also used for strategic merge patches).
@@ -527,7 +568,7 @@ impl Store {
         apply::merge_into(&mut new, patch, true);
         check_type(kind, &new, false)?;
         apply::record_update(Some(&old), &mut new, manager, &kind.api_version());
-        Ok(self.replace(&mut inner, kind, key, &old, new))
+        self.replace(&mut inner, kind, key, &old, new)
     }
 
     /// PATCH with `application/apply-patch+yaml`: server-side apply, creating if missing.
@@ -588,7 +629,7 @@ impl Store {
             Some(old) => {
                 let obj = apply::apply(Some(&old), config, manager, force, &kind.api_version())
                     .map_err(conflict)?;
-                Ok((self.replace(&mut inner, kind, key, &old, obj), false))
+                Ok((self.replace(&mut inner, kind, key, &old, obj)?, false))
             }
         }
     }

@@ -308,3 +308,80 @@ async fn a_real_apiserver_would_not_bump_the_version_for_an_identical_apply() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_real_apiserver_would_keep_a_field_added_by_an_update_on_a_forced_reapply_but_not_on_a_put()
+ {
+    let sim = sim().await;
+    let client = sim.client();
+    within(async {
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "np"}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let np: Api<NetworkPolicy> = Api::namespaced(client, "np");
+        let desired = json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "default-deny"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+        });
+        let mtp = PatchParams::apply("mtp").force();
+        np.patch("default-deny", &mtp, &Patch::Apply(&desired))
+            .await
+            .unwrap();
+        // Someone else opens the policy with a PUT (an allow-all ingress rule).
+        let mut edited = np.get("default-deny").await.unwrap();
+        edited.spec.as_mut().unwrap().ingress = Some(vec![Default::default()]);
+        let pp = PostParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        };
+        let edited = np.replace("default-deny", &pp, &edited).await.unwrap();
+        assert_eq!(edited.spec.unwrap().ingress.map(|i| i.len()), Some(1));
+        let owns_ingress = |p: &NetworkPolicy, manager: &str| {
+            p.metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .filter(|e| e.manager.as_deref() == Some(manager))
+                .any(|e| {
+                    let f = serde_json::to_value(e.fields_v1.as_ref().unwrap()).unwrap();
+                    f.pointer("/f:spec/f:ingress").is_some()
+                })
+        };
+
+        // A forced re-apply that does not mention spec.ingress leaves it alone: the field
+        // belongs to kubectl-edit, and apply only removes fields its own manager dropped.
+        let reapplied = np
+            .patch("default-deny", &mtp, &Patch::Apply(&desired))
+            .await
+            .unwrap();
+        assert!(owns_ingress(&reapplied, "kubectl-edit"));
+        let spec = reapplied.clone().spec.unwrap();
+        assert_eq!(spec.ingress.map(|i| i.len()), Some(1));
+        assert_eq!(
+            spec.policy_types.unwrap(),
+            vec!["Ingress".to_string(), "Egress".to_string()]
+        );
+
+        // A PUT by mtp of the full desired object at the live version replaces it: gone.
+        let mut put: NetworkPolicy = serde_json::from_value(desired.clone()).unwrap();
+        put.metadata.resource_version = reapplied.metadata.resource_version.clone();
+        let pp = PostParams {
+            field_manager: Some("mtp".into()),
+            ..Default::default()
+        };
+        let replaced = np.replace("default-deny", &pp, &put).await.unwrap();
+        assert!(!owns_ingress(&replaced, "kubectl-edit"));
+        assert!(replaced.spec.as_ref().unwrap().ingress.is_none());
+        let live = sim
+            .object("networkpolicies", "np", "default-deny")
+            .unwrap()
+            .unwrap();
+        assert!(live.pointer("/spec/ingress").is_none(), "{live}");
+    })
+    .await;
+}

@@ -360,3 +360,160 @@ async fn a_real_apiserver_would_arbitrate_lease_updates_by_resource_version() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_real_apiserver_would_omit_kind_and_api_version_from_list_items() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use kube::api::WatchEvent;
+    use serde_json::Value;
+    let sim = sim().await;
+    let client = sim.client();
+    within(async {
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns("li"))
+            .await
+            .unwrap();
+        let np: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": "deny"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+        }))
+        .unwrap();
+        Api::<NetworkPolicy>::namespaced(client.clone(), "li")
+            .create(&PostParams::default(), &np)
+            .await
+            .unwrap();
+        let get = |path: &str| {
+            http::Request::get(path.to_string())
+                .body(Vec::new())
+                .unwrap()
+        };
+        // LIST: only the list has kind/apiVersion (kubernetes/kubernetes#3030).
+        for (path, list_kind, api_version) in [
+            ("/api/v1/namespaces", "NamespaceList", "v1"),
+            (
+                "/apis/networking.k8s.io/v1/namespaces/li/networkpolicies",
+                "NetworkPolicyList",
+                "networking.k8s.io/v1",
+            ),
+            (
+                "/apis/networking.k8s.io/v1/networkpolicies",
+                "NetworkPolicyList",
+                "networking.k8s.io/v1",
+            ),
+        ] {
+            let list: Value = client.request(get(path)).await.unwrap();
+            assert_eq!(list["kind"], list_kind, "{list}");
+            assert_eq!(list["apiVersion"], api_version, "{list}");
+            let items = list["items"].as_array().unwrap();
+            assert_eq!(items.len(), 1, "{list}");
+            let item = items[0].as_object().unwrap();
+            assert!(!item.contains_key("kind"), "{path}: {list}");
+            assert!(!item.contains_key("apiVersion"), "{path}: {list}");
+            assert!(item.contains_key("metadata") && item.contains_key("spec"));
+        }
+        // GET keeps them.
+        let one: Value = client
+            .request(get("/apis/networking.k8s.io/v1/namespaces/li/networkpolicies/deny"))
+            .await
+            .unwrap();
+        assert_eq!(one["kind"], "NetworkPolicy");
+        assert_eq!(one["apiVersion"], "networking.k8s.io/v1");
+        // Watch events keep them too.
+        let watch = get(
+            "/apis/networking.k8s.io/v1/namespaces/li/networkpolicies?watch=true&resourceVersion=0&timeoutSeconds=5",
+        );
+        let mut events = client.request_events::<Value>(watch).await.unwrap().boxed();
+        match events.try_next().await.unwrap().unwrap() {
+            WatchEvent::Added(o) => {
+                assert_eq!(o["kind"], "NetworkPolicy");
+                assert_eq!(o["apiVersion"], "networking.k8s.io/v1");
+            }
+            other => panic!("expected ADDED, got {other:?}"),
+        }
+        // The typed kube-rs client still decodes the list.
+        let typed = Api::<NetworkPolicy>::namespaced(client, "li")
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        assert_eq!(typed.items[0].metadata.name.as_deref(), Some("deny"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_real_apiserver_would_refuse_to_change_the_role_ref_of_a_role_binding() {
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let sim = sim().await;
+    let client = sim.client();
+    within(async {
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns("rb"))
+            .await
+            .unwrap();
+        let rbs: Api<RoleBinding> = Api::namespaced(client, "rb");
+        let binding = |role: &str, user: &str| {
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "tenant"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+                "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]
+            })
+        };
+        let pp = PatchParams::apply("mtp");
+        let created = rbs
+            .patch("tenant", &pp, &Patch::Apply(binding("edit", "alice")))
+            .await
+            .unwrap();
+        let invalid = |r: Result<RoleBinding, kube::Error>| match r {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{s:?}");
+                assert!(
+                    s.message.starts_with(
+                        "RoleBinding.rbac.authorization.k8s.io \"tenant\" is invalid: roleRef: Invalid value: "
+                    ),
+                    "{}",
+                    s.message
+                );
+                assert!(s.message.ends_with(": cannot change roleRef"), "{}", s.message);
+            }
+            other => panic!("expected 422 Invalid, got {other:?}"),
+        };
+        // PUT with the live resourceVersion.
+        let mut put = created.clone();
+        put.role_ref.name = "admin".into();
+        invalid(rbs.replace("tenant", &PostParams::default(), &put).await);
+        // Merge and strategic merge patches.
+        let p = json!({"roleRef": {"name": "admin"}});
+        invalid(rbs.patch("tenant", &PatchParams::default(), &Patch::Merge(&p)).await);
+        invalid(rbs.patch("tenant", &PatchParams::default(), &Patch::Strategic(&p)).await);
+        // Server-side apply, forced or not, by the owner or another manager.
+        invalid(rbs.patch("tenant", &pp, &Patch::Apply(binding("admin", "alice"))).await);
+        invalid(
+            rbs.patch("tenant", &pp.clone().force(), &Patch::Apply(binding("view", "alice")))
+                .await,
+        );
+        invalid(
+            rbs.patch(
+                "tenant",
+                &PatchParams::apply("other").force(),
+                &Patch::Apply(binding("admin", "alice")),
+            )
+            .await,
+        );
+        let live = rbs.get("tenant").await.unwrap();
+        assert_eq!(live.role_ref.name, "edit");
+        assert_eq!(live.metadata.resource_version, created.metadata.resource_version);
+        // Changing anything else is fine.
+        let out = rbs
+            .patch("tenant", &pp, &Patch::Apply(binding("edit", "bob")))
+            .await
+            .unwrap();
+        assert_eq!(out.subjects.as_ref().unwrap()[0].name, "bob");
+        let mut put = out.clone();
+        put.subjects.as_mut().unwrap()[0].name = "carol".into();
+        rbs.replace("tenant", &PostParams::default(), &put).await.unwrap();
+    })
+    .await;
+}

@@ -220,8 +220,10 @@ impl Session {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // An agent configured with a longer interval than ours is not silent
         // between its keepalives.
-        let silence_limit =
-            keepalive.max(Duration::from_millis(u64::from(hello.keepalive_ms))) * MISSED_KEEPALIVES;
+        // Capped, so that no agent can switch half-open detection off.
+        let agent_keepalive =
+            Duration::from_millis(u64::from(hello.keepalive_ms)).min(keepalive * 10);
+        let silence_limit = keepalive.max(agent_keepalive) * MISSED_KEEPALIVES;
         let mut last_heard = Instant::now();
         loop {
             tokio::select! {
@@ -250,7 +252,7 @@ impl Session {
                         return End::HalfOpen;
                     }
                     let beat = pb::ControlMessage { kind: Some(ControlKind::Keepalive(pb::Keepalive { time: Some(timestamp(chrono::Utc::now())) })) };
-                    if self.outbound.send(Ok(beat)).await.is_err() {
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = self.outbound.try_send(Ok(beat)) {
                         return End::AgentGone;
                     }
                     // Fallback for a lost notification (e.g. while the
@@ -358,7 +360,10 @@ impl Session {
                         time: Some(timestamp(chrono::Utc::now())),
                     })),
                 };
-                if self.outbound.send(Ok(reply)).await.is_err() {
+                // Never wait on a full queue for a keepalive: a peer that
+                // does not read is what the silence check is there to catch.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = self.outbound.try_send(Ok(reply))
+                {
                     return Err(End::AgentGone);
                 }
             }
@@ -387,8 +392,21 @@ impl Session {
                 if state.revision == from {
                     // Nothing new, but the agent holds `from`: it may
                     // acknowledge it (e.g. re-sending an ack lost in a cut).
+                    // Say so, so that it knows its state is current.
                     self.last_sent = self.last_sent.max(from);
-                    return Ok(());
+                    let current = pb::DesiredChanges {
+                        from_revision: from,
+                        revision: from,
+                        upserts: Vec::new(),
+                        deletes: Vec::new(),
+                    };
+                    return self
+                        .outbound
+                        .send(Ok(pb::ControlMessage {
+                            kind: Some(ControlKind::Changes(current)),
+                        }))
+                        .await
+                        .map_err(|_| End::AgentGone);
                 }
                 ControlKind::Changes(pb::DesiredChanges {
                     from_revision: from,
