@@ -190,7 +190,7 @@ impl ClusterApi {
                 Ok(_) => {}
                 // A RoleBinding's roleRef cannot change in place: one bound to
                 // another role (re-created by hand) is replaced as a whole.
-                Err(e) if is_invalid(&e) && object.kind == Kind::RoleBinding => {
+                Err(e) if is_invalid(&e) && self.role_ref_differs(object).await? => {
                     tracing::warn!(object = %object.id(), namespace = %namespace, error = %e, "cannot apply in place; deleting and re-creating");
                     if !self.recreate(object, &may_write).await? {
                         return Ok(Applied::Fenced);
@@ -243,6 +243,25 @@ impl ClusterApi {
             }
         }
         Ok(Applied::Done)
+    }
+
+    /// Whether `object` is a RoleBinding whose live roleRef is not the desired
+    /// one: the only refusal (422) that re-creating can cure. Any other
+    /// invalid change is an error to report, not a reason to delete access.
+    async fn role_ref_differs(&self, object: &ManagedObject) -> Result<bool, ClusterError> {
+        if object.kind != Kind::RoleBinding {
+            return Ok(false);
+        }
+        let live = self
+            .api(object.kind, object.namespace.as_deref())
+            .get_opt(&object.name)
+            .await
+            .map_err(|source| ClusterError {
+                action: "get",
+                object: object.id(),
+                source,
+            })?;
+        Ok(live.is_some_and(|l| l.data.get("roleRef") != object.body.get("roleRef")))
     }
 
     /// Deletes a managed object (only the very one read, by uid) and applies
@@ -333,15 +352,19 @@ impl ClusterApi {
             if !is_managed(live.labels()) {
                 continue;
             }
-            let mut body: DynamicObject = serde_json::from_value(object.body.clone())
+            // The live object with mtp's content put back: what others keep in
+            // its metadata (finalizers, owner references, their labels) stays.
+            let desired: DynamicObject = serde_json::from_value(object.body.clone())
                 .map_err(|e| err("render", kube::Error::SerdeError(e)))?;
-            let mut labels = live.labels().clone();
-            labels.extend(body.labels().clone());
-            let mut annotations = live.annotations().clone();
-            annotations.extend(body.annotations().clone());
-            body.metadata.labels = Some(labels);
-            body.metadata.annotations = Some(annotations);
-            body.metadata.resource_version = live.metadata.resource_version.clone();
+            let mut body = live.clone();
+            let mut content = body.data.as_object().cloned().unwrap_or_default();
+            for (key, value) in desired.data.as_object().into_iter().flatten() {
+                content.insert(key.clone(), value.clone());
+            }
+            body.data = serde_json::Value::Object(content);
+            body.labels_mut().extend(desired.labels().clone());
+            body.annotations_mut().extend(desired.annotations().clone());
+            body.metadata.managed_fields = None;
             if !may_write() {
                 return Ok(false);
             }
@@ -351,7 +374,7 @@ impl ClusterApi {
             };
             match api.replace(&object.name, &params, &body).await {
                 Ok(_) => {}
-                Err(e) if is_invalid(&e) && object.kind == Kind::RoleBinding => {
+                Err(e) if is_invalid(&e) && self.role_ref_differs(object).await? => {
                     if !self.recreate(object, &may_write).await? {
                         return Ok(false);
                     }

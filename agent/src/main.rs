@@ -80,7 +80,7 @@ struct Args {
     #[arg(long, env = "MTP_AGENT_DRIFT_QUIET_MS", default_value_t = 500)]
     drift_quiet_ms: u64,
     /// Keepalive period on the control plane stream (milliseconds).
-    #[arg(long, env = "MTP_AGENT_KEEPALIVE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, env = "MTP_AGENT_KEEPALIVE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     keepalive_ms: u64,
     /// Longest wait between reconnection attempts (seconds).
     #[arg(long, env = "MTP_AGENT_BACKOFF_MAX", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]

@@ -244,6 +244,17 @@ impl Reconciler {
                 while let Some(input) = next.take() {
                     match input {
                         Input::Snapshot(s) => {
+                            if s.revision < self.applied_revision {
+                                // The control plane's history went back (a
+                                // restored database): never acknowledge a
+                                // revision it has not issued.
+                                tracing::warn!(
+                                    revision = s.revision,
+                                    applied = self.applied_revision,
+                                    "snapshot older than what this agent applied"
+                                );
+                                self.applied_revision = 0;
+                            }
                             tracing::info!(
                                 revision = s.revision,
                                 namespaces = s.namespaces.len(),
@@ -416,7 +427,7 @@ impl Reconciler {
             .collect();
         let cluster = self.cluster.clone();
         let fence = self.fence.clone();
-        let applied: Vec<(String, Option<Outcome>)> = futures::stream::iter(configs)
+        let applied: Vec<(String, Attempt)> = futures::stream::iter(configs)
             .map(|config| {
                 let cluster = cluster.clone();
                 let fence = fence.clone();
@@ -429,11 +440,17 @@ impl Reconciler {
             .collect()
             .await;
         let now = Instant::now();
-        for (ns, outcome) in applied {
-            let Some(outcome) = outcome else {
-                // The fence closed mid-pass: not applied, not acknowledged.
-                complete = false;
-                continue;
+        for (ns, attempt) in applied {
+            let outcome = match attempt {
+                Attempt::Done(outcome) => outcome,
+                Attempt::Fenced => {
+                    // The fence closed mid-pass: not applied, not acknowledged.
+                    complete = false;
+                    continue;
+                }
+                // The cluster is past this revision for this namespace: there
+                // is nothing to apply, nor anything to report.
+                Attempt::Superseded => continue,
             };
             self.last_written.insert(ns.clone(), now);
             results.push(result(&ns, &outcome));
@@ -612,7 +629,7 @@ impl Reconciler {
             }
             return;
         }
-        let Some(outcome) = apply_one(&self.cluster, &self.fence, &config).await else {
+        let Attempt::Done(outcome) = apply_one(&self.cluster, &self.fence, &config).await else {
             return;
         };
         self.last_written.insert(ns.to_string(), Instant::now());
@@ -761,33 +778,38 @@ impl Reconciler {
     }
 }
 
-/// Applies and verifies one namespace. `None` when this agent may not write
-/// (fence closed): nothing was done and nothing may be acknowledged.
-async fn apply_one(
-    cluster: &ClusterApi,
-    fence: &Fence,
-    config: &pb::NamespaceConfig,
-) -> Option<Outcome> {
+/// What became of applying one namespace.
+enum Attempt {
+    Done(Outcome),
+    /// The fence closed: not (completely) written, nothing to acknowledge.
+    Fenced,
+    /// The namespace carries a newer revision than this config: this agent's
+    /// state is behind; nothing was written.
+    Superseded,
+}
+
+/// Applies and verifies one namespace.
+async fn apply_one(cluster: &ClusterApi, fence: &Fence, config: &pb::NamespaceConfig) -> Attempt {
     if !fence.is_held() {
-        return None;
+        return Attempt::Fenced;
     }
     let bundle = Bundle::render(config);
     match cluster.apply_fenced(&bundle, || fence.is_held()).await {
         Ok(Applied::Done) => {}
         // The lease may have lapsed mid-way: stop, report nothing.
-        Ok(Applied::Fenced) => return None,
+        Ok(Applied::Fenced) => return Attempt::Fenced,
         Ok(Applied::Newer(live)) => {
             // This agent's state is older than what a newer applier wrote:
-            // touch nothing, acknowledge nothing, until the newer state arrives.
+            // touch nothing until the newer state arrives.
             tracing::info!(namespace = %config.namespace, live_revision = live, desired_revision = config.revision, "the cluster holds a newer revision of this namespace; not applying stale state");
-            return None;
+            return Attempt::Superseded;
         }
-        Err(e) => return Some(Outcome::Failed(e.to_string())),
+        Err(e) => return Attempt::Done(Outcome::Failed(e.to_string())),
     }
     let mismatches = match cluster.verify(&bundle).await {
-        Ok(m) if m.is_empty() => return Some(Outcome::Verified),
+        Ok(m) if m.is_empty() => return Attempt::Done(Outcome::Verified),
         Ok(m) => m,
-        Err(e) => return Some(Outcome::Failed(e.to_string())),
+        Err(e) => return Attempt::Done(Outcome::Failed(e.to_string())),
     };
     // Still different after a forced apply: someone else owns fields mtp
     // does not set (an added ingress rule, say). Replace those objects.
@@ -797,17 +819,17 @@ async fn apply_one(
         .await
     {
         Ok(true) => {}
-        Ok(false) => return None,
-        Err(e) => return Some(Outcome::Failed(e.to_string())),
+        Ok(false) => return Attempt::Fenced,
+        Err(e) => return Attempt::Done(Outcome::Failed(e.to_string())),
     }
-    match cluster.verify(&bundle).await {
-        Ok(m) if m.is_empty() => Some(Outcome::Verified),
-        Ok(m) => Some(Outcome::Failed(format!(
+    Attempt::Done(match cluster.verify(&bundle).await {
+        Ok(m) if m.is_empty() => Outcome::Verified,
+        Ok(m) => Outcome::Failed(format!(
             "read back differs: {}: {}",
             m[0].object, m[0].description
-        ))),
-        Err(e) => Some(Outcome::Failed(e.to_string())),
-    }
+        )),
+        Err(e) => Outcome::Failed(e.to_string()),
+    })
 }
 
 fn merge(into: &mut Delta, d: Delta) {

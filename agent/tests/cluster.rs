@@ -592,6 +592,7 @@ async fn a_field_added_by_another_manager_is_removed_by_replacing() {
         .as_mut()
         .unwrap()
         .insert("edited-by".into(), "someone".into());
+    opened.metadata.finalizers = Some(vec!["example.com/keep".into()]);
     policies
         .replace(
             bundle::DEFAULT_DENY,
@@ -619,6 +620,11 @@ async fn a_field_added_by_another_manager_is_removed_by_replacing() {
         live.metadata.labels.unwrap()["edited-by"],
         "someone",
         "labels others set are kept"
+    );
+    assert_eq!(
+        live.metadata.finalizers.unwrap(),
+        ["example.com/keep"],
+        "and so are their finalizers"
     );
     sim.shutdown().await;
 }

@@ -38,6 +38,8 @@ pub struct RunningControlPlane {
     pub admin_addr: SocketAddr,
     pub store: Store,
     cancel: CancellationToken,
+    /// Cancelled only by `kill`: every open connection fails at once.
+    sever: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -88,6 +90,7 @@ impl ControlPlane {
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
         let cancel = CancellationToken::new();
+        let sever = CancellationToken::new();
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
@@ -132,17 +135,19 @@ impl ControlPlane {
 
         let mut tasks = Vec::new();
         let shutdown = cancel.clone();
+        let sever_connections = sever.clone();
         tasks.push(tokio::spawn(
             async move {
                 // No Nagle: the agent channel sends small messages back to
                 // back (an ack's confirmation, then the next change), and
                 // Nagle holding the second behind the peer's delayed ACK
                 // costs ~40 ms per environment.
-                let incoming = TcpListenerStream::new(grpc_listener).map(|accepted| {
-                    accepted.inspect(|stream| {
+                let incoming = TcpListenerStream::new(grpc_listener).map(move |accepted| {
+                    accepted.map(|stream| {
                         if let Err(e) = stream.set_nodelay(true) {
                             tracing::debug!(error = %e, "could not set TCP_NODELAY");
                         }
+                        Severable::new(stream, &sever_connections)
                     })
                 });
                 if let Err(e) = router
@@ -211,6 +216,7 @@ impl ControlPlane {
             admin_addr,
             store,
             cancel,
+            sever,
             tasks,
         })
     }
@@ -243,11 +249,82 @@ impl RunningControlPlane {
         self.store.pool().close().await;
     }
 
-    /// Aborts without a graceful drain, as a crash would (for fault tests).
+    /// Aborts without a graceful drain, as a crash would (for fault tests):
+    /// open connections fail at once, nothing more is served.
     pub fn kill(self) {
+        self.sever.cancel();
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+/// An accepted connection that fails as soon as `kill` severs it. Tonic runs
+/// each connection in a task of its own, so aborting the server task alone
+/// would leave open streams served by a "dead" control plane.
+struct Severable {
+    inner: tokio::net::TcpStream,
+    severed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl Severable {
+    fn new(inner: tokio::net::TcpStream, sever: &CancellationToken) -> Self {
+        Severable {
+            inner,
+            severed: Box::pin(sever.clone().cancelled_owned()),
+        }
+    }
+
+    fn check(&mut self, cx: &mut std::task::Context<'_>) -> std::io::Result<()> {
+        match self.severed.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => Err(std::io::ErrorKind::ConnectionReset.into()),
+            std::task::Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Severable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Severable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.check(cx)?;
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Severable {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
     }
 }
 

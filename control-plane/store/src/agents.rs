@@ -445,6 +445,65 @@ impl Store {
         .await
     }
 
+    /// An agent holds a revision above the cluster's: this database was
+    /// restored from a backup, and the revisions it will issue next were
+    /// already used, for other content. Every live environment is re-issued
+    /// at a revision above anything the agents hold, so that their stored
+    /// state and the revisions stamped on namespaces can never be mistaken
+    /// for the new history. Returns the cluster revision afterwards; audited.
+    pub async fn reissue_revisions(&self, agent: &AgentIdentity, above: i64) -> Result<i64> {
+        self.timed("reissue_revisions", async {
+            let mut tx = self.begin().await?;
+            let current: i64 =
+                sqlx::query_scalar("SELECT revision FROM clusters WHERE id = $1 FOR UPDATE")
+                    .bind(agent.cluster_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if current > above {
+                // Another session got there first.
+                tx.rollback().await?;
+                return Ok(current);
+            }
+            let revision = above + 1;
+            sqlx::query("UPDATE clusters SET revision = $2 WHERE id = $1")
+                .bind(agent.cluster_id)
+                .bind(revision)
+                .execute(&mut *tx)
+                .await?;
+            let reissued = sqlx::query(
+                "UPDATE environments SET revision = $2 WHERE cluster_id = $1 AND status <> 'deleted'",
+            )
+            .bind(agent.cluster_id)
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            audit::append(
+                &mut tx,
+                &agent_context(agent),
+                "cluster.revisions_reissued",
+                format!("cluster/{}", agent.cluster),
+                None,
+                json!({
+                    "database_revision": current,
+                    "agent_revision": above,
+                    "revision": revision,
+                    "environments": reissued,
+                    "node": agent.node_name,
+                }),
+            )
+            .await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::REVISION_CHANNEL)
+                .bind(format!("{}:{revision}", agent.cluster_id))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(revision)
+        })
+        .await
+    }
+
     /// Updates an agent's liveness and role as seen by this replica.
     pub async fn agent_seen(
         &self,

@@ -812,3 +812,106 @@ async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() 
         assert!(namespace_alive(&sim, &format!("team-a-{env}")));
     }
 }
+
+/// Copies a database as a backup would (the control plane must be stopped:
+/// a template database may have no other sessions).
+async fn backup_database(url: &str) -> String {
+    use sqlx::Connection;
+    let source = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let backup = format!("{source}_backup");
+    let admin_url = mtp_e2e::mtp_pg_harness::with_database(url, "postgres");
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(source)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{backup}\" TEMPLATE \"{source}\""
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    mtp_e2e::mtp_pg_harness::with_database(url, &backup)
+}
+
+/// The control plane's database is restored from a backup: the agent holds
+/// revisions (and namespaces stamped with them) the restored database never
+/// issued. Every environment is re-issued above them, audited; the cluster
+/// converges to the restored state (an environment created after the backup
+/// is pruned) and nothing is stuck.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restored_database_reissues_revisions_and_the_cluster_converges() {
+    let db = mtp_e2e::mtp_pg_harness::fresh_database().await;
+    let plane = TestPlane::start_on(db.url().to_owned()).await;
+    let addr = plane.running.grpc_addr;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    admin
+        .create_env("team-a", "kept", "k3s-1", "small")
+        .await
+        .unwrap();
+    wait_for_status(&mut admin, "team-a", "kept", pb::EnvironmentStatus::Ready).await;
+
+    plane.running.kill();
+    let backup = backup_database(db.url()).await;
+    let at = |url: &str| {
+        let mut config = Config::for_dev(url.to_owned());
+        config.grpc_listen = addr;
+        config
+    };
+    let after_backup = TestPlane::start_with(at(db.url())).await;
+    let mut admin = after_backup.admin().await;
+    for env in ["later-1", "later-2"] {
+        admin
+            .create_env("team-a", env, "k3s-1", "small")
+            .await
+            .unwrap();
+        wait_for_status(&mut admin, "team-a", env, pb::EnvironmentStatus::Ready).await;
+    }
+    let held = agent.status().acknowledged_revision;
+    assert_eq!(held, 3);
+
+    after_backup.running.kill();
+    let restored = TestPlane::start_with(at(&backup)).await;
+    let mut admin = restored.admin().await;
+    eventually(
+        "the environments created after the backup to be pruned",
+        WAIT,
+        || {
+            let gone = ["team-a-later-1", "team-a-later-2"]
+                .iter()
+                .all(|ns| !namespace_exists(&sim, ns));
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+    let kept = wait_for_status(&mut admin, "team-a", "kept", pb::EnvironmentStatus::Ready).await;
+    assert!(kept.revision > held, "re-issued above what the agent held");
+    let stamped = sim
+        .object("namespaces", "", "team-a-kept")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stamped["metadata"]["annotations"]["mtp.io/revision"],
+        kept.revision.to_string()
+    );
+    assert!(
+        audit_actions(&mut admin)
+            .await
+            .iter()
+            .any(|e| e.action == "cluster.revisions_reissued")
+    );
+    // And the agent acknowledges the new history (no refused acks, no loop).
+    eventually(
+        "the agent to acknowledge the re-issued revision",
+        WAIT,
+        || {
+            let revision = agent.status().acknowledged_revision;
+            async move { (revision == kept.revision).then_some(()) }
+        },
+    )
+    .await;
+}

@@ -211,7 +211,30 @@ impl Session {
         {
             return End::Failed(e.to_string());
         }
-        let since = (hello.applied_revision > 0).then_some(hello.applied_revision);
+        let mut since = (hello.applied_revision > 0).then_some(hello.applied_revision);
+        match self.channel.store.get_cluster(&self.identity.cluster).await {
+            Ok(cluster) if hello.applied_revision > cluster.revision => {
+                // The agent's state belongs to a history this database does
+                // not have: only a snapshot can tell it what to keep.
+                since = None;
+                match self
+                    .channel
+                    .store
+                    .reissue_revisions(&self.identity, hello.applied_revision)
+                    .await
+                {
+                    Ok(revision) => tracing::warn!(
+                        agent_revision = hello.applied_revision,
+                        database_revision = cluster.revision,
+                        revision,
+                        "the agent holds a revision this database never issued (restored from a backup?); every environment re-issued above it"
+                    ),
+                    Err(e) => return End::Failed(e.to_string()),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return End::Failed(e.to_string()),
+        }
         if let Err(end) = self.send_desired(since).await {
             return end;
         }
