@@ -12,6 +12,8 @@ pg_port="${MTP_PG_PORT:-55432}"
 grpc_addr="${MTP_GRPC_LISTEN:-127.0.0.1:7443}"
 admin_addr="${MTP_ADMIN_LISTEN:-127.0.0.1:9090}"
 sim_addr="${MTP_KUBE_SIM_LISTEN:-127.0.0.1:56443}"
+# Where cargo puts the binaries (CARGO_TARGET_DIR, when set, wins).
+cargo_bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 mkdir -p "$state/logs"
 
 step() { printf '==> %s\n' "$*"; }
@@ -64,7 +66,7 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
 else
   step "starting the control plane (gRPC $grpc_addr, admin http://$admin_addr)"
   MTP_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/mtp" \
-    nohup "$root/target/debug/mtp-control-plane" --dev \
+    nohup "$cargo_bin/mtp-control-plane" --dev \
       --grpc-listen "$grpc_addr" --admin-listen "$admin_addr" \
       --bootstrap-token-file "$state/admin-token" \
       >"$state/logs/control-plane.log" 2>&1 &
@@ -81,7 +83,7 @@ fi
 
 # The CLI, pointed at the local control plane, for the steps below.
 export MTP_ADDR="http://$grpc_addr" MTP_TOKEN_FILE="$state/admin-token" MTP_OUTPUT=table
-mtp="$root/target/debug/mtp"
+mtp="$cargo_bin/mtp"
 
 # kube-sim stands in for a K3s cluster (no container engine needed). It keeps
 # everything in memory: when it restarts, the agent re-applies every
@@ -94,7 +96,7 @@ if [ -f "$simpid" ] && kill -0 "$(cat "$simpid")" 2>/dev/null; then
 else
   step "starting kube-sim (simulated K3s API) on $sim_addr"
   rm -f "$kubeconfig"
-  nohup "$root/target/debug/kube-sim" --kubeconfig "$kubeconfig" --bind "$sim_addr" \
+  nohup "$cargo_bin/kube-sim" --kubeconfig "$kubeconfig" --bind "$sim_addr" \
     >"$state/logs/kube-sim.log" 2>&1 &
   echo $! >"$simpid"
   for _ in $(seq 1 100); do
@@ -124,7 +126,7 @@ else
     join_args=(--join-token-file "$state/agent/join-token")
   fi
   step "starting mtp-agent for cluster 'local'"
-  nohup "$root/target/debug/mtp-agent" --control-plane "http://$grpc_addr" \
+  nohup "$cargo_bin/mtp-agent" --control-plane "http://$grpc_addr" \
     --node-name local-node-1 --kubeconfig "$kubeconfig" --state-dir "$state/agent" \
     "${join_args[@]}" >"$state/logs/agent.log" 2>&1 &
   echo $! >"$agentpid"
@@ -147,7 +149,7 @@ k8s-mtp is running.
   admin token    $(cat "$state/admin-token")
 
 Use the CLI:
-  export PATH="$root/target/debug:\$PATH" MTP_ADDR=http://$grpc_addr MTP_TOKEN_FILE=$state/admin-token
+  export PATH="$cargo_bin:\$PATH" MTP_ADDR=http://$grpc_addr MTP_TOKEN_FILE=$state/admin-token
   mtp tenant create team-a --owner-user alice@example.com --cpu 8 --memory 16Gi --storage 100Gi --pods 200 --max-environments 10
   mtp env create team-a dev --cluster local --profile small --wait
   kubectl --kubeconfig .local/kube-sim.kubeconfig get resourcequota,networkpolicy,rolebinding -n team-a-dev
