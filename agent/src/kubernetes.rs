@@ -304,16 +304,31 @@ impl ClusterApi {
                 Err(e) => return Err(err("delete", e)),
             }
         }
+        self.apply_object(object, may_write).await
+    }
+
+    /// Server-side applies one object; `false` (nothing written) if the
+    /// fence is closed.
+    async fn apply_object(
+        &self,
+        object: &ManagedObject,
+        may_write: &impl Fn() -> bool,
+    ) -> Result<bool, ClusterError> {
         if !may_write() {
             return Ok(false);
         }
-        api.patch(
-            &object.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&object.body),
-        )
-        .await
-        .map_err(|e| err("apply", e))?;
+        self.api(object.kind, object.namespace.as_deref())
+            .patch(
+                &object.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&object.body),
+            )
+            .await
+            .map_err(|source| ClusterError {
+                action: "apply",
+                object: object.id(),
+                source,
+            })?;
         Ok(true)
     }
 
@@ -337,16 +352,9 @@ impl ClusterApi {
             };
             let Some(live) = api.get_opt(&object.name).await.map_err(|e| err("get", e))? else {
                 // Gone meanwhile: a plain apply re-creates it.
-                if !may_write() {
+                if !self.apply_object(object, &may_write).await? {
                     return Ok(false);
                 }
-                api.patch(
-                    &object.name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&object.body),
-                )
-                .await
-                .map_err(|e| err("apply", e))?;
                 continue;
             };
             if !is_managed(live.labels()) {

@@ -65,6 +65,15 @@ fn namespace_alive(sim: &SimCluster, ns: &str) -> bool {
         .is_some_and(|n| n["metadata"]["deletionTimestamp"].is_null())
 }
 
+/// Creates an environment (small profile) and waits until it is Ready.
+async fn create_ready(admin: &mut Clients, tenant: &str, env: &str, cluster: &str) {
+    admin
+        .create_env(tenant, env, cluster, "small")
+        .await
+        .unwrap();
+    wait_for_status(admin, tenant, env, pb::EnvironmentStatus::Ready).await;
+}
+
 async fn audit_actions(admin: &mut Clients) -> Vec<pb::AuditEvent> {
     admin
         .audit
@@ -141,11 +150,7 @@ async fn drift_is_repaired_and_lands_in_the_audit_log() {
     let sim = fleet::cluster().await;
     let token = admin.join_token("k3s-1").await;
     let _agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
-    admin
-        .create_env("team-a", "dev", "k3s-1", "small")
-        .await
-        .unwrap();
-    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
 
     // Someone deletes the default-deny policy and raises the quota.
     let client = sim.client();
@@ -419,11 +424,7 @@ async fn a_control_plane_killed_mid_stream_and_restarted_converges() {
     let sim = fleet::cluster().await;
     let token = admin.join_token("k3s-1").await;
     let agent = TestAgent::start(&sim, &url, &token, "node-1").await;
-    admin
-        .create_env("team-a", "dev", "k3s-1", "small")
-        .await
-        .unwrap();
-    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
 
     // A second replica stays up; the agent's replica is killed.
     let replica = TestPlane::start_on(db.url().to_owned()).await;
@@ -491,11 +492,7 @@ async fn postgres_restart_and_agent_restart_lose_nothing() {
     let sim = fleet::cluster().await;
     let token = admin.join_token("k3s-1").await;
     let mut agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
-    admin
-        .create_env("team-a", "dev", "k3s-1", "small")
-        .await
-        .unwrap();
-    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
 
     // A crash (no shutdown checkpoint, connections cut), then a start.
     server.kill().await.unwrap();
@@ -639,11 +636,7 @@ async fn a_half_open_connection_is_detected_and_the_agent_reconnects() {
     let token = admin.join_token("k3s-1").await;
     let proxy = fleet::FreezableProxy::start(plane.running.grpc_addr).await;
     let agent = TestAgent::start(&sim, &proxy.url(), &token, "node-1").await;
-    admin
-        .create_env("team-a", "dev", "k3s-1", "small")
-        .await
-        .unwrap();
-    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
     let connected = agent.running.as_ref().unwrap().connected();
     assert!(*connected.borrow());
 
@@ -752,11 +745,7 @@ async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() 
     let mut second = TestAgent::start(&sim, &plane.url(), &token, "node-2").await;
 
     // Both agents see dev created and deleted: the second remembers the deletion.
-    admin
-        .create_env("team-a", "dev", "k3s-1", "small")
-        .await
-        .unwrap();
-    wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
+    create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
     delete_env(&mut admin, "team-a", "dev").await;
     wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Deleted).await;
     let seen = status_of(&mut admin, "team-a", "dev").await.revision;
@@ -849,11 +838,7 @@ async fn a_restored_database_reissues_revisions_and_the_cluster_converges() {
     let sim = fleet::cluster().await;
     let token = admin.join_token("k3s-1").await;
     let agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
-    admin
-        .create_env("team-a", "kept", "k3s-1", "small")
-        .await
-        .unwrap();
-    wait_for_status(&mut admin, "team-a", "kept", pb::EnvironmentStatus::Ready).await;
+    create_ready(&mut admin, "team-a", "kept", "k3s-1").await;
 
     plane.running.kill();
     let backup = backup_database(db.url()).await;
