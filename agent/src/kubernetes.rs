@@ -30,6 +30,18 @@ pub struct ClusterError {
     pub source: kube::Error,
 }
 
+impl ClusterError {
+    /// For `map_err`: the call `action` on `object` failed.
+    fn of(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let object = object.into();
+        move |source| ClusterError {
+            action,
+            object,
+            source,
+        }
+    }
+}
+
 /// An object whose live state differs from its apply configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
@@ -177,32 +189,16 @@ impl ClusterApi {
         {
             return Ok(Applied::Newer(newer));
         }
-        let params = PatchParams::apply(FIELD_MANAGER).force();
         for object in &objects {
-            if !may_write() {
-                return Ok(Applied::Fenced);
-            }
-            let api = self.api(object.kind, object.namespace.as_deref());
-            match api
-                .patch(&object.name, &params, &Patch::Apply(&object.body))
-                .await
-            {
-                Ok(_) => {}
-                // A RoleBinding's roleRef cannot change in place: one bound to
-                // another role (re-created by hand) is replaced as a whole.
-                Err(e) if is_invalid(&e) && self.role_ref_differs(object).await? => {
-                    tracing::warn!(object = %object.id(), namespace = %namespace, error = %e, "cannot apply in place; deleting and re-creating");
-                    if !self.recreate(object, &may_write).await? {
+            match self.apply_object(object, &may_write).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(Applied::Fenced),
+                Err(e) if is_invalid(&e.source) => {
+                    if !self.recover_invalid(object, e, &may_write).await? {
                         return Ok(Applied::Fenced);
                     }
                 }
-                Err(source) => {
-                    return Err(ClusterError {
-                        action: "apply",
-                        object: object.id(),
-                        source,
-                    });
-                }
+                Err(e) => return Err(e),
             }
         }
         let wanted: BTreeSet<&str> = objects
@@ -214,11 +210,10 @@ impl ClusterApi {
         let live = policies
             .list_metadata(&ListParams::default().labels(MANAGED_SELECTOR))
             .await
-            .map_err(|source| ClusterError {
-                action: "list",
-                object: format!("NetworkPolicy in {namespace}"),
-                source,
-            })?;
+            .map_err(ClusterError::of(
+                "list",
+                format!("NetworkPolicy in {namespace}"),
+            ))?;
         for stale in live
             .items
             .iter()
@@ -245,64 +240,56 @@ impl ClusterApi {
         Ok(Applied::Done)
     }
 
-    /// Whether `object` is a RoleBinding whose live roleRef is not the desired
-    /// one: the only refusal (422) that re-creating can cure. Any other
-    /// invalid change is an error to report, not a reason to delete access.
-    async fn role_ref_differs(&self, object: &ManagedObject) -> Result<bool, ClusterError> {
-        if object.kind != Kind::RoleBinding {
-            return Ok(false);
-        }
-        let live = self
-            .api(object.kind, object.namespace.as_deref())
-            .get_opt(&object.name)
-            .await
-            .map_err(|source| ClusterError {
-                action: "get",
-                object: object.id(),
-                source,
-            })?;
-        Ok(live.is_some_and(|l| l.data.get("roleRef") != object.body.get("roleRef")))
-    }
-
-    /// Deletes a managed object (only the very one read, by uid) and applies
-    /// it afresh. `false` if the fence closed first.
-    async fn recreate(
+    /// After a write of `object` was refused as invalid (422): a RoleBinding
+    /// whose live roleRef differs from the desired one (immutable; re-created
+    /// by hand to bind another role) is deleted, only that very one (by uid),
+    /// and applied afresh. Any other refusal is returned as it was: an error
+    /// to report, not a reason to delete access. `false` if the fence closed.
+    async fn recover_invalid(
         &self,
         object: &ManagedObject,
+        refused: ClusterError,
         may_write: &impl Fn() -> bool,
     ) -> Result<bool, ClusterError> {
+        if object.kind != Kind::RoleBinding {
+            return Err(refused);
+        }
         let api = self.api(object.kind, object.namespace.as_deref());
         let err = |action, source| ClusterError {
             action,
             object: object.id(),
             source,
         };
-        if let Some(live) = api.get_opt(&object.name).await.map_err(|e| err("get", e))? {
-            if !is_managed(live.labels()) {
-                return Err(err(
-                    "refuse to replace",
-                    kube::Error::Api(
-                        kube::core::Status::failure("not labelled as managed by mtp", "Conflict")
-                            .with_code(409)
-                            .boxed(),
-                    ),
-                ));
-            }
-            if !may_write() {
-                return Ok(false);
-            }
-            let params = DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: live.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&object.name, &params).await {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(err("delete", e)),
-            }
+        let live = api.get_opt(&object.name).await.map_err(|e| err("get", e))?;
+        let Some(live) = live.filter(|l| l.data.get("roleRef") != object.body.get("roleRef"))
+        else {
+            return Err(refused);
+        };
+        if !is_managed(live.labels()) {
+            return Err(err(
+                "refuse to replace",
+                kube::Error::Api(
+                    kube::core::Status::failure("not labelled as managed by mtp", "Conflict")
+                        .with_code(409)
+                        .boxed(),
+                ),
+            ));
+        }
+        tracing::warn!(object = %object.id(), namespace = ?object.namespace, error = %refused, "cannot apply in place; deleting and re-creating");
+        if !may_write() {
+            return Ok(false);
+        }
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: live.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&object.name, &params).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(err("delete", e)),
         }
         self.apply_object(object, may_write).await
     }
@@ -324,11 +311,7 @@ impl ClusterApi {
                 &Patch::Apply(&object.body),
             )
             .await
-            .map_err(|source| ClusterError {
-                action: "apply",
-                object: object.id(),
-                source,
-            })?;
+            .map_err(ClusterError::of("apply", object.id()))?;
         Ok(true)
     }
 
@@ -382,8 +365,11 @@ impl ClusterApi {
             };
             match api.replace(&object.name, &params, &body).await {
                 Ok(_) => {}
-                Err(e) if is_invalid(&e) && self.role_ref_differs(object).await? => {
-                    if !self.recreate(object, &may_write).await? {
+                Err(e) if is_invalid(&e) => {
+                    if !self
+                        .recover_invalid(object, err("replace", e), &may_write)
+                        .await?
+                    {
                         return Ok(false);
                     }
                 }
@@ -440,11 +426,7 @@ impl ClusterApi {
                 .api(object.kind, object.namespace.as_deref())
                 .get_opt(&object.name)
                 .await
-                .map_err(|source| ClusterError {
-                    action: "read back",
-                    object: object.id(),
-                    source,
-                })?;
+                .map_err(ClusterError::of("read back", object.id()))?;
             let description = match live {
                 None => Some("deleted".to_string()),
                 Some(live) => {
@@ -476,11 +458,10 @@ impl ClusterApi {
                 .api(kind, None)
                 .list(&ListParams::default().labels(MANAGED_SELECTOR))
                 .await
-                .map_err(|source| ClusterError {
-                    action: "list",
-                    object: format!("managed {}s", kind.name()),
-                    source,
-                })?;
+                .map_err(ClusterError::of(
+                    "list",
+                    format!("managed {}s", kind.name()),
+                ))?;
             for mut object in list.items {
                 // Items of a LIST carry no kind/apiVersion on a real API
                 // server; put them back so they compare like a GET.
@@ -507,11 +488,7 @@ impl ClusterApi {
             .api(Kind::Namespace, None)
             .list_metadata(&ListParams::default().labels(MANAGED_SELECTOR))
             .await
-            .map_err(|source| ClusterError {
-                action: "list",
-                object: "managed namespaces".into(),
-                source,
-            })?;
+            .map_err(ClusterError::of("list", "managed namespaces"))?;
         Ok(list.items.iter().map(ResourceExt::name_any).collect())
     }
 

@@ -16,45 +16,11 @@ use kube_sim::{SimCluster, SimOptions};
 use mtp_agent::bundle::{self, Bundle};
 use mtp_agent::kubernetes::{Applied, ClusterApi, FIELD_MANAGER, Removal};
 use mtp_agent::lease::{Elector, LeaseConfig};
-use mtp_proto::v1::{
-    ContainerDefaults, NamespaceConfig, NamespaceQuota, NetworkConfig, TenantOwners,
-};
+use mtp_proto::v1::NetworkConfig;
 use serde_json::json;
 
-fn config(ns: &str, tenant: &str) -> NamespaceConfig {
-    NamespaceConfig {
-        namespace: ns.into(),
-        tenant: tenant.into(),
-        environment: "dev".into(),
-        revision: 1,
-        quota: Some(NamespaceQuota {
-            cpu_millis: 2000,
-            memory_bytes: 4 << 30,
-            storage_bytes: 20 << 30,
-            pods: 30,
-            services: 10,
-            persistent_volume_claims: 5,
-        }),
-        container_defaults: Some(ContainerDefaults {
-            default_request_cpu_millis: 100,
-            default_request_memory_bytes: 128 << 20,
-            default_limit_cpu_millis: 500,
-            default_limit_memory_bytes: 512 << 20,
-            max_cpu_millis: 2000,
-            max_memory_bytes: 4 << 30,
-        }),
-        owners: Some(TenantOwners {
-            users: vec!["alice@example.com".into()],
-            groups: vec!["team-a".into()],
-            service_accounts: vec![],
-        }),
-        network: Some(NetworkConfig {
-            allow_same_tenant: true,
-            allow_ingress_controller: true,
-            ingress_namespace: "kube-system".into(),
-        }),
-    }
-}
+mod support;
+use support::config;
 
 async fn sim() -> SimCluster {
     SimCluster::start(SimOptions::default())

@@ -1319,37 +1319,24 @@ fn check_network(
                 && cluster.connects(&neighbour, &here, proto, port),
             "same-namespace traffic denied on {at}"
         );
-        // Another tenant's mtp namespace: never, either way. Only this
+        // Never, either way: another tenant's mtp namespace, an unmanaged
+        // namespace wearing this tenant's label, a plain namespace. Only this
         // namespace's policies decide (the other side's are assumed open).
-        let theirs = app(&other);
-        ensure!(
-            !cluster.ingress_allowed(&theirs, &here, proto, port),
-            "ingress from tenant {OTHER_TENANT} allowed on {at}"
-        );
-        ensure!(
-            !cluster.egress_allowed(&here, &theirs, proto, port),
-            "egress to tenant {OTHER_TENANT} allowed on {at}"
-        );
-        // An unmanaged namespace wearing this tenant's label.
-        let fake = app(&faker);
-        ensure!(
-            !cluster.ingress_allowed(&fake, &here, proto, port),
-            "ingress from a namespace faking the tenant label allowed on {at}"
-        );
-        ensure!(
-            !cluster.egress_allowed(&here, &fake, proto, port),
-            "egress to a namespace faking the tenant label allowed on {at}"
-        );
-        // A plain namespace.
-        let plain = app(&unlabelled);
-        ensure!(
-            !cluster.ingress_allowed(&plain, &here, proto, port),
-            "ingress from namespace default allowed on {at}"
-        );
-        ensure!(
-            !cluster.egress_allowed(&here, &plain, proto, port),
-            "egress to namespace default allowed on {at}"
-        );
+        for (stranger, what) in [
+            (&other, format!("tenant {OTHER_TENANT}")),
+            (&faker, "a namespace faking the tenant label".to_string()),
+            (&unlabelled, "namespace default".to_string()),
+        ] {
+            let theirs = app(stranger);
+            ensure!(
+                !cluster.ingress_allowed(&theirs, &here, proto, port),
+                "ingress from {what} allowed on {at}"
+            );
+            ensure!(
+                !cluster.egress_allowed(&here, &theirs, proto, port),
+                "egress to {what} allowed on {at}"
+            );
+        }
         // Same tenant, other environment: only when allowed.
         let sib = app(&sibling);
         ensure!(

@@ -204,6 +204,32 @@ impl Clients {
             .map(|r| r.into_inner())
     }
 
+    /// Creates a small environment that expires at `at`.
+    pub async fn create_expiring_env(
+        &mut self,
+        tenant: &str,
+        name: &str,
+        cluster: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<pb::Environment, Status> {
+        self.environments
+            .create_environment(pb::CreateEnvironmentRequest {
+                tenant: tenant.into(),
+                name: name.into(),
+                cluster: cluster.into(),
+                profile: "small".into(),
+                quota_override: None,
+                expire_time: Some(prost_types::Timestamp {
+                    seconds: at.timestamp(),
+                    // Keep the sub-second part: truncating it could put a
+                    // near expiry in the past.
+                    nanos: i32::try_from(at.timestamp_subsec_nanos()).expect("nanos fit"),
+                }),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// Mints a join token for a cluster and returns its secret.
     pub async fn join_token(&mut self, cluster: &str) -> String {
         self.clusters

@@ -466,20 +466,7 @@ async fn expired_environments_are_deleted_automatically_and_audited() {
     let mut admin = setup(&plane, &["k3s-1"]).await;
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(700);
     admin
-        .environments
-        .create_environment(pb::CreateEnvironmentRequest {
-            tenant: "team-a".into(),
-            name: "short-lived".into(),
-            cluster: "k3s-1".into(),
-            profile: "small".into(),
-            quota_override: None,
-            expire_time: Some(prost_types::Timestamp {
-                seconds: soon.timestamp(),
-                // Keep the sub-second part: truncating it could put a
-                // near expiry in the past.
-                nanos: i32::try_from(soon.timestamp_subsec_nanos()).unwrap(),
-            }),
-        })
+        .create_expiring_env("team-a", "short-lived", "k3s-1", soon)
         .await
         .unwrap();
     let env = wait_status(&mut admin, "short-lived", pb::EnvironmentStatus::Deleting).await;

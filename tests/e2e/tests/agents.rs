@@ -65,6 +65,16 @@ fn namespace_alive(sim: &SimCluster, ns: &str) -> bool {
         .is_some_and(|n| n["metadata"]["deletionTimestamp"].is_null())
 }
 
+/// Cluster `k3s-1` on a fresh kube-sim with one agent (`node-1`) connected
+/// straight to `plane`.
+async fn one_agent(plane: &TestPlane) -> (Clients, SimCluster, TestAgent) {
+    let mut admin = setup(plane, &["k3s-1"]).await;
+    let sim = fleet::cluster().await;
+    let token = admin.join_token("k3s-1").await;
+    let agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    (admin, sim, agent)
+}
+
 /// Creates an environment (small profile) and waits until it is Ready.
 async fn create_ready(admin: &mut Clients, tenant: &str, env: &str, cluster: &str) {
     admin
@@ -90,10 +100,7 @@ async fn audit_actions(admin: &mut Clients) -> Vec<pb::AuditEvent> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_environment_becomes_ready_on_its_cluster_and_is_gone_after_delete() {
     let plane = TestPlane::start().await;
-    let mut admin = setup(&plane, &["k3s-1"]).await;
-    let sim = fleet::cluster().await;
-    let token = admin.join_token("k3s-1").await;
-    let agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    let (mut admin, sim, agent) = one_agent(&plane).await;
 
     let created = admin
         .create_env("team-a", "dev", "k3s-1", "small")
@@ -146,10 +153,7 @@ async fn an_environment_becomes_ready_on_its_cluster_and_is_gone_after_delete() 
 #[tokio::test(flavor = "multi_thread")]
 async fn drift_is_repaired_and_lands_in_the_audit_log() {
     let plane = TestPlane::start().await;
-    let mut admin = setup(&plane, &["k3s-1"]).await;
-    let sim = fleet::cluster().await;
-    let token = admin.join_token("k3s-1").await;
-    let _agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    let (mut admin, sim, _agent) = one_agent(&plane).await;
     create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
 
     // Someone deletes the default-deny policy and raises the quota.
@@ -343,10 +347,7 @@ async fn two_clusters_two_agents_each_one_applier_isolation_and_takeover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_offline_during_50_changes_catches_up_from_its_revision() {
     let plane = TestPlane::start().await;
-    let mut admin = setup(&plane, &["k3s-1"]).await;
-    let sim = fleet::cluster().await;
-    let token = admin.join_token("k3s-1").await;
-    let mut agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    let (mut admin, sim, mut agent) = one_agent(&plane).await;
     for i in 0..5 {
         admin
             .create_env("team-a", &format!("keep-{i}"), "k3s-1", "small")
@@ -488,10 +489,7 @@ async fn postgres_restart_and_agent_restart_lose_nothing() {
         .unwrap();
     let url = server.create_database().await.unwrap();
     let plane = TestPlane::start_on(url.clone()).await;
-    let mut admin = setup(&plane, &["k3s-1"]).await;
-    let sim = fleet::cluster().await;
-    let token = admin.join_token("k3s-1").await;
-    let mut agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    let (mut admin, sim, mut agent) = one_agent(&plane).await;
     create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
 
     // A crash (no shutdown checkpoint, connections cut), then a start.
@@ -543,26 +541,10 @@ async fn postgres_restart_and_agent_restart_lose_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_environments_are_removed_from_the_cluster() {
     let plane = TestPlane::start().await;
-    let mut admin = setup(&plane, &["k3s-1"]).await;
-    let sim = fleet::cluster().await;
-    let token = admin.join_token("k3s-1").await;
-    let _agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    let (mut admin, sim, _agent) = one_agent(&plane).await;
     let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
     admin
-        .environments
-        .create_environment(pb::CreateEnvironmentRequest {
-            tenant: "team-a".into(),
-            name: "short".into(),
-            cluster: "k3s-1".into(),
-            profile: "small".into(),
-            quota_override: None,
-            expire_time: Some(prost_types::Timestamp {
-                seconds: soon.timestamp(),
-                // Keep the sub-second part: truncating it could put a
-                // near expiry in the past.
-                nanos: i32::try_from(soon.timestamp_subsec_nanos()).unwrap(),
-            }),
-        })
+        .create_expiring_env("team-a", "short", "k3s-1", soon)
         .await
         .unwrap();
     wait_for_status(&mut admin, "team-a", "short", pb::EnvironmentStatus::Ready).await;
@@ -592,10 +574,7 @@ async fn expired_environments_are_removed_from_the_cluster() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_cluster_reports_the_reason_and_recovers() {
     let plane = TestPlane::start().await;
-    let mut admin = setup(&plane, &["k3s-1"]).await;
-    let sim = fleet::cluster().await;
-    let token = admin.join_token("k3s-1").await;
-    let _agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    let (mut admin, sim, _agent) = one_agent(&plane).await;
     eventually("the agent to connect", WAIT, || {
         let mut admin = admin.clone();
         async move {
@@ -834,10 +813,7 @@ async fn a_restored_database_reissues_revisions_and_the_cluster_converges() {
     let db = mtp_e2e::mtp_pg_harness::fresh_database().await;
     let plane = TestPlane::start_on(db.url().to_owned()).await;
     let addr = plane.running.grpc_addr;
-    let mut admin = setup(&plane, &["k3s-1"]).await;
-    let sim = fleet::cluster().await;
-    let token = admin.join_token("k3s-1").await;
-    let agent = TestAgent::start(&sim, &plane.url(), &token, "node-1").await;
+    let (mut admin, sim, agent) = one_agent(&plane).await;
     create_ready(&mut admin, "team-a", "kept", "k3s-1").await;
 
     plane.running.kill();
