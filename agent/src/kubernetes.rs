@@ -2,7 +2,7 @@
 //! under one field manager, read-back verification, pruning and namespace
 //! deletion — always refusing objects without the managed-by label.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -41,6 +41,9 @@ impl ClusterError {
         }
     }
 }
+
+/// `Kind/name` → resourceVersion of the objects of one namespace, as read.
+pub type Versions = BTreeMap<String, String>;
 
 /// An object whose live state differs from its apply configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,7 +423,18 @@ impl ClusterApi {
 
     /// Reads every object back and compares it with its apply configuration.
     pub async fn verify(&self, bundle: &Bundle) -> Result<Vec<Mismatch>, ClusterError> {
+        Ok(self.verify_versions(bundle).await?.0)
+    }
+
+    /// [`verify`](Self::verify), also returning the resourceVersion of every
+    /// object read, so that later watch events can be told apart from this
+    /// state (the agent's own writes) and from someone else's change.
+    pub async fn verify_versions(
+        &self,
+        bundle: &Bundle,
+    ) -> Result<(Vec<Mismatch>, Versions), ClusterError> {
         let mut mismatches = Vec::new();
+        let mut versions = Versions::new();
         for object in bundle.objects() {
             let live = self
                 .api(object.kind, object.namespace.as_deref())
@@ -430,6 +444,9 @@ impl ClusterApi {
             let description = match live {
                 None => Some("deleted".to_string()),
                 Some(live) => {
+                    if let Some(version) = &live.metadata.resource_version {
+                        versions.insert(object.id(), version.clone());
+                    }
                     if live.metadata.deletion_timestamp.is_some() {
                         Some("being deleted".to_string())
                     } else {
@@ -445,7 +462,7 @@ impl ClusterApi {
                 });
             }
         }
-        Ok(mismatches)
+        Ok((mismatches, versions))
     }
 
     /// Every managed object of every kind, read with one label-selected LIST

@@ -130,7 +130,7 @@ pub async fn start(
         }
     });
 
-    let touched = reconciler::Touched::default();
+    let touched = watch::Touched::default();
     let reconciler = Reconciler::new(
         ClusterApi::new(client.clone()),
         state_dir.clone(),

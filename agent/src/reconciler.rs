@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Bundle;
 use crate::desired::{Delta, DesiredState, StateDir};
-use crate::kubernetes::{Applied, ClusterApi, Removal};
+use crate::kubernetes::{Applied, ClusterApi, Removal, Versions};
 use crate::lease::Fence;
+use crate::watch::Touched;
 
 /// Deletions remembered for re-reporting, at most.
 const MAX_TOMBSTONES: usize = 10_000;
@@ -35,11 +36,6 @@ pub enum Input {
     /// The control plane recorded the acknowledgement with this sequence number.
     AckRecorded(u64),
 }
-
-/// Namespaces whose managed objects a watch saw change, with when. Shared
-/// with the watch tasks so that a burst of events never blocks the input
-/// queue (and with it the session's keepalives).
-pub type Touched = std::sync::Arc<std::sync::Mutex<BTreeMap<String, Instant>>>;
 
 /// What the reconciler asks of the session.
 #[derive(Debug)]
@@ -135,6 +131,10 @@ pub struct Reconciler {
     unconfirmed_deletions: BTreeMap<u64, (i64, Vec<String>)>,
     /// When each namespace was last written by this agent.
     last_written: BTreeMap<String, Instant>,
+    /// The resourceVersions of each namespace's objects when last read back
+    /// and found right: watch events at these versions are this state (most
+    /// often the agent's own writes) and need no second read.
+    verified_versions: BTreeMap<String, Versions>,
 }
 
 impl Reconciler {
@@ -174,6 +174,7 @@ impl Reconciler {
             ack_sequence: 0,
             unconfirmed_deletions: BTreeMap::new(),
             last_written: BTreeMap::new(),
+            verified_versions: BTreeMap::new(),
         }
     }
 
@@ -298,6 +299,7 @@ impl Reconciler {
                     tombstones_changed |=
                         self.tombstones.insert(ns.clone(), revision) != Some(revision);
                 }
+                let started = Instant::now();
                 // Each save is an fsync: only when something changed.
                 if tombstones_changed {
                     self.save_tombstones();
@@ -305,9 +307,19 @@ impl Reconciler {
                 if let Err(e) = self.state_dir.save_desired(&self.state) {
                     tracing::error!(error = %e, dir = %self.state_dir.path().display(), "could not store the desired state; a restart will need a snapshot");
                 }
+                let stored = started.elapsed();
                 self.publish();
                 if self.applier {
+                    let (upserts, removals) = (delta.upserts.len(), delta.removals.len());
                     self.reconcile_and_acknowledge(delta).await;
+                    tracing::debug!(
+                        revision = self.state.revision,
+                        upserts,
+                        removals,
+                        store_ms = stored.as_secs_f64() * 1e3,
+                        total_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "pass done"
+                    );
                 }
                 for other in deferred {
                     Box::pin(self.handle(other, inputs)).await;
@@ -442,7 +454,10 @@ impl Reconciler {
         let now = Instant::now();
         for (ns, attempt) in applied {
             let outcome = match attempt {
-                Attempt::Done(outcome) => outcome,
+                Attempt::Done(outcome, versions) => {
+                    self.remember_versions(&ns, versions);
+                    outcome
+                }
                 Attempt::Fenced => {
                     // The fence closed mid-pass: not applied, not acknowledged.
                     complete = false;
@@ -494,6 +509,7 @@ impl Reconciler {
             return None;
         }
         self.outcomes.remove(ns);
+        self.verified_versions.remove(ns);
         let fence = self.fence.clone();
         match self
             .cluster
@@ -572,8 +588,8 @@ impl Reconciler {
             };
             let due: Vec<String> = touched
                 .iter()
-                .filter(|(ns, at)| {
-                    at.elapsed() >= quiet
+                .filter(|(ns, seen)| {
+                    seen.at.elapsed() >= quiet
                         && self
                             .last_written
                             .get(*ns)
@@ -581,10 +597,11 @@ impl Reconciler {
                 })
                 .map(|(ns, _)| ns.clone())
                 .collect();
-            for ns in &due {
-                touched.remove(ns);
-            }
-            due
+            due.into_iter()
+                .filter_map(|ns| touched.remove(&ns).map(|seen| (ns, seen)))
+                .filter(|(ns, seen)| seen.needs_check(self.verified_versions.get(ns)))
+                .map(|(ns, _)| ns)
+                .collect()
         };
         for ns in due {
             if self.state.namespaces.contains_key(&ns) {
@@ -603,8 +620,13 @@ impl Reconciler {
             return;
         }
         let bundle = Bundle::render(&config);
-        let mismatches = match self.cluster.verify(&bundle).await {
-            Ok(m) => m,
+        let mismatches = match self.cluster.verify_versions(&bundle).await {
+            Ok((m, versions)) => {
+                if m.is_empty() {
+                    self.remember_versions(ns, versions);
+                }
+                m
+            }
             Err(e) => {
                 tracing::debug!(namespace = %ns, error = %e, "verification read failed");
                 return;
@@ -629,9 +651,11 @@ impl Reconciler {
             }
             return;
         }
-        let Attempt::Done(outcome) = apply_one(&self.cluster, &self.fence, &config).await else {
+        let Attempt::Done(outcome, versions) = apply_one(&self.cluster, &self.fence, &config).await
+        else {
             return;
         };
+        self.remember_versions(ns, versions);
         self.last_written.insert(ns.to_string(), Instant::now());
         let repaired = outcome == Outcome::Verified;
         // Drift is a change to something that was in place. A namespace that
@@ -721,6 +745,16 @@ impl Reconciler {
         }
     }
 
+    /// Keeps the versions of a namespace's last clean read-back (forgets
+    /// them after a failed one: every event is then worth a look).
+    fn remember_versions(&mut self, ns: &str, versions: Versions) {
+        if versions.is_empty() {
+            self.verified_versions.remove(ns);
+        } else {
+            self.verified_versions.insert(ns.to_string(), versions);
+        }
+    }
+
     fn all_results(&self) -> Vec<pb::NamespaceResult> {
         self.outcomes.iter().map(|(ns, o)| result(ns, o)).collect()
     }
@@ -780,7 +814,8 @@ impl Reconciler {
 
 /// What became of applying one namespace.
 enum Attempt {
-    Done(Outcome),
+    /// Applied and read back (with the versions read, when verified), or failed.
+    Done(Outcome, Versions),
     /// The fence closed: not (completely) written, nothing to acknowledge.
     Fenced,
     /// The namespace carries a newer revision than this config: this agent's
@@ -804,12 +839,12 @@ async fn apply_one(cluster: &ClusterApi, fence: &Fence, config: &pb::NamespaceCo
             tracing::info!(namespace = %config.namespace, live_revision = live, desired_revision = config.revision, "the cluster holds a newer revision of this namespace; not applying stale state");
             return Attempt::Superseded;
         }
-        Err(e) => return Attempt::Done(Outcome::Failed(e.to_string())),
+        Err(e) => return failed(e),
     }
-    let mismatches = match cluster.verify(&bundle).await {
-        Ok(m) if m.is_empty() => return Attempt::Done(Outcome::Verified),
-        Ok(m) => m,
-        Err(e) => return Attempt::Done(Outcome::Failed(e.to_string())),
+    let mismatches = match cluster.verify_versions(&bundle).await {
+        Ok((m, versions)) if m.is_empty() => return Attempt::Done(Outcome::Verified, versions),
+        Ok((m, _)) => m,
+        Err(e) => return failed(e),
     };
     // Still different after a forced apply: someone else owns fields mtp
     // does not set (an added ingress rule, say). Replace those objects.
@@ -820,16 +855,23 @@ async fn apply_one(cluster: &ClusterApi, fence: &Fence, config: &pb::NamespaceCo
     {
         Ok(true) => {}
         Ok(false) => return Attempt::Fenced,
-        Err(e) => return Attempt::Done(Outcome::Failed(e.to_string())),
+        Err(e) => return failed(e),
     }
-    Attempt::Done(match cluster.verify(&bundle).await {
-        Ok(m) if m.is_empty() => Outcome::Verified,
-        Ok(m) => Outcome::Failed(format!(
-            "read back differs: {}: {}",
-            m[0].object, m[0].description
-        )),
-        Err(e) => Outcome::Failed(e.to_string()),
-    })
+    match cluster.verify_versions(&bundle).await {
+        Ok((m, versions)) if m.is_empty() => Attempt::Done(Outcome::Verified, versions),
+        Ok((m, _)) => Attempt::Done(
+            Outcome::Failed(format!(
+                "read back differs: {}: {}",
+                m[0].object, m[0].description
+            )),
+            Versions::new(),
+        ),
+        Err(e) => failed(e),
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Attempt {
+    Attempt::Done(Outcome::Failed(e.to_string()), Versions::new())
 }
 
 fn merge(into: &mut Delta, d: Delta) {

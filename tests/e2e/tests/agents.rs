@@ -252,6 +252,59 @@ async fn drift_is_repaired_and_lands_in_the_audit_log() {
     );
 }
 
+/// The watches alone catch drift: with the periodic verification an hour
+/// away, someone else's change is still repaired at once, while the agent's
+/// own writes (seen by the same watches) are not mistaken for drift.
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_caught_by_the_watches_without_waiting_for_the_periodic_check() {
+    let plane = TestPlane::start().await;
+    let (mut admin, sim, mut agent) = one_agent(&plane).await;
+    agent.stop().await;
+    agent.config.reconciler.resync_interval = Duration::from_secs(3600);
+    agent.restart().await;
+    create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
+    create_ready(&mut admin, "team-a", "qa", "k3s-1").await;
+
+    Api::<ResourceQuota>::namespaced(sim.client(), "team-a-dev")
+        .patch(
+            "mtp-quota",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"hard": {"pods": "1000"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the quota to be restored", WAIT, || async {
+        let quota = sim
+            .object("resourcequotas", "team-a-dev", "mtp-quota")
+            .unwrap()?;
+        (quota["spec"]["hard"]["pods"] != "1000").then_some(())
+    })
+    .await;
+    eventually("the drift to be audited", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            audit_actions(&mut admin)
+                .await
+                .iter()
+                .any(|e| {
+                    e.action == "environment.drift_repaired"
+                        && e.target == "environment/team-a/dev"
+                        && e.details_json.contains("ResourceQuota/mtp-quota")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    // Only that change was drift: creating and repairing (the agent's own
+    // writes) reported nothing else, for either namespace.
+    let drift: Vec<pb::AuditEvent> = audit_actions(&mut admin)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "environment.drift_repaired")
+        .collect();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_clusters_two_agents_each_one_applier_isolation_and_takeover() {
     let plane = TestPlane::start().await;
