@@ -1,9 +1,102 @@
-//! The environment the cluster scenarios apply, shared by the kube-sim suite
-//! and the real-cluster suite so both check the very same bundle.
+//! What the kube-sim suite and the real-cluster suite share: the cluster a
+//! scenario runs on ([`Ctx`]), the environment it applies, and the scenarios.
 
+pub mod scenarios;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, DeleteParams};
 use mtp_proto::v1::{
     ContainerDefaults, NamespaceConfig, NamespaceQuota, NetworkConfig, TenantOwners,
 };
+
+/// Where leases of the scenarios live.
+pub const LEASE_NAMESPACE: &str = "kube-system";
+
+/// One scenario's view of a cluster: its names (prefixed with `id`, so runs
+/// on a shared cluster never collide), what to delete afterwards, and the
+/// timings that cluster allows.
+#[derive(Clone)]
+pub struct Ctx {
+    client: Client,
+    pub id: String,
+    /// Lease duration for the takeover scenario (whole seconds: the Lease
+    /// stores `leaseDurationSeconds`).
+    pub lease_duration: Duration,
+    /// Namespace deletion is known to take a while (kube-sim with a
+    /// finalization delay), so the first removal must report Terminating.
+    pub namespace_deletion_is_slow: bool,
+    namespaces: Arc<Mutex<Vec<String>>>,
+    leases: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ctx {
+    pub fn new(
+        client: Client,
+        id: String,
+        lease_duration: Duration,
+        namespace_deletion_is_slow: bool,
+    ) -> Ctx {
+        Ctx {
+            client,
+            id,
+            lease_duration,
+            namespace_deletion_is_slow,
+            namespaces: Arc::default(),
+            leases: Arc::default(),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// A namespace name of this scenario, deleted afterwards.
+    pub fn namespace(&self, env: &str) -> String {
+        let name = format!("{}-{env}", self.id);
+        self.namespaces.lock().unwrap().push(name.clone());
+        name
+    }
+
+    /// A lease name of this scenario in kube-system, deleted afterwards.
+    pub fn lease_name(&self, what: &str) -> String {
+        let name = format!("{}-{what}", self.id);
+        self.leases.lock().unwrap().push(name.clone());
+        name
+    }
+
+    /// The tenant of this scenario's environments.
+    pub fn tenant(&self) -> String {
+        self.id.clone()
+    }
+
+    /// Deletes the namespaces and leases the scenario named, ignoring those
+    /// already gone.
+    pub async fn cleanup(&self) {
+        let namespaces = std::mem::take(&mut *self.namespaces.lock().unwrap());
+        let api = Api::<Namespace>::all(self.client());
+        for ns in namespaces {
+            match api.delete(&ns, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => eprintln!("cleanup: deleting namespace {ns}: {e}"),
+            }
+        }
+        let leases = std::mem::take(&mut *self.leases.lock().unwrap());
+        let api = Api::<Lease>::namespaced(self.client(), LEASE_NAMESPACE);
+        for lease in leases {
+            match api.delete(&lease, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => eprintln!("cleanup: deleting lease {LEASE_NAMESPACE}/{lease}: {e}"),
+            }
+        }
+    }
+}
 
 /// A namespace config as the control plane would send it, at revision 1.
 pub fn config(ns: &str, tenant: &str) -> NamespaceConfig {
