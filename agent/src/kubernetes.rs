@@ -121,6 +121,28 @@ pub enum Applied {
     /// The live namespace carries a newer revision than the bundle: the
     /// caller's desired state is stale. Nothing written.
     Newer(i64),
+    /// The namespace does not exist and the caller asked not to create it.
+    /// Nothing written.
+    Absent,
+}
+
+/// A bundle's namespace on the cluster, before applying.
+enum Live {
+    Absent,
+    /// Managed, at the bundle's revision or older.
+    Current,
+    /// Managed, stamped with this newer revision.
+    Newer(i64),
+}
+
+/// What to do when a bundle's namespace does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfAbsent {
+    Create,
+    /// Only bring existing namespaces back to their configuration: a desired
+    /// state the control plane has not confirmed may be older than a
+    /// deletion another applier made since.
+    Skip,
 }
 
 #[derive(Clone)]
@@ -173,7 +195,7 @@ impl ClusterApi {
     /// managed NetworkPolicies the bundle no longer has (e.g. a switched-off
     /// allow rule). Objects of that name that mtp does not manage are refused.
     pub async fn apply(&self, bundle: &Bundle) -> Result<Applied, ClusterError> {
-        self.apply_fenced(bundle, || true).await
+        self.apply_fenced(bundle, IfAbsent::Create, || true).await
     }
 
     /// As `apply`, but asks `may_write` before every write and stops as soon
@@ -182,15 +204,18 @@ impl ClusterApi {
     pub async fn apply_fenced(
         &self,
         bundle: &Bundle,
+        if_absent: IfAbsent,
         may_write: impl Fn() -> bool,
     ) -> Result<Applied, ClusterError> {
         let objects = bundle.objects();
         let namespace = objects[0].name.clone();
-        if let Some(newer) = self
+        match self
             .check_live_namespace(&objects[0], bundle.revision())
             .await?
         {
-            return Ok(Applied::Newer(newer));
+            Live::Newer(newer) => return Ok(Applied::Newer(newer)),
+            Live::Absent if if_absent == IfAbsent::Skip => return Ok(Applied::Absent),
+            Live::Absent | Live::Current => {}
         }
         for object in &objects {
             match self.apply_object(object, &may_write).await {
@@ -386,11 +411,12 @@ impl ClusterApi {
     /// belongs to someone else: applying would take it over. One stamped with
     /// a revision newer than `revision` was written from newer state: its
     /// revision is returned, and the caller must not overwrite it.
+    /// Whether the bundle's namespace exists, is mtp's, and is not newer.
     async fn check_live_namespace(
         &self,
         namespace: &ManagedObject,
         revision: i64,
-    ) -> Result<Option<i64>, ClusterError> {
+    ) -> Result<Live, ClusterError> {
         match self
             .api(Kind::Namespace, None)
             .get_opt(&namespace.name)
@@ -410,9 +436,13 @@ impl ClusterApi {
             }),
             Ok(Some(live)) => {
                 let live_revision = stamped_revision(live.metadata.annotations.as_ref());
-                Ok((live_revision > revision).then_some(live_revision))
+                Ok(if live_revision > revision {
+                    Live::Newer(live_revision)
+                } else {
+                    Live::Current
+                })
             }
-            Ok(None) => Ok(None),
+            Ok(None) => Ok(Live::Absent),
             Err(source) => Err(ClusterError {
                 action: "get",
                 object: namespace.id(),

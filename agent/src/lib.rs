@@ -95,7 +95,7 @@ pub async fn start(
         tracing::info!(
             revision = desired.revision,
             namespaces = desired.namespaces.len(),
-            "enforcing the stored desired state until the control plane answers"
+            "enforcing the stored desired state on existing namespaces until the control plane answers"
         );
     }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Bundle;
 use crate::desired::{Delta, DesiredState, StateDir};
-use crate::kubernetes::{Applied, ClusterApi, Removal, Versions};
+use crate::kubernetes::{Applied, ClusterApi, IfAbsent, Removal, Versions};
 use crate::lease::Fence;
 use crate::watch::Touched;
 
@@ -56,6 +56,9 @@ pub struct AgentStatus {
     pub acknowledged_revision: i64,
     /// Namespaces whose last apply or verification failed.
     pub failing: BTreeSet<String>,
+    /// Desired namespaces missing from the cluster that stored state not yet
+    /// confirmed by the control plane did not create.
+    pub withheld: BTreeSet<String>,
     /// Snapshots and change sets received since start (a restarted agent
     /// that resumes from its revision gets changes, not a snapshot).
     pub snapshots_received: u64,
@@ -103,9 +106,10 @@ pub struct Reconciler {
     status: watch::Sender<AgentStatus>,
     /// Whether this process received desired state from the control plane.
     /// Until then the stored state may be stale (other appliers may have
-    /// moved on), so it is enforced but never used to prune. (Staleness is
-    /// also guarded on the cluster: a namespace stamped with a newer revision
-    /// than this state is never overwritten or deleted.)
+    /// moved on), so it is enforced on existing namespaces but never used to
+    /// prune or to create them. (Staleness is also guarded on the cluster: a
+    /// namespace stamped with a newer revision than this state is never
+    /// overwritten or deleted.)
     authoritative: bool,
     applier: bool,
     /// The revision this agent has completely applied (what it may acknowledge).
@@ -135,6 +139,11 @@ pub struct Reconciler {
     /// and found right: watch events at these versions are this state (most
     /// often the agent's own writes) and need no second read.
     verified_versions: BTreeMap<String, Versions>,
+    /// Desired namespaces missing from the cluster that a state not (yet)
+    /// confirmed by the control plane did not create: another applier may
+    /// have deleted them at a later revision. Created once the control plane
+    /// confirms the state; until then the revision is not acknowledged.
+    withheld: BTreeSet<String>,
 }
 
 impl Reconciler {
@@ -175,6 +184,7 @@ impl Reconciler {
             unconfirmed_deletions: BTreeMap::new(),
             last_written: BTreeMap::new(),
             verified_versions: BTreeMap::new(),
+            withheld: BTreeSet::new(),
         }
     }
 
@@ -289,6 +299,16 @@ impl Reconciler {
                     }
                     next = inputs.try_recv().ok();
                 }
+                if self.authoritative && !self.withheld.is_empty() {
+                    // Confirmed now: what stale state held back is due (if
+                    // it is still desired).
+                    let withheld = std::mem::take(&mut self.withheld);
+                    delta.upserts.extend(
+                        withheld
+                            .into_iter()
+                            .filter(|ns| self.state.namespaces.contains_key(ns)),
+                    );
+                }
                 let mut tombstones_changed = false;
                 for ns in &delta.upserts {
                     tombstones_changed |= self.tombstones.remove(ns).is_some();
@@ -367,9 +387,16 @@ impl Reconciler {
             None => delta,
         };
         match self.reconcile(delta.clone()).await {
-            Some(results) => {
+            Some(results) if self.withheld.is_empty() => {
                 self.applied_revision = revision;
                 self.acknowledge(results);
+            }
+            Some(_) => {
+                tracing::warn!(
+                    revision,
+                    missing = ?self.withheld,
+                    "stored state not yet confirmed by the control plane: missing namespaces are not created (they may have been deleted since); not acknowledged"
+                );
             }
             None => {
                 tracing::warn!(
@@ -439,12 +466,13 @@ impl Reconciler {
             .collect();
         let cluster = self.cluster.clone();
         let fence = self.fence.clone();
+        let if_absent = self.if_absent();
         let applied: Vec<(String, Attempt)> = futures::stream::iter(configs)
             .map(|config| {
                 let cluster = cluster.clone();
                 let fence = fence.clone();
                 async move {
-                    let outcome = apply_one(&cluster, &fence, &config).await;
+                    let outcome = apply_one(&cluster, &fence, &config, if_absent).await;
                     (config.namespace, outcome)
                 }
             })
@@ -466,6 +494,10 @@ impl Reconciler {
                 // The cluster is past this revision for this namespace: there
                 // is nothing to apply, nor anything to report.
                 Attempt::Superseded => continue,
+                Attempt::Withheld => {
+                    self.withheld.insert(ns);
+                    continue;
+                }
             };
             self.last_written.insert(ns.clone(), now);
             results.push(result(&ns, &outcome));
@@ -651,8 +683,11 @@ impl Reconciler {
             }
             return;
         }
-        let Attempt::Done(outcome, versions) = apply_one(&self.cluster, &self.fence, &config).await
-        else {
+        let attempt = apply_one(&self.cluster, &self.fence, &config, self.if_absent()).await;
+        let Attempt::Done(outcome, versions) = attempt else {
+            if let Attempt::Withheld = attempt {
+                self.withheld.insert(ns.to_string());
+            }
             return;
         };
         self.remember_versions(ns, versions);
@@ -745,6 +780,16 @@ impl Reconciler {
         }
     }
 
+    /// A state the control plane has not confirmed in this process may be
+    /// older than deletions made since: it only keeps existing namespaces.
+    fn if_absent(&self) -> IfAbsent {
+        if self.authoritative {
+            IfAbsent::Create
+        } else {
+            IfAbsent::Skip
+        }
+    }
+
     /// Keeps the versions of a namespace's last clean read-back (forgets
     /// them after a failed one: every event is then worth a look).
     fn remember_versions(&mut self, ns: &str, versions: Versions) {
@@ -808,6 +853,7 @@ impl Reconciler {
             s.applier = self.applier;
             s.desired_revision = self.state.revision;
             s.failing = failing;
+            s.withheld = self.withheld.clone();
         });
     }
 }
@@ -821,15 +867,25 @@ enum Attempt {
     /// The namespace carries a newer revision than this config: this agent's
     /// state is behind; nothing was written.
     Superseded,
+    /// The namespace is missing and was not to be created. Nothing written.
+    Withheld,
 }
 
 /// Applies and verifies one namespace.
-async fn apply_one(cluster: &ClusterApi, fence: &Fence, config: &pb::NamespaceConfig) -> Attempt {
+async fn apply_one(
+    cluster: &ClusterApi,
+    fence: &Fence,
+    config: &pb::NamespaceConfig,
+    if_absent: IfAbsent,
+) -> Attempt {
     if !fence.is_held() {
         return Attempt::Fenced;
     }
     let bundle = Bundle::render(config);
-    match cluster.apply_fenced(&bundle, || fence.is_held()).await {
+    match cluster
+        .apply_fenced(&bundle, if_absent, || fence.is_held())
+        .await
+    {
         Ok(Applied::Done) => {}
         // The lease may have lapsed mid-way: stop, report nothing.
         Ok(Applied::Fenced) => return Attempt::Fenced,
@@ -839,6 +895,7 @@ async fn apply_one(cluster: &ClusterApi, fence: &Fence, config: &pb::NamespaceCo
             tracing::info!(namespace = %config.namespace, live_revision = live, desired_revision = config.revision, "the cluster holds a newer revision of this namespace; not applying stale state");
             return Attempt::Superseded;
         }
+        Ok(Applied::Absent) => return Attempt::Withheld,
         Err(e) => return failed(e),
     }
     let mismatches = match cluster.verify_versions(&bundle).await {

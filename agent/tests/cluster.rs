@@ -16,7 +16,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_sim::{SimCluster, SimOptions};
 use mtp_agent::bundle::{self, Bundle};
-use mtp_agent::kubernetes::{Applied, ClusterApi, FIELD_MANAGER, Removal};
+use mtp_agent::kubernetes::{Applied, ClusterApi, FIELD_MANAGER, IfAbsent, Removal};
 use serde_json::json;
 
 mod support;
@@ -114,7 +114,7 @@ async fn stale_state_never_overwrites_or_deletes_a_newer_namespace() {
     next.quota.as_mut().unwrap().cpu_millis = 4000;
     assert_eq!(
         cluster
-            .apply_fenced(&Bundle::render(&next), || false)
+            .apply_fenced(&Bundle::render(&next), IfAbsent::Create, || false)
             .await
             .unwrap(),
         Applied::Fenced
@@ -137,6 +137,48 @@ async fn stale_state_never_overwrites_or_deletes_a_newer_namespace() {
             .unwrap(),
         Removal::Newer(6)
     );
+    sim.shutdown().await;
+}
+
+/// Unconfirmed state only keeps what exists: a missing namespace is left
+/// missing (it may have been deleted at a later revision), an existing one
+/// is brought back to its configuration.
+#[tokio::test]
+async fn skipping_absent_namespaces_creates_nothing_but_repairs_what_exists() {
+    let sim = sim().await;
+    let cluster = ClusterApi::new(sim.client());
+    let b = Bundle::render(&config("team-a-dev", "team-a"));
+    assert_eq!(
+        cluster
+            .apply_fenced(&b, IfAbsent::Skip, || true)
+            .await
+            .unwrap(),
+        Applied::Absent
+    );
+    assert!(
+        sim.object("namespaces", "", "team-a-dev")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        sim.object("resourcequotas", "team-a-dev", bundle::QUOTA_NAME)
+            .unwrap()
+            .is_none()
+    );
+
+    cluster.apply(&b).await.unwrap();
+    Api::<ResourceQuota>::namespaced(sim.client(), "team-a-dev")
+        .delete(bundle::QUOTA_NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster
+            .apply_fenced(&b, IfAbsent::Skip, || true)
+            .await
+            .unwrap(),
+        Applied::Done
+    );
+    assert_eq!(cluster.verify(&b).await.unwrap(), vec![]);
     sim.shutdown().await;
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_sim::SimCluster;
@@ -776,11 +776,14 @@ async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() 
     .await;
     let mut second = TestAgent::start(&sim, &plane.url(), &token, "node-2").await;
 
-    // Both agents see dev created and deleted: the second remembers the deletion.
+    // Both agents see dev created and deleted: the second remembers the
+    // deletion. Both also see stage and prod created.
     create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
     delete_env(&mut admin, "team-a", "dev").await;
     wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Deleted).await;
-    let seen = status_of(&mut admin, "team-a", "dev").await.revision;
+    create_ready(&mut admin, "team-a", "stage", "k3s-1").await;
+    create_ready(&mut admin, "team-a", "prod", "k3s-1").await;
+    let seen = status_of(&mut admin, "team-a", "prod").await.revision;
     eventually("node-2 to hold the deletion", WAIT, || {
         let revision = second.status().desired_revision;
         async move { (revision >= seen).then_some(()) }
@@ -788,7 +791,16 @@ async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() 
     .await;
     second.stop().await;
 
-    // While the second is down, dev comes back and qa is created.
+    // While the second is down, dev comes back, qa is created and stage is
+    // deleted.
+    delete_env(&mut admin, "team-a", "stage").await;
+    wait_for_status(
+        &mut admin,
+        "team-a",
+        "stage",
+        pb::EnvironmentStatus::Deleted,
+    )
+    .await;
     admin
         .create_env("team-a", "dev", "k3s-1", "small")
         .await
@@ -800,15 +812,41 @@ async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() 
     wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Ready).await;
     wait_for_status(&mut admin, "team-a", "qa", pb::EnvironmentStatus::Ready).await;
 
-    // Control plane and the applier die; the stale agent takes over alone.
+    // Control plane and the applier die; someone deletes prod's namespace by
+    // hand; the stale agent takes over alone.
     plane.running.kill();
     first.kill().await;
-    second.restart().await;
-    eventually("node-2 to take over and finish a pass", WAIT, || {
-        let status = second.status();
-        async move { (status.applier && status.acknowledged_revision > 0).then_some(()) }
+    Api::<Namespace>::all(sim.client())
+        .delete("team-a-prod", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("prod's namespace to be gone", WAIT, || async {
+        sim.object("namespaces", "", "team-a-prod")
+            .unwrap()
+            .is_none()
+            .then_some(())
     })
     .await;
+    second.restart().await;
+    // Its pass is over once it has found stage and prod missing.
+    eventually("node-2 to take over and finish a pass", WAIT, || {
+        let status = second.status();
+        async move { (status.applier && status.withheld.len() == 2).then_some(()) }
+    })
+    .await;
+    assert!(
+        !namespace_alive(&sim, "team-a-stage"),
+        "stale state must not re-create a namespace deleted since"
+    );
+    assert!(
+        !namespace_alive(&sim, "team-a-prod"),
+        "nor one it cannot tell from such a deletion"
+    );
+    assert_eq!(
+        second.status().acknowledged_revision,
+        0,
+        "a pass that left desired namespaces missing is not acknowledged"
+    );
     assert!(
         namespace_alive(&sim, "team-a-qa"),
         "a namespace the stale state does not know must not be pruned"
@@ -828,10 +866,16 @@ async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() 
         async move { (revision >= seen + 2).then_some(()) }
     })
     .await;
-    for env in ["dev", "qa"] {
+    // prod, still desired, is created once the state is confirmed.
+    eventually("prod's namespace to be back", WAIT, || async {
+        namespace_alive(&sim, "team-a-prod").then_some(())
+    })
+    .await;
+    for env in ["dev", "qa", "prod"] {
         wait_for_status(&mut admin, "team-a", env, pb::EnvironmentStatus::Ready).await;
         assert!(namespace_alive(&sim, &format!("team-a-{env}")));
     }
+    assert!(!namespace_alive(&sim, "team-a-stage"));
 }
 
 /// Copies a database as a backup would (the control plane must be stopped:
