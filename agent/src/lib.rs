@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod desired;
 pub mod kubernetes;
 pub mod lease;
+pub mod persist;
 pub mod reconciler;
 pub mod session;
 pub mod verify;
@@ -131,9 +132,13 @@ pub async fn start(
     });
 
     let touched = watch::Touched::default();
+    let (writer, write_task) = persist::StateWriter::new(state_dir.clone());
+    // Ends after the reconciler (which owns the writer) with the last state written.
+    tasks.spawn(write_task);
     let reconciler = Reconciler::new(
         ClusterApi::new(client.clone()),
         state_dir.clone(),
+        writer,
         desired,
         fence.clone(),
         role_rx,

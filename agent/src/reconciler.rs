@@ -4,6 +4,7 @@
 //! one step at a time, so two updates never race each other.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,6 +18,7 @@ use crate::bundle::Bundle;
 use crate::desired::{Delta, DesiredState, StateDir};
 use crate::kubernetes::{Applied, ClusterApi, IfAbsent, Removal, Versions};
 use crate::lease::Fence;
+use crate::persist::StateWriter;
 use crate::watch::Touched;
 
 /// Deletions remembered for re-reporting, at most.
@@ -97,8 +99,11 @@ enum Outcome {
 
 pub struct Reconciler {
     cluster: ClusterApi,
-    state: DesiredState,
+    /// Shared with the state writer while it stores it (copied on change
+    /// only if a write is under way).
+    state: Arc<DesiredState>,
     state_dir: StateDir,
+    writer: StateWriter,
     fence: Fence,
     role: watch::Receiver<bool>,
     config: ReconcilerConfig,
@@ -151,6 +156,7 @@ impl Reconciler {
     pub fn new(
         cluster: ClusterApi,
         state_dir: StateDir,
+        writer: StateWriter,
         state: DesiredState,
         fence: Fence,
         role: watch::Receiver<bool>,
@@ -165,8 +171,9 @@ impl Reconciler {
         });
         Reconciler {
             cluster,
-            state,
+            state: Arc::new(state),
             state_dir,
+            writer,
             fence,
             role,
             config,
@@ -271,13 +278,13 @@ impl Reconciler {
                                 namespaces = s.namespaces.len(),
                                 "received a snapshot"
                             );
-                            merge(&mut delta, self.state.apply_snapshot(s));
+                            merge(&mut delta, Arc::make_mut(&mut self.state).apply_snapshot(s));
                             self.authoritative = true;
                         }
                         Input::Changes(c) => {
                             let (from, to) = (c.from_revision, c.revision);
                             self.status.send_modify(|st| st.changes_received += 1);
-                            match self.state.apply_changes(c) {
+                            match Arc::make_mut(&mut self.state).apply_changes(c) {
                                 Ok(d) => {
                                     tracing::debug!(
                                         from,
@@ -320,13 +327,12 @@ impl Reconciler {
                         self.tombstones.insert(ns.clone(), revision) != Some(revision);
                 }
                 let started = Instant::now();
-                // Each save is an fsync: only when something changed.
+                // Tombstones before any deletion (an fsync: only when they
+                // changed); the desired state in the background.
                 if tombstones_changed {
                     self.save_tombstones();
                 }
-                if let Err(e) = self.state_dir.save_desired(&self.state) {
-                    tracing::error!(error = %e, dir = %self.state_dir.path().display(), "could not store the desired state; a restart will need a snapshot");
-                }
+                self.writer.submit(&self.state);
                 let stored = started.elapsed();
                 self.publish();
                 if self.applier {
