@@ -149,6 +149,9 @@ pub struct Reconciler {
     /// have deleted them at a later revision. Created once the control plane
     /// confirms the state; until then the revision is not acknowledged.
     withheld: BTreeSet<String>,
+    /// Results of passes that could not be acknowledged (namespaces were
+    /// withheld), owed to the control plane with the next acknowledgement.
+    owed: Vec<pb::NamespaceResult>,
 }
 
 impl Reconciler {
@@ -192,6 +195,7 @@ impl Reconciler {
             last_written: BTreeMap::new(),
             verified_versions: BTreeMap::new(),
             withheld: BTreeSet::new(),
+            owed: Vec::new(),
         }
     }
 
@@ -395,9 +399,11 @@ impl Reconciler {
         match self.reconcile(delta.clone()).await {
             Some(results) if self.withheld.is_empty() => {
                 self.applied_revision = revision;
-                self.acknowledge(results);
+                let owed = std::mem::take(&mut self.owed);
+                self.acknowledge(combine(owed, results));
             }
-            Some(_) => {
+            Some(results) => {
+                self.owed = combine(std::mem::take(&mut self.owed), results);
                 tracing::warn!(
                     revision,
                     missing = ?self.withheld,
@@ -937,6 +943,18 @@ fn failed(e: impl std::fmt::Display) -> Attempt {
     Attempt::Done(Outcome::Failed(e.to_string()), Versions::new())
 }
 
+/// Per-namespace results of two passes, the later one winning.
+fn combine(
+    earlier: Vec<pb::NamespaceResult>,
+    later: Vec<pb::NamespaceResult>,
+) -> Vec<pb::NamespaceResult> {
+    let mut by_namespace: BTreeMap<String, pb::NamespaceResult> = BTreeMap::new();
+    for r in earlier.into_iter().chain(later) {
+        by_namespace.insert(r.namespace.clone(), r);
+    }
+    by_namespace.into_values().collect()
+}
+
 fn merge(into: &mut Delta, d: Delta) {
     for ns in d.removals {
         into.upserts.remove(&ns);
@@ -969,5 +987,33 @@ fn deleted(ns: &str) -> pb::NamespaceResult {
         namespace: ns.to_string(),
         outcome: pb::NamespaceOutcome::Deleted as i32,
         reason: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owed_results_go_out_with_the_next_acknowledgement_the_later_winning() {
+        let earlier = vec![
+            result("a", &Outcome::Verified),
+            result("b", &Outcome::Failed("quota refused".into())),
+        ];
+        let later = vec![result("b", &Outcome::Verified), deleted("c")];
+        let combined = combine(earlier, later);
+        let outcomes: Vec<(&str, i32)> = combined
+            .iter()
+            .map(|r| (r.namespace.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("a", pb::NamespaceOutcome::Verified as i32),
+                ("b", pb::NamespaceOutcome::Verified as i32),
+                ("c", pb::NamespaceOutcome::Deleted as i32),
+            ]
+        );
+        assert!(combine(Vec::new(), Vec::new()).is_empty());
     }
 }
