@@ -76,10 +76,9 @@ async fn an_acknowledged_revision_makes_environments_ready_then_deleted() {
         config.network.as_ref().unwrap().ingress_namespace,
         "kube-system"
     );
-    assert_eq!(
-        admin.env("team-a", "dev").await.status,
-        pb::EnvironmentStatus::Applying as i32
-    );
+    // Marked Applying once sent to an applier: just after the agent got it,
+    // not necessarily before.
+    wait_status(&mut admin, "dev", pb::EnvironmentStatus::Applying).await;
 
     agent
         .ack(1, vec![("team-a-dev".into(), Verified, "")])
