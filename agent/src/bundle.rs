@@ -102,8 +102,14 @@ pub struct ManagedObject {
 impl ManagedObject {
     /// `Kind/name`, as shown in drift reports and errors.
     pub fn id(&self) -> String {
-        format!("{}/{}", self.kind.name(), self.name)
+        object_id(self.kind.name(), &self.name)
     }
+}
+
+/// How an object of a namespace is named in drift reports, errors and the
+/// agent's bookkeeping: `Kind/name`.
+pub fn object_id(kind: &str, name: &str) -> String {
+    format!("{kind}/{name}")
 }
 
 /// All objects of one environment's namespace.

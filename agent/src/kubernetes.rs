@@ -161,7 +161,7 @@ fn resource(kind: Kind) -> ApiResource {
     }
 }
 
-fn is_managed(labels: &std::collections::BTreeMap<String, String>) -> bool {
+fn is_managed(labels: &BTreeMap<String, String>) -> bool {
     labels.get(MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE)
 }
 

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::bundle::MANAGED_SELECTOR;
+use crate::bundle::{MANAGED_SELECTOR, object_id};
 use crate::kubernetes::Versions;
 
 /// Objects remembered per namespace between two looks; past this the
@@ -68,7 +68,6 @@ impl Sighting {
             return true;
         };
         self.overflowed
-            || self.versions.is_empty()
             || self
                 .versions
                 .iter()
@@ -128,7 +127,7 @@ where
             {
                 let now = Instant::now();
                 touched.entry(ns).or_insert_with(|| Sighting::new(now)).saw(
-                    format!("{}/{}", K::kind(&()), object.name_any()),
+                    object_id(&K::kind(&()), &object.name_any()),
                     version,
                     now,
                 );

@@ -84,6 +84,27 @@ async fn create_ready(admin: &mut Clients, tenant: &str, env: &str, cluster: &st
     wait_for_status(admin, tenant, env, pb::EnvironmentStatus::Ready).await;
 }
 
+/// Someone other than the agent (another field manager) edits one hard
+/// limit of an environment's quota.
+async fn edit_quota(sim: &SimCluster, namespace: &str, resource: &str, value: &str) {
+    Api::<ResourceQuota>::namespaced(sim.client(), namespace)
+        .patch(
+            "mtp-quota",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"hard": {resource: value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn drift_events(admin: &mut Clients) -> Vec<pb::AuditEvent> {
+    audit_actions(admin)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "environment.drift_repaired")
+        .collect()
+}
+
 async fn audit_actions(admin: &mut Clients) -> Vec<pb::AuditEvent> {
     admin
         .audit
@@ -162,14 +183,7 @@ async fn drift_is_repaired_and_lands_in_the_audit_log() {
         .delete("mtp-default-deny", &DeleteParams::default())
         .await
         .unwrap();
-    Api::<ResourceQuota>::namespaced(client.clone(), "team-a-dev")
-        .patch(
-            "mtp-quota",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"hard": {"requests.cpu": "64"}}})),
-        )
-        .await
-        .unwrap();
+    edit_quota(&sim, "team-a-dev", "requests.cpu", "64").await;
 
     eventually("the policy and quota to be restored", WAIT, || async {
         let policy = sim
@@ -184,11 +198,7 @@ async fn drift_is_repaired_and_lands_in_the_audit_log() {
     let drift = eventually("both drifts to be audited", WAIT, || {
         let mut admin = admin.clone();
         async move {
-            let drift: Vec<pb::AuditEvent> = audit_actions(&mut admin)
-                .await
-                .into_iter()
-                .filter(|e| e.action == "environment.drift_repaired")
-                .collect();
+            let drift = drift_events(&mut admin).await;
             let text = format!("{drift:?}");
             (text.contains("NetworkPolicy/mtp-default-deny")
                 && text.contains("ResourceQuota/mtp-quota"))
@@ -235,13 +245,10 @@ async fn drift_is_repaired_and_lands_in_the_audit_log() {
     eventually("the opened policy to be audited", WAIT, || {
         let mut admin = admin.clone();
         async move {
-            audit_actions(&mut admin)
+            drift_events(&mut admin)
                 .await
                 .iter()
-                .any(|e| {
-                    e.action == "environment.drift_repaired"
-                        && format!("{e:?}").contains("spec.ingress")
-                })
+                .any(|e| format!("{e:?}").contains("spec.ingress"))
                 .then_some(())
         }
     })
@@ -265,14 +272,7 @@ async fn drift_is_caught_by_the_watches_without_waiting_for_the_periodic_check()
     create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
     create_ready(&mut admin, "team-a", "qa", "k3s-1").await;
 
-    Api::<ResourceQuota>::namespaced(sim.client(), "team-a-dev")
-        .patch(
-            "mtp-quota",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"hard": {"pods": "1000"}}})),
-        )
-        .await
-        .unwrap();
+    edit_quota(&sim, "team-a-dev", "pods", "1000").await;
     eventually("the quota to be restored", WAIT, || async {
         let quota = sim
             .object("resourcequotas", "team-a-dev", "mtp-quota")
@@ -283,12 +283,11 @@ async fn drift_is_caught_by_the_watches_without_waiting_for_the_periodic_check()
     eventually("the drift to be audited", WAIT, || {
         let mut admin = admin.clone();
         async move {
-            audit_actions(&mut admin)
+            drift_events(&mut admin)
                 .await
                 .iter()
                 .any(|e| {
-                    e.action == "environment.drift_repaired"
-                        && e.target == "environment/team-a/dev"
+                    e.target == "environment/team-a/dev"
                         && e.details_json.contains("ResourceQuota/mtp-quota")
                 })
                 .then_some(())
@@ -297,11 +296,7 @@ async fn drift_is_caught_by_the_watches_without_waiting_for_the_periodic_check()
     .await;
     // Only that change was drift: creating and repairing (the agent's own
     // writes) reported nothing else, for either namespace.
-    let drift: Vec<pb::AuditEvent> = audit_actions(&mut admin)
-        .await
-        .into_iter()
-        .filter(|e| e.action == "environment.drift_repaired")
-        .collect();
+    let drift = drift_events(&mut admin).await;
     assert_eq!(drift.len(), 1, "{drift:?}");
 }
 
@@ -523,13 +518,7 @@ async fn a_control_plane_killed_mid_stream_and_restarted_converges() {
     // The drift repaired while disconnected reaches the audit log after reconnecting.
     eventually("offline drift audited", WAIT, || {
         let mut admin = admin.clone();
-        async move {
-            audit_actions(&mut admin)
-                .await
-                .iter()
-                .any(|e| e.action == "environment.drift_repaired")
-                .then_some(())
-        }
+        async move { (!drift_events(&mut admin).await.is_empty()).then_some(()) }
     })
     .await;
     drop(agent);
