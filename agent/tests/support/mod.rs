@@ -22,7 +22,17 @@ pub const LEASE_NAMESPACE: &str = "kube-system";
 /// timings that cluster allows.
 #[derive(Clone)]
 pub struct Ctx {
+    /// The agent's identity (on the real server: the shipped ServiceAccount,
+    /// RBAC and admission policy). Drift is made with it too, under other
+    /// field managers: on a real server nobody else gets past the policy.
     client: Client,
+    /// Someone who is not the agent, for what mtp does not own (a foreign
+    /// namespace, a tenant's own policy) and for deleting leases.
+    outsider: Client,
+    /// On a server with the shipped RBAC the agent may only use its one Lease
+    /// (`kube-system/mtp-agent-applier`): lease scenarios then share it,
+    /// one at a time, and start from a deleted one.
+    fixed_lease: Option<String>,
     pub id: String,
     /// Lease duration for the takeover scenario (whole seconds: the Lease
     /// stores `leaseDurationSeconds`).
@@ -42,7 +52,9 @@ impl Ctx {
         namespace_deletion_is_slow: bool,
     ) -> Ctx {
         Ctx {
+            outsider: client.clone(),
             client,
+            fixed_lease: None,
             id,
             lease_duration,
             namespace_deletion_is_slow,
@@ -51,8 +63,20 @@ impl Ctx {
         }
     }
 
+    /// The same context where the agent (`client`) is not the one who makes
+    /// foreign objects (`outsider`) and may only hold `lease`.
+    pub fn with_identities(mut self, outsider: Client, lease: &str) -> Ctx {
+        self.outsider = outsider;
+        self.fixed_lease = Some(lease.to_string());
+        self
+    }
+
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    pub fn outsider(&self) -> Client {
+        self.outsider.clone()
     }
 
     /// A namespace name of this scenario, deleted afterwards.
@@ -62,9 +86,16 @@ impl Ctx {
         name
     }
 
-    /// A lease name of this scenario in kube-system, deleted afterwards.
-    pub fn lease_name(&self, what: &str) -> String {
-        let name = format!("{}-{what}", self.id);
+    /// A lease name of this scenario in kube-system, free now and deleted
+    /// afterwards.
+    pub async fn fresh_lease(&self, what: &str) -> String {
+        let name = match &self.fixed_lease {
+            Some(fixed) => {
+                delete_lease(self.outsider(), fixed).await;
+                fixed.clone()
+            }
+            None => format!("{}-{what}", self.id),
+        };
         self.leases.lock().unwrap().push(name.clone());
         name
     }
@@ -87,14 +118,18 @@ impl Ctx {
             }
         }
         let leases = std::mem::take(&mut *self.leases.lock().unwrap());
-        let api = Api::<Lease>::namespaced(self.client(), LEASE_NAMESPACE);
         for lease in leases {
-            match api.delete(&lease, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => eprintln!("cleanup: deleting lease {LEASE_NAMESPACE}/{lease}: {e}"),
-            }
+            delete_lease(self.outsider(), &lease).await;
         }
+    }
+}
+
+async fn delete_lease(client: Client, name: &str) {
+    let api = Api::<Lease>::namespaced(client, LEASE_NAMESPACE);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("deleting lease {LEASE_NAMESPACE}/{name}: {e}"),
     }
 }
 

@@ -189,7 +189,7 @@ pub async fn switched_off_policies_are_pruned_but_foreign_ones_are_kept(ctx: Ctx
     let mut c = config(&ns, &ctx.tenant());
     cluster.apply(&Bundle::render(&c)).await.unwrap();
     // The tenant's own policy, without mtp's label: never mtp's to delete.
-    let policies = Api::<NetworkPolicy>::namespaced(ctx.client(), &ns);
+    let policies = Api::<NetworkPolicy>::namespaced(ctx.outsider(), &ns);
     policies
         .create(
             &PostParams::default(),
@@ -215,7 +215,7 @@ pub async fn switched_off_policies_are_pruned_but_foreign_ones_are_kept(ctx: Ctx
 pub async fn a_foreign_namespace_is_neither_adopted_nor_deleted(ctx: Ctx) {
     let ns = ctx.namespace("foreign");
     let cluster = ClusterApi::new(ctx.client());
-    let namespaces = Api::<Namespace>::all(ctx.client());
+    let namespaces = Api::<Namespace>::all(ctx.outsider());
     namespaces
         .create(
             &PostParams::default(),
@@ -299,7 +299,7 @@ pub async fn removing_a_namespace_takes_everything_in_it(ctx: Ctx) {
 pub async fn exactly_one_contender_wins_a_free_lease(ctx: Ctx) {
     ensure_lease_namespace(ctx.client()).await;
     for round in 0..5 {
-        let name = ctx.lease_name(&format!("race-{round}"));
+        let name = ctx.fresh_lease(&format!("race-{round}")).await;
         let mut electors: Vec<Elector> = (0..4)
             .map(|i| {
                 Elector::new(
@@ -323,7 +323,7 @@ pub async fn exactly_one_contender_wins_a_free_lease(ctx: Ctx) {
 pub async fn a_silent_holder_is_replaced_and_its_fence_closes_first(ctx: Ctx) {
     ensure_lease_namespace(ctx.client()).await;
     let duration = ctx.lease_duration;
-    let name = ctx.lease_name("applier");
+    let name = ctx.fresh_lease("applier").await;
     let mut a = Elector::new(
         ctx.client(),
         format!("{}-node-a", ctx.id),
