@@ -63,13 +63,16 @@ async fn restricted_refuses_every_privileged_pod_and_admits_a_compliant_one() {
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "privileged",
-            container(json!({ "securityContext": { "privileged": true } })),
+            // (Validation itself refuses privileged with allowPrivilegeEscalation=false.)
+            container(
+                json!({ "securityContext": { "privileged": true, "allowPrivilegeEscalation": null } }),
+            ),
             "privileged",
         ),
         (
             "host-path",
             json!({ "spec": { "volumes": [{ "name": "root", "hostPath": { "path": "/" } }] } }),
-            "hostPath volumes",
+            "uses restricted volume type \"hostPath\"",
         ),
         (
             "host-network",

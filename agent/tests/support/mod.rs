@@ -65,6 +65,7 @@ impl Ctx {
 
     /// The same context where the agent (`client`) is not the one who makes
     /// foreign objects (`outsider`) and may only hold `lease`.
+    #[allow(dead_code)] // only the real-server suite has separate identities
     pub fn with_identities(mut self, outsider: Client, lease: &str) -> Ctx {
         self.outsider = outsider;
         self.fixed_lease = Some(lease.to_string());
