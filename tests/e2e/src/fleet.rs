@@ -86,11 +86,22 @@ impl TestAgent {
         join_token: &str,
         node: &str,
     ) -> TestAgent {
+        TestAgent::start_on(sim.client(), control_plane, join_token, node).await
+    }
+
+    /// An agent whose cluster is whatever `client` talks to, as whoever it
+    /// authenticates (a real server: the agent's ServiceAccount).
+    pub async fn start_on(
+        client: kube::Client,
+        control_plane: &str,
+        join_token: &str,
+        node: &str,
+    ) -> TestAgent {
         let dir = tempfile::tempdir().expect("state dir");
         let config = agent_config(control_plane, join_token, node, dir.path().join("state"));
         let mut agent = TestAgent {
             config,
-            client: sim.client(),
+            client,
             running: None,
             _dir: dir,
         };
