@@ -51,15 +51,32 @@ async fn an_environment_becomes_ready_and_is_deleted_on_a_real_api_server() {
     let namespace = format!("{tenant}-dev");
 
     let cluster = json_of(&mtp(&url, &admin, &["cluster", "create", "real", "-o", "json"]).await);
-    let join = cluster["join_token"]["secret"].as_str().unwrap().to_string();
+    let join = cluster["join_token"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
     json_of(
         &mtp(
             &url,
             &admin,
             &[
-                "tenant", "create", &tenant, "--owner-user", "alice@example.com",
-                "--cpu", "8", "--memory", "16Gi", "--storage", "100Gi", "--pods", "200",
-                "--max-environments", "5", "-o", "json",
+                "tenant",
+                "create",
+                &tenant,
+                "--owner-user",
+                "alice@example.com",
+                "--cpu",
+                "8",
+                "--memory",
+                "16Gi",
+                "--storage",
+                "100Gi",
+                "--pods",
+                "200",
+                "--max-environments",
+                "5",
+                "-o",
+                "json",
             ],
         )
         .await,
@@ -70,8 +87,17 @@ async fn an_environment_becomes_ready_and_is_deleted_on_a_real_api_server() {
         &url,
         &admin,
         &[
-            "env", "create", &tenant, "dev", "--cluster", "real", "--profile", "small",
-            "--wait", "-o", "json",
+            "env",
+            "create",
+            &tenant,
+            "dev",
+            "--cluster",
+            "real",
+            "--profile",
+            "small",
+            "--wait",
+            "-o",
+            "json",
         ],
     )
     .await;
@@ -97,8 +123,10 @@ async fn an_environment_becomes_ready_and_is_deleted_on_a_real_api_server() {
     Api::<Secret>::namespaced(owner, &namespace)
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({ "metadata": { "name": "db" }, "stringData": { "k": "v" } }))
-                .unwrap(),
+            &serde_json::from_value(
+                json!({ "metadata": { "name": "db" }, "stringData": { "k": "v" } }),
+            )
+            .unwrap(),
         )
         .await
         .expect("the owner writes into their environment");

@@ -3,7 +3,28 @@
 # PostgreSQL (data under .local/ in the checkout), the control plane,
 # kube-sim as a stand-in K3s cluster registered as 'local', one mtp-agent for
 # it, and the first platform-admin token, printed at the end. Safe to run again.
+#
+#   bash deploy/local/up.sh                    # cluster 'local' is kube-sim (fast)
+#   bash deploy/local/up.sh --real-apiserver   # a real kube-apiserver + kube-controller-manager
+#                                              # built from source (needs Go; the first build
+#                                              # takes 10-20 minutes), the agent under the
+#                                              # shipped RBAC and admission policies
+# MTP_LOCAL_CLUSTER=kube-sim|real-apiserver does the same as the flag.
 set -euo pipefail
+
+cluster_kind="${MTP_LOCAL_CLUSTER:-kube-sim}"
+for arg in "$@"; do
+  case "$arg" in
+    --real-apiserver) cluster_kind=real-apiserver ;;
+    --kube-sim) cluster_kind=kube-sim ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) printf 'error: unknown argument %s (see --help)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
+case "$cluster_kind" in
+  kube-sim|real-apiserver) ;;
+  *) printf 'error: MTP_LOCAL_CLUSTER must be kube-sim or real-apiserver, not %s\n' "$cluster_kind" >&2; exit 2 ;;
+esac
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 state="$root/.local"
@@ -85,26 +106,57 @@ fi
 export MTP_ADDR="http://$grpc_addr" MTP_TOKEN_FILE="$state/admin-token" MTP_OUTPUT=table
 mtp="$cargo_bin/mtp"
 
-# kube-sim stands in for a K3s cluster (no container engine needed). It keeps
-# everything in memory: when it restarts, the agent re-applies every
+# Cluster 'local': kube-sim (in memory, stands in for K3s) or a real
+# kube-apiserver + kube-controller-manager (tests/kube-harness). Both keep
+# their data only while they run: after a restart the agent re-applies every
 # environment from the desired state it stored.
-kubeconfig="$state/kube-sim.kubeconfig"
-simpid="$state/kube-sim.pid"
+clusterpid="$state/cluster.pid"
 agentpid="$state/agent.pid"
-if [ -f "$simpid" ] && kill -0 "$(cat "$simpid")" 2>/dev/null; then
-  step "kube-sim already running (pid $(cat "$simpid"))"
+running_kind="$(cat "$state/cluster.kind" 2>/dev/null || true)"
+# An older up.sh kept kube-sim's pid under this name.
+[ -f "$state/kube-sim.pid" ] && mv "$state/kube-sim.pid" "$clusterpid" && running_kind=kube-sim
+if [ -f "$clusterpid" ] && kill -0 "$(cat "$clusterpid")" 2>/dev/null && [ "$running_kind" != "$cluster_kind" ]; then
+  step "stopping the running $running_kind (switching to $cluster_kind)"
+  kill "$(cat "$clusterpid")" 2>/dev/null || true
+  [ -f "$agentpid" ] && kill "$(cat "$agentpid")" 2>/dev/null || true
+  rm -f "$clusterpid" "$agentpid"
+  sleep 1
+fi
+if [ "$cluster_kind" = kube-sim ]; then
+  kubeconfig="$state/kube-sim.kubeconfig"
+  agent_kubeconfig="$kubeconfig"
 else
-  step "starting kube-sim (simulated K3s API) on $sim_addr"
-  rm -f "$kubeconfig"
-  nohup "$cargo_bin/kube-sim" --kubeconfig "$kubeconfig" --bind "$sim_addr" \
-    >"$state/logs/kube-sim.log" 2>&1 &
-  echo $! >"$simpid"
-  for _ in $(seq 1 100); do
-    [ -s "$kubeconfig" ] && break
-    kill -0 "$(cat "$simpid")" 2>/dev/null || die "kube-sim exited, see $state/logs/kube-sim.log"
+  kubeconfig="$state/kube-apiserver.kubeconfig"
+  agent_kubeconfig="$state/agent.kubeconfig"
+fi
+if [ -f "$clusterpid" ] && kill -0 "$(cat "$clusterpid")" 2>/dev/null; then
+  step "$cluster_kind already running (pid $(cat "$clusterpid"))"
+else
+  rm -f "$kubeconfig" "$agent_kubeconfig"
+  if [ "$cluster_kind" = kube-sim ]; then
+    step "starting kube-sim (simulated K3s API) on $sim_addr"
+    nohup "$cargo_bin/kube-sim" --kubeconfig "$kubeconfig" --bind "$sim_addr" \
+      >"$state/logs/cluster.log" 2>&1 &
+    echo $! >"$clusterpid"
+    wait_s=10
+  else
+    command -v go >/dev/null || die "--real-apiserver builds Kubernetes from source and needs Go (see tests/kube-harness/tools/go.mod)"
+    step "building kube-apiserver, kube-controller-manager, kubectl and etcd from source (cached after the first time)"
+    MTP_KUBE_BIN="$(bash "$root/tests/kube-harness/tools/build.sh")" || die "building the Kubernetes binaries failed"
+    export MTP_KUBE_BIN
+    step "starting a real kube-apiserver + kube-controller-manager with deploy/k3s installed"
+    nohup "$cargo_bin/mtp-kube-apiserver" --kubeconfig "$kubeconfig" --agent-kubeconfig "$agent_kubeconfig" \
+      >"$state/logs/cluster.log" 2>&1 &
+    echo $! >"$clusterpid"
+    wait_s=180
+  fi
+  echo "$cluster_kind" >"$state/cluster.kind"
+  for _ in $(seq 1 $((wait_s * 10))); do
+    [ -s "$agent_kubeconfig" ] && break
+    kill -0 "$(cat "$clusterpid")" 2>/dev/null || die "$cluster_kind exited, see $state/logs/cluster.log"
     sleep 0.1
   done
-  [ -s "$kubeconfig" ] || die "kube-sim wrote no kubeconfig, see $state/logs/kube-sim.log"
+  [ -s "$agent_kubeconfig" ] || die "$cluster_kind wrote no kubeconfig, see $state/logs/cluster.log"
   # A fresh (empty) cluster: restart the agent so it re-applies at once.
   if [ -f "$agentpid" ] && kill "$(cat "$agentpid")" 2>/dev/null; then sleep 0.5; fi
   rm -f "$agentpid"
@@ -127,7 +179,7 @@ else
   fi
   step "starting mtp-agent for cluster 'local'"
   nohup "$cargo_bin/mtp-agent" --control-plane "http://$grpc_addr" \
-    --node-name local-node-1 --kubeconfig "$kubeconfig" --state-dir "$state/agent" \
+    --node-name local-node-1 --kubeconfig "$agent_kubeconfig" --state-dir "$state/agent" \
     "${join_args[@]}" >"$state/logs/agent.log" 2>&1 &
   echo $! >"$agentpid"
   for _ in $(seq 1 100); do
@@ -145,13 +197,13 @@ k8s-mtp is running.
   control plane  $grpc_addr (gRPC, plaintext dev mode)   logs: .local/logs/control-plane.log
   admin port     http://$admin_addr/healthz /readyz /metrics
   PostgreSQL     127.0.0.1:$pg_port (data: .local/pg)
-  cluster        'local' = kube-sim at $sim_addr (kubeconfig: .local/kube-sim.kubeconfig), one agent
+  cluster        'local' = $cluster_kind (admin kubeconfig: $kubeconfig), one agent   logs: .local/logs/cluster.log
   admin token    $(cat "$state/admin-token")
 
 Use the CLI:
   export PATH="$cargo_bin:\$PATH" MTP_ADDR=http://$grpc_addr MTP_TOKEN_FILE=$state/admin-token
   mtp tenant create team-a --owner-user alice@example.com --cpu 8 --memory 16Gi --storage 100Gi --pods 200 --max-environments 10
   mtp env create team-a dev --cluster local --profile small --wait
-  kubectl --kubeconfig .local/kube-sim.kubeconfig get resourcequota,networkpolicy,rolebinding -n team-a-dev
+  kubectl --kubeconfig $kubeconfig get resourcequota,networkpolicy,rolebinding -n team-a-dev
 Stop everything with: bash deploy/local/down.sh
 MSG

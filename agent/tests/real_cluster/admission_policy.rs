@@ -46,7 +46,9 @@ async fn assert_cannot_touch_managed_objects(env: &Env, who: &str, client: Clien
             .patch(
                 bundle::ALLOW_DNS,
                 &edit,
-                &Patch::Merge(json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": null } } })),
+                &Patch::Merge(
+                    json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": null } } }),
+                ),
             )
             .await,
         403,

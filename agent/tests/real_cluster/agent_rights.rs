@@ -73,7 +73,9 @@ async fn the_agent_writes_nothing_outside_environment_namespaces() {
             Api::<ServiceAccount>::namespaced(agent.clone(), namespace)
                 .create(
                     &post,
-                    &object(json!({ "metadata": { "name": "x", "labels": managed_labels(json!({})) } })),
+                    &object(
+                        json!({ "metadata": { "name": "x", "labels": managed_labels(json!({})) } }),
+                    ),
                 )
                 .await,
             403,
@@ -101,7 +103,9 @@ async fn the_agent_writes_nothing_outside_environment_namespaces() {
             .patch(
                 "kube-system",
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": "mtp" } } })),
+                &Patch::Merge(
+                    json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": "mtp" } } }),
+                ),
             )
             .await,
         403,
@@ -203,7 +207,10 @@ async fn the_agent_binds_only_admin_and_edit_to_the_tenant() {
     assert_refused(
         "the agent binds cluster-admin",
         bindings
-            .create(&post, &binding("b1", "cluster-admin", json!([user("mallory")])))
+            .create(
+                &post,
+                &binding("b1", "cluster-admin", json!([user("mallory")])),
+            )
             .await,
         403,
         &["attempting to grant RBAC permissions not currently held"],
@@ -215,7 +222,11 @@ async fn the_agent_binds_only_admin_and_edit_to_the_tenant() {
             "admin",
             json!([group("system:authenticated")]),
         ),
-        ("admin to system:masters", "admin", json!([group("system:masters")])),
+        (
+            "admin to system:masters",
+            "admin",
+            json!([group("system:masters")]),
+        ),
         (
             "admin to a ServiceAccount of kube-system",
             "admin",
@@ -243,10 +254,7 @@ async fn the_agent_binds_only_admin_and_edit_to_the_tenant() {
         );
     }
     bindings
-        .create(
-            &post,
-            &binding("mtp-extra", "edit", json!([ci])),
-        )
+        .create(&post, &binding("mtp-extra", "edit", json!([ci])))
         .await
         .expect("edit to the environment's CI ServiceAccount is allowed");
 }

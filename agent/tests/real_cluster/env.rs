@@ -61,7 +61,10 @@ impl Env {
     pub async fn apply(&self) {
         let cluster = ClusterApi::new(self.agent().await);
         let b = Bundle::render(&self.config);
-        cluster.apply(&b).await.expect("the agent applies the bundle");
+        cluster
+            .apply(&b)
+            .await
+            .expect("the agent applies the bundle");
         assert_eq!(cluster.verify(&b).await.unwrap(), vec![], "verifies");
     }
 
@@ -73,10 +76,7 @@ impl Env {
         loop {
             let account = accounts.get_opt("default").await.unwrap();
             let quota = quotas.get_opt(bundle::QUOTA_NAME).await.unwrap();
-            let counted = quota
-                .and_then(|q| q.status)
-                .and_then(|s| s.used)
-                .is_some();
+            let counted = quota.and_then(|q| q.status).and_then(|s| s.used).is_some();
             if account.is_some() && counted {
                 return;
             }
@@ -91,9 +91,7 @@ impl Env {
 
     /// The owner as the API server sees them: the user and the tenant's group.
     pub async fn owner(&self) -> Client {
-        self.server
-            .impersonating(&self.owner, &[&self.group])
-            .await
+        self.server.impersonating(&self.owner, &[&self.group]).await
     }
 
     /// A member of the tenant's group (bound through the group, not by name).

@@ -126,5 +126,8 @@ async fn restricted_refuses_every_privileged_pod_and_admits_a_compliant_one() {
         .create(&post, &object(compliant("compliant")))
         .await
         .expect("a restricted-compliant pod is admitted");
-    assert_eq!(admitted.metadata.namespace.as_deref(), Some(env.ns.as_str()));
+    assert_eq!(
+        admitted.metadata.namespace.as_deref(),
+        Some(env.ns.as_str())
+    );
 }

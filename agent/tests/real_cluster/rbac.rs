@@ -73,7 +73,10 @@ async fn owners_run_their_environment_and_nothing_else() {
         // Another tenant's namespace: nothing, not even a listing.
         assert_refused(
             &format!("{who} lists pods of another tenant"),
-            other.api::<Pod>(client.clone()).list(&ListParams::default()).await,
+            other
+                .api::<Pod>(client.clone())
+                .list(&ListParams::default())
+                .await,
             403,
             &["forbidden"],
         );

@@ -151,6 +151,16 @@ pub fn validate_subject(field: &str, value: &str) -> Result<()> {
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
     }
+    // Kubernetes' own identities (system:masters, system:authenticated, …):
+    // binding `admin` to one would hand an environment to every node, every
+    // authenticated user or the cluster's own components. The agent's
+    // admission policy refuses such bindings too.
+    if value.starts_with("system:") {
+        return Err(Error::invalid(
+            field,
+            format!("{value:?}: names starting with \"system:\" are Kubernetes' own identities"),
+        ));
+    }
     Ok(())
 }
 
@@ -163,7 +173,17 @@ pub fn validate_service_account(field: &str, value: &str) -> Result<()> {
         ));
     };
     validate_label(field, ns, MAX_LABEL)?;
-    validate_label(field, name, MAX_LABEL)
+    validate_label(field, name, MAX_LABEL)?;
+    // The cluster's own namespaces: their ServiceAccounts are its components.
+    if ns.starts_with("kube-") || ns == "mtp-system" {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{value:?}: ServiceAccounts of the system namespace {ns:?} cannot own environments"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -211,6 +231,27 @@ mod tests {
         let [b1, b2] = namespace_candidates("a", "b-c");
         assert_eq!(a1, b1);
         assert_ne!(a2, b2);
+    }
+
+    #[test]
+    fn kubernetes_own_identities_are_refused() {
+        for name in [
+            "system:masters",
+            "system:authenticated",
+            "system:serviceaccounts",
+        ] {
+            let err = validate_subject("owners.groups[0]", name).unwrap_err();
+            assert!(err.to_string().contains("owners.groups[0]"), "{err}");
+        }
+        validate_subject("owners.users[0]", "alice@example.com").unwrap();
+        validate_subject("owners.users[0]", "systems:team").unwrap();
+        for sa in [
+            "kube-system/default",
+            "kube-public/x",
+            "mtp-system/mtp-agent",
+        ] {
+            assert!(validate_service_account("sa", sa).is_err(), "{sa}");
+        }
     }
 
     #[test]

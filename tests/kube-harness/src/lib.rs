@@ -181,9 +181,10 @@ impl KubeServer {
         path
     }
 
-    /// `kubectl` against this server as the admin.
+    /// `kubectl` (built with the server, same version) against this server
+    /// as the admin.
     pub fn kubectl(&self) -> Command {
-        let mut cmd = Command::new("kubectl");
+        let mut cmd = kubectl();
         cmd.arg("--kubeconfig").arg(&self.admin_kubeconfig);
         cmd
     }
@@ -435,9 +436,12 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
         ],
         &pids,
     )?;
-    wait_for("etcd", Duration::from_secs(30), &mut [&mut etcd], || async {
-        Ok(TcpStream::connect(("127.0.0.1", etcd_client)).is_ok())
-    })
+    wait_for(
+        "etcd",
+        Duration::from_secs(30),
+        &mut [&mut etcd],
+        || async { Ok(TcpStream::connect(("127.0.0.1", etcd_client)).is_ok()) },
+    )
     .await?;
 
     let mut apiserver = Component::spawn(
@@ -481,7 +485,8 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
         &admin_kubeconfig,
         &kubeconfig_yaml(&url, &pki.ca_pem, user_with_cert(&admin)),
     )?;
-    let admin_client = client(config_of(&kubeconfig_yaml(&url, &pki.ca_pem, user_with_cert(&admin))).await);
+    let admin_client =
+        client(config_of(&kubeconfig_yaml(&url, &pki.ca_pem, user_with_cert(&admin))).await);
     wait_for(
         "kube-apiserver /readyz",
         Duration::from_secs(120),
@@ -519,7 +524,9 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
             // Namespace finalization, quota status, default ServiceAccounts
             // and their tokens, cascading deletion, the aggregated
             // admin/edit/view roles and kube-root-ca.crt.
-            s("--controllers=serviceaccount-token-controller,serviceaccount-controller,namespace-controller,resourcequota-controller,garbage-collector-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller"),
+            s(
+                "--controllers=serviceaccount-token-controller,serviceaccount-controller,namespace-controller,resourcequota-controller,garbage-collector-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller",
+            ),
             format!("--service-account-private-key-file={}", p("sa.key")),
             format!("--root-ca-file={}", p("ca.crt")),
             // As K3s runs it: each controller with its own ServiceAccount
@@ -583,6 +590,13 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
     Ok(server)
 }
 
+/// The kubectl built with the server (the harness's binaries are known to
+/// exist once any server started).
+fn kubectl() -> Command {
+    let dir = tools::bin_dir().expect("the Kubernetes binaries were built");
+    Command::new(dir.join("kubectl"))
+}
+
 /// The repository's root (this crate lives in `tests/kube-harness`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -596,11 +610,11 @@ pub fn repo_root() -> PathBuf {
 /// enforced (a policy takes effect a moment after it is created).
 async fn install_bundle(server: &KubeServer, admin: &kube::Client) -> Result<(), String> {
     let bundle = repo_root().join("deploy/k3s");
-    let rendered = Command::new("kubectl")
+    let rendered = kubectl()
         .arg("kustomize")
         .arg(&bundle)
         .output()
-        .map_err(|e| format!("running kubectl kustomize (is kubectl installed?): {e}"))?;
+        .map_err(|e| format!("running kubectl kustomize: {e}"))?;
     if !rendered.status.success() {
         return Err(format!(
             "kubectl kustomize {}: {}",
@@ -612,7 +626,12 @@ async fn install_bundle(server: &KubeServer, admin: &kube::Client) -> Result<(),
     std::fs::write(&manifest, &rendered.stdout).map_err(|e| e.to_string())?;
     let applied = server
         .kubectl()
-        .args(["apply", "--server-side", "--field-manager=mtp-kube-harness", "-f"])
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager=mtp-kube-harness",
+            "-f",
+        ])
         .arg(&manifest)
         .output()
         .map_err(|e| format!("running kubectl apply: {e}"))?;

@@ -1,4 +1,4 @@
-//! Where the Kubernetes binaries come from: `tools/build.sh` builds them from
+//! Where the Kubernetes binaries (kubectl included, of the same version) come from: `tools/build.sh` builds them from
 //! the pinned Go modules (cached), or `MTP_KUBE_BIN` names a directory that
 //! already holds them.
 
@@ -6,11 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-pub const BINARIES: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
+pub const BINARIES: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubectl",
+];
 
 static BIN_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
-/// The directory holding etcd, kube-apiserver and kube-controller-manager,
+/// The directory holding etcd, kube-apiserver, kube-controller-manager and kubectl,
 /// building them first if needed (once per process; the script's lock makes
 /// concurrent test processes wait for one build).
 pub fn bin_dir() -> Result<PathBuf, String> {

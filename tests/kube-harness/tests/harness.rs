@@ -62,7 +62,11 @@ async fn a_dedicated_server_is_stopped_and_removed_when_dropped() {
     drop(server);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while dir.exists() {
-        assert!(std::time::Instant::now() < deadline, "{} still there", dir.display());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} still there",
+            dir.display()
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();

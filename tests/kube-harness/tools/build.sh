@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and etcd from the Go modules
+# Builds kube-apiserver, kube-controller-manager, kubectl and etcd from the Go modules
 # pinned in go.mod/go.sum (never a downloaded binary) and prints the directory
 # holding them on the last line of stdout.
 #
@@ -31,7 +31,7 @@ root="${MTP_KUBE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mtp-kube-tools}"
 out="$root/$k8s_version-$key"
 mkdir -p "$root"
 
-binaries=(kube-apiserver kube-controller-manager etcd)
+binaries=(kube-apiserver kube-controller-manager kubectl etcd)
 complete() { [ -f "$out/complete" ]; }
 
 if ! complete; then
@@ -55,11 +55,12 @@ if ! complete; then
     trap 'rm -rf "$tmp"' EXIT
     cd "$here"
     start=$(date +%s)
-    echo "build.sh: building Kubernetes $k8s_version (kube-apiserver, kube-controller-manager) and etcd from source into $out; a cold build takes 10-20 minutes on 2 cores" >&2
+    echo "build.sh: building Kubernetes $k8s_version (kube-apiserver, kube-controller-manager, kubectl) and etcd from source into $out; a cold build takes 10-20 minutes on 2 cores" >&2
     # Static binaries, as upstream builds them; -mod=readonly: go.sum is the pin.
     CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-    echo "build.sh: kube-apiserver and kube-controller-manager built after $(($(date +%s) - start)) s; building etcd" >&2
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kubectl
+    echo "build.sh: kube-apiserver, kube-controller-manager and kubectl built after $(($(date +%s) - start)) s; building etcd" >&2
     # Without -o the etcd binary would be named after its package, "server".
     CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
     for b in "${binaries[@]}"; do

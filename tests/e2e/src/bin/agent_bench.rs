@@ -1,18 +1,20 @@
 //! `mtp-agent-bench`: time from CreateEnvironment to Ready through the real
-//! `mtp-agent` binary on kube-sim, next to the time kube-rs alone needs to
-//! server-side apply (and read back) the same objects on the same kube-sim,
-//! and the agent's memory once it manages all of them.
+//! `mtp-agent` binary on kube-sim or on a real kube-apiserver, next to the
+//! time kube-rs alone needs to server-side apply (and read back) the same
+//! objects on the same server as the same identity, and the agent's memory
+//! once it manages all of them.
 //!
-//! `cargo build --release -p mtp-agent -p mtp-e2e && ./target/release/mtp-agent-bench`
+//! `cargo build --release -p mtp-agent -p mtp-e2e && ./target/release/mtp-agent-bench [--cluster real-apiserver]`
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use mtp_agent::bundle::Bundle;
 use mtp_agent::kubernetes::ClusterApi;
 use mtp_e2e::{TestPlane, fleet, quota};
+use mtp_kube_harness::{AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, KubeServer};
 use mtp_proto::v1 as pb;
 
 /// Measure environment Ready latency through the agent, direct SSA time, agent RSS.
@@ -33,6 +35,18 @@ struct Args {
     /// plane; the server timestamps are the figure that does not depend on it.
     #[arg(long, default_value_t = 1)]
     poll_ms: u64,
+    /// The cluster the agent applies to: kube-sim (in memory), or a real
+    /// kube-apiserver + kube-controller-manager + etcd (tests/kube-harness,
+    /// built from source on first use) with deploy/k3s installed, where the
+    /// agent and the direct applies run as the agent's ServiceAccount.
+    #[arg(long, value_enum, default_value_t = ClusterKind::KubeSim)]
+    cluster: ClusterKind,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ClusterKind {
+    KubeSim,
+    RealApiserver,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -89,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
         agent_bin.display()
     );
 
-    eprintln!("mtp-agent-bench: starting PostgreSQL, the control plane and kube-sim…");
+    eprintln!(
+        "mtp-agent-bench: starting PostgreSQL, the control plane and {:?}…",
+        args.cluster
+    );
     let plane = TestPlane::start().await;
     let mut admin = plane.admin().await;
     admin.create_cluster("bench-1").await?;
@@ -97,10 +114,32 @@ async fn main() -> anyhow::Result<()> {
     admin
         .create_tenant("bench", quota("1000000", "1000Ti", "1000Ti", 1_000_000, n))
         .await?;
-    let sim = fleet::cluster().await;
     let work = tempfile::tempdir()?;
     let kubeconfig = work.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig)?;
+    let (direct_client, sim, real) = match args.cluster {
+        ClusterKind::KubeSim => {
+            let sim = fleet::cluster().await;
+            sim.write_kubeconfig(&kubeconfig)?;
+            (sim.client(), Some(sim), None)
+        }
+        ClusterKind::RealApiserver => {
+            let server = tokio::task::spawn_blocking(|| {
+                KubeServer::start(mtp_kube_harness::Options::default())
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+            let agent_kubeconfig = server
+                .service_account_kubeconfig(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT)
+                .await;
+            std::fs::copy(agent_kubeconfig, &kubeconfig)?;
+            eprintln!(
+                "mtp-agent-bench: Kubernetes {} at {}",
+                server.version(),
+                server.url()
+            );
+            (server.agent().await, None, Some(server))
+        }
+    };
     let token = admin.join_token("bench-1").await;
 
     let mut agent = tokio::process::Command::new(&agent_bin)
@@ -194,8 +233,8 @@ async fn main() -> anyhow::Result<()> {
     let total = run.elapsed();
     let loaded_rss = rss_kib(pid);
 
-    // The same objects, applied by kube-rs directly on the same kube-sim.
-    let direct = ClusterApi::new(sim.client());
+    // The same objects, applied by kube-rs directly on the same server.
+    let direct = ClusterApi::new(direct_client);
     let mut apply_only = Vec::with_capacity(configs.len());
     let mut apply_verify = Vec::with_capacity(configs.len());
     let sample = {
@@ -247,7 +286,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = agent.start_kill();
     let _ = agent.wait().await;
-    sim.shutdown().await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
+    drop(real);
     Ok(())
 }
 
