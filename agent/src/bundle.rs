@@ -187,6 +187,31 @@ impl Bundle {
         // network policy; environments never get them.
         hard.insert("services.nodeports".into(), count(0));
         hard.insert("services.loadbalancers".into(), count(0));
+        // Node-local disk and the cluster's datastore: without these one
+        // environment can fill a node or etcd. Absent from an older control
+        // plane's configs (0 / no message): then not limited, as before.
+        if q.ephemeral_storage_bytes > 0 {
+            let e = bytes(q.ephemeral_storage_bytes);
+            hard.insert("requests.ephemeral-storage".into(), e.clone());
+            hard.insert("limits.ephemeral-storage".into(), e);
+        }
+        if let Some(o) = &q.objects {
+            for (resource, n) in [
+                ("configmaps", o.config_maps),
+                ("secrets", o.secrets),
+                ("serviceaccounts", o.service_accounts),
+                ("jobs.batch", o.jobs),
+                ("cronjobs.batch", o.cron_jobs),
+                ("deployments.apps", o.deployments),
+                ("replicasets.apps", o.replica_sets),
+                ("statefulsets.apps", o.stateful_sets),
+                ("ingresses.networking.k8s.io", o.ingresses),
+                ("roles.rbac.authorization.k8s.io", o.roles),
+                ("rolebindings.rbac.authorization.k8s.io", o.role_bindings),
+            ] {
+                hard.insert(format!("count/{resource}"), count(n));
+            }
+        }
         let quota = ResourceQuota {
             metadata: meta(QUOTA_NAME, ns, &labels),
             spec: Some(ResourceQuotaSpec {
@@ -197,11 +222,15 @@ impl Bundle {
         };
 
         let d = config.container_defaults.unwrap_or_default();
-        let pair = |c: i64, m: i64| {
-            BTreeMap::from([
+        let pair = |c: i64, m: i64, e: i64| {
+            let mut resources = BTreeMap::from([
                 ("cpu".to_string(), cpu(c)),
                 ("memory".to_string(), bytes(m)),
-            ])
+            ]);
+            if e > 0 {
+                resources.insert("ephemeral-storage".to_string(), bytes(e));
+            }
+            resources
         };
         let limits = LimitRange {
             metadata: meta(LIMITS_NAME, ns, &labels),
@@ -211,12 +240,18 @@ impl Bundle {
                     default: Some(pair(
                         d.default_limit_cpu_millis,
                         d.default_limit_memory_bytes,
+                        d.default_limit_ephemeral_storage_bytes,
                     )),
                     default_request: Some(pair(
                         d.default_request_cpu_millis,
                         d.default_request_memory_bytes,
+                        d.default_request_ephemeral_storage_bytes,
                     )),
-                    max: Some(pair(d.max_cpu_millis, d.max_memory_bytes)),
+                    max: Some(pair(
+                        d.max_cpu_millis,
+                        d.max_memory_bytes,
+                        d.max_ephemeral_storage_bytes,
+                    )),
                     ..Default::default()
                 }],
             }),
@@ -525,6 +560,7 @@ mod tests {
                 pods: 20,
                 services: 10,
                 persistent_volume_claims: 5,
+                ..NamespaceQuota::default()
             }),
             container_defaults: Some(ContainerDefaults {
                 default_request_cpu_millis: 100,
@@ -533,6 +569,7 @@ mod tests {
                 default_limit_memory_bytes: 512 << 20,
                 max_cpu_millis: 1000,
                 max_memory_bytes: 1 << 30,
+                ..ContainerDefaults::default()
             }),
             owners: Some(TenantOwners {
                 users: vec!["alice@example.com".into()],
@@ -576,6 +613,50 @@ mod tests {
                 "restricted"
             );
         }
+    }
+
+    #[test]
+    fn ephemeral_storage_and_object_counts_are_limited_when_configured() {
+        let mut c = sample();
+        let q0 = c.quota.as_mut().unwrap();
+        q0.ephemeral_storage_bytes = 4 << 30;
+        q0.objects = Some(mtp_proto::v1::ObjectCounts {
+            secrets: 7,
+            replica_sets: 0,
+            ..Default::default()
+        });
+        let d = c.container_defaults.as_mut().unwrap();
+        d.default_request_ephemeral_storage_bytes = 64 << 20;
+        d.default_limit_ephemeral_storage_bytes = 1 << 30;
+        d.max_ephemeral_storage_bytes = 2 << 30;
+        let b = Bundle::render(&c);
+        let hard = b.quota.spec.unwrap().hard.unwrap();
+        assert_eq!(hard["requests.ephemeral-storage"], q("4Gi"));
+        assert_eq!(hard["limits.ephemeral-storage"], q("4Gi"));
+        assert_eq!(hard["count/secrets"], q("7"));
+        // Zero is a limit too: none allowed.
+        assert_eq!(hard["count/replicasets.apps"], q("0"));
+        assert_eq!(hard.keys().filter(|k| k.starts_with("count/")).count(), 11);
+        let item = &b.limits.spec.unwrap().limits[0];
+        assert_eq!(
+            item.default_request.as_ref().unwrap()["ephemeral-storage"],
+            q("64Mi")
+        );
+        assert_eq!(
+            item.default.as_ref().unwrap()["ephemeral-storage"],
+            q("1Gi")
+        );
+        assert_eq!(item.max.as_ref().unwrap()["ephemeral-storage"], q("2Gi"));
+
+        // A config from a control plane that predates these fields.
+        let b = Bundle::render(&sample());
+        let hard = b.quota.spec.unwrap().hard.unwrap();
+        assert!(
+            hard.keys()
+                .all(|k| !k.contains("ephemeral") && !k.starts_with("count/"))
+        );
+        let item = &b.limits.spec.unwrap().limits[0];
+        assert!(!item.max.as_ref().unwrap().contains_key("ephemeral-storage"));
     }
 
     #[test]

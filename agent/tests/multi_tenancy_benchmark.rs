@@ -65,6 +65,7 @@ fn quota(
         pods,
         services,
         persistent_volume_claims: pvcs,
+        ..NamespaceQuota::default()
     }
 }
 
@@ -77,6 +78,7 @@ fn defaults(cpu: (i64, i64, i64), memory: (i64, i64, i64)) -> ContainerDefaults 
         default_limit_memory_bytes: memory.1,
         max_cpu_millis: cpu.2,
         max_memory_bytes: memory.2,
+        ..ContainerDefaults::default()
     }
 }
 

@@ -60,6 +60,25 @@ async fn pods_get_limit_range_defaults_and_are_held_to_maximum_and_quota() {
     assert_eq!(requests["memory"].0, "128Mi");
     assert_eq!(limits["cpu"].0, "500m");
     assert_eq!(limits["memory"].0, "512Mi");
+    assert_eq!(requests["ephemeral-storage"].0, "64Mi");
+    assert_eq!(limits["ephemeral-storage"].0, "1Gi");
+
+    assert_refused(
+        "a container above the ephemeral-storage maximum",
+        pods.create(
+            &post,
+            &pod(
+                "scratch-hog",
+                vec![container(
+                    "app",
+                    json!({ "limits": { "ephemeral-storage": "3Gi" } }),
+                )],
+            ),
+        )
+        .await,
+        403,
+        &["maximum ephemeral-storage usage per Container is 2Gi"],
+    );
 
     // One container above the per-container maximum (2 CPUs).
     assert_refused(
@@ -143,5 +162,35 @@ async fn node_ports_load_balancers_and_external_ips_are_refused() {
             .await,
         403,
         &["externalIPs"],
+    );
+}
+
+#[tokio::test]
+async fn object_counts_protect_the_datastore() {
+    let env = Env::create("alice@example.com").await;
+    // The environment's config allows 3 Secrets.
+    let secrets = env.api::<k8s_openapi::api::core::v1::Secret>(env.owner().await);
+    let post = PostParams::default();
+    for i in 0..3 {
+        secrets
+            .create(
+                &post,
+                &object(
+                    json!({ "metadata": { "name": format!("s{i}") }, "stringData": { "k": "v" } }),
+                ),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("secret {i} of 3: {e}"));
+    }
+    assert_refused(
+        "a fourth Secret",
+        secrets
+            .create(
+                &post,
+                &object(json!({ "metadata": { "name": "s3" }, "stringData": { "k": "v" } })),
+            )
+            .await,
+        403,
+        &["exceeded quota: mtp-quota", "count/secrets"],
     );
 }

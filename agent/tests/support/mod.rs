@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DeleteParams};
 use mtp_proto::v1::{
-    ContainerDefaults, NamespaceConfig, NamespaceQuota, NetworkConfig, TenantOwners,
+    ContainerDefaults, NamespaceConfig, NamespaceQuota, NetworkConfig, ObjectCounts, TenantOwners,
 };
 
 /// Where leases of the scenarios live.
@@ -148,6 +148,20 @@ pub fn config(ns: &str, tenant: &str) -> NamespaceConfig {
             pods: 30,
             services: 10,
             persistent_volume_claims: 5,
+            ephemeral_storage_bytes: 4 << 30,
+            objects: Some(ObjectCounts {
+                config_maps: 20,
+                secrets: 3,
+                service_accounts: 5,
+                jobs: 5,
+                cron_jobs: 2,
+                deployments: 5,
+                replica_sets: 50,
+                stateful_sets: 2,
+                ingresses: 5,
+                roles: 5,
+                role_bindings: 8,
+            }),
         }),
         container_defaults: Some(ContainerDefaults {
             default_request_cpu_millis: 100,
@@ -156,6 +170,9 @@ pub fn config(ns: &str, tenant: &str) -> NamespaceConfig {
             default_limit_memory_bytes: 512 << 20,
             max_cpu_millis: 2000,
             max_memory_bytes: 4 << 30,
+            default_request_ephemeral_storage_bytes: 64 << 20,
+            default_limit_ephemeral_storage_bytes: 1 << 30,
+            max_ephemeral_storage_bytes: 2 << 30,
         }),
         owners: Some(TenantOwners {
             users: vec!["alice@example.com".into()],

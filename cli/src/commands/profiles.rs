@@ -92,6 +92,22 @@ pub struct CreateArgs {
     #[arg(long, value_name = "QUANTITY", help_heading = "Container limits")]
     pub container_max_memory: Option<String>,
 
+    /// Ephemeral storage (writable layers, logs, emptyDirs) of the whole
+    /// environment, requests and limits [default: the small profile's, 4Gi].
+    #[arg(long, value_name = "QUANTITY", help_heading = "Cluster protection")]
+    pub ephemeral_storage: Option<String>,
+    /// Default ephemeral-storage request of a container that sets none
+    /// [default: 64Mi].
+    #[arg(long, value_name = "QUANTITY", help_heading = "Cluster protection")]
+    pub container_request_ephemeral_storage: Option<String>,
+    /// Default ephemeral-storage limit of a container that sets none
+    /// [default: 1Gi].
+    #[arg(long, value_name = "QUANTITY", help_heading = "Cluster protection")]
+    pub container_limit_ephemeral_storage: Option<String>,
+    /// Largest ephemeral-storage limit one container may have [default: 2Gi].
+    #[arg(long, value_name = "QUANTITY", help_heading = "Cluster protection")]
+    pub container_max_ephemeral_storage: Option<String>,
+
     /// Allow traffic between environments of the same tenant.
     #[arg(long, help_heading = "Network")]
     pub allow_same_tenant: bool,
@@ -130,7 +146,13 @@ impl CreateArgs {
                 default_limit_memory: s(self.container_limit_memory),
                 max_cpu: s(self.container_max_cpu),
                 max_memory: s(self.container_max_memory),
+                default_request_ephemeral_storage: s(self.container_request_ephemeral_storage),
+                default_limit_ephemeral_storage: s(self.container_limit_ephemeral_storage),
+                max_ephemeral_storage: s(self.container_max_ephemeral_storage),
             }),
+            ephemeral_storage: s(self.ephemeral_storage),
+            // The object counts of the small profile (not settable here yet).
+            object_counts: None,
             network: Some(NetworkOptions {
                 allow_same_tenant: self.allow_same_tenant,
                 allow_ingress_controller: self.allow_ingress_controller,
@@ -247,6 +269,29 @@ fn details(p: &Profile) -> String {
             pair(&c.default_limit_cpu, &c.default_limit_memory),
         )
         .field("Container max", pair(&c.max_cpu, &c.max_memory))
+        .field(
+            "Ephemeral storage",
+            format!(
+                "{} (container request={} limit={} max={})",
+                dash(&p.ephemeral_storage),
+                dash(&c.default_request_ephemeral_storage),
+                dash(&c.default_limit_ephemeral_storage),
+                dash(&c.max_ephemeral_storage)
+            ),
+        )
+        .field(
+            "Object counts",
+            p.object_counts
+                .as_ref()
+                .map(|o| {
+                    object_counts(o)
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default(),
+        )
         .field("Same-tenant traffic", yn(n.allow_same_tenant))
         .field("Ingress controller", yn(n.allow_ingress_controller));
     d.render()
@@ -266,6 +311,27 @@ pub struct ProfileView {
     pub max_quota: ResourcesView,
     pub container_limits: ContainerLimitsView,
     pub network: NetworkView,
+    pub ephemeral_storage: String,
+    pub object_counts: Option<std::collections::BTreeMap<&'static str, i64>>,
+}
+
+/// Object counts by Kubernetes resource name, as the quota lists them.
+fn object_counts(o: &mtp_proto::v1::ObjectCounts) -> std::collections::BTreeMap<&'static str, i64> {
+    [
+        ("configmaps", o.config_maps),
+        ("secrets", o.secrets),
+        ("serviceaccounts", o.service_accounts),
+        ("jobs", o.jobs),
+        ("cronjobs", o.cron_jobs),
+        ("deployments", o.deployments),
+        ("replicasets", o.replica_sets),
+        ("statefulsets", o.stateful_sets),
+        ("ingresses", o.ingresses),
+        ("roles", o.roles),
+        ("rolebindings", o.role_bindings),
+    ]
+    .into_iter()
+    .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -276,6 +342,9 @@ pub struct ContainerLimitsView {
     pub default_limit_memory: String,
     pub max_cpu: String,
     pub max_memory: String,
+    pub default_request_ephemeral_storage: String,
+    pub default_limit_ephemeral_storage: String,
+    pub max_ephemeral_storage: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -301,11 +370,16 @@ impl From<&Profile> for ProfileView {
                 default_limit_memory: c.default_limit_memory,
                 max_cpu: c.max_cpu,
                 max_memory: c.max_memory,
+                default_request_ephemeral_storage: c.default_request_ephemeral_storage,
+                default_limit_ephemeral_storage: c.default_limit_ephemeral_storage,
+                max_ephemeral_storage: c.max_ephemeral_storage,
             },
             network: NetworkView {
                 allow_same_tenant: n.allow_same_tenant,
                 allow_ingress_controller: n.allow_ingress_controller,
             },
+            ephemeral_storage: p.ephemeral_storage.clone(),
+            object_counts: p.object_counts.as_ref().map(object_counts),
         }
     }
 }

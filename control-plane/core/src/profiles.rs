@@ -26,6 +26,88 @@ pub struct NetworkOptions {
     pub allow_ingress_controller: bool,
 }
 
+/// Node-local scratch space (`ephemeral-storage`: container writable
+/// layers, logs, emptyDirs) and object counts. Neither is part of the
+/// tenant's quota; both protect the cluster: without them one environment can
+/// fill a node's disk or the cluster's datastore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterProtection {
+    /// Requests and limits of ephemeral storage, summed over the environment.
+    pub ephemeral_storage_bytes: u64,
+    pub default_request_ephemeral_storage_bytes: u64,
+    pub default_limit_ephemeral_storage_bytes: u64,
+    /// Per container.
+    pub max_ephemeral_storage_bytes: u64,
+    pub objects: ObjectCounts,
+}
+
+/// The most objects of each kind an environment may hold (ResourceQuota
+/// `count/…`). Zero means none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectCounts {
+    pub config_maps: u64,
+    pub secrets: u64,
+    pub service_accounts: u64,
+    pub jobs: u64,
+    pub cron_jobs: u64,
+    pub deployments: u64,
+    pub replica_sets: u64,
+    pub stateful_sets: u64,
+    pub ingresses: u64,
+    pub roles: u64,
+    pub role_bindings: u64,
+}
+
+impl ObjectCounts {
+    /// Every count multiplied by `factor` (the larger built-in profiles).
+    const fn times(self, factor: u64) -> ObjectCounts {
+        ObjectCounts {
+            config_maps: self.config_maps * factor,
+            secrets: self.secrets * factor,
+            service_accounts: self.service_accounts * factor,
+            jobs: self.jobs * factor,
+            cron_jobs: self.cron_jobs * factor,
+            deployments: self.deployments * factor,
+            replica_sets: self.replica_sets * factor,
+            stateful_sets: self.stateful_sets * factor,
+            ingresses: self.ingresses * factor,
+            roles: self.roles * factor,
+            role_bindings: self.role_bindings * factor,
+        }
+    }
+}
+
+/// The `small` profile's counts. A Deployment keeps up to 10 old
+/// ReplicaSets; the bundle itself holds 2 ServiceAccounts (default, mtp-ci)
+/// and 2 RoleBindings.
+const SMALL_OBJECTS: ObjectCounts = ObjectCounts {
+    config_maps: 50,
+    secrets: 50,
+    service_accounts: 20,
+    jobs: 50,
+    cron_jobs: 10,
+    deployments: 20,
+    replica_sets: 220,
+    stateful_sets: 10,
+    ingresses: 20,
+    roles: 20,
+    role_bindings: 20,
+};
+
+impl Default for ClusterProtection {
+    /// What a profile stored before these limits existed gets: the `small`
+    /// profile's.
+    fn default() -> Self {
+        ClusterProtection {
+            ephemeral_storage_bytes: 4 * GI,
+            default_request_ephemeral_storage_bytes: 64 * MI,
+            default_limit_ephemeral_storage_bytes: GI,
+            max_ephemeral_storage_bytes: 2 * GI,
+            objects: SMALL_OBJECTS,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub name: String,
@@ -35,6 +117,9 @@ pub struct Profile {
     pub max_quota: EnvironmentQuota,
     pub container_limits: ContainerLimits,
     pub network: NetworkOptions,
+    /// Absent in profiles stored by earlier versions: those get the default.
+    #[serde(default)]
+    pub protection: ClusterProtection,
 }
 
 pub const BUILTIN_NAMES: [&str; 3] = ["small", "medium", "large"];
@@ -48,6 +133,7 @@ fn builtin(
     quota: [u64; 6],
     max: [u64; 6],
     container: [u64; 6],
+    protection: ClusterProtection,
 ) -> Profile {
     let q = |v: [u64; 6]| EnvironmentQuota {
         cpu_millis: v[0],
@@ -75,6 +161,7 @@ fn builtin(
             allow_same_tenant: false,
             allow_ingress_controller: true,
         },
+        protection,
     }
 }
 
@@ -87,6 +174,7 @@ pub fn builtin_profiles() -> Vec<Profile> {
             [1000, 2 * GI, 10 * GI, 20, 10, 5],
             [2000, 4 * GI, 20 * GI, 40, 20, 10],
             [100, 128 * MI, 500, 512 * MI, 1000, 2 * GI],
+            ClusterProtection::default(),
         ),
         builtin(
             "medium",
@@ -94,6 +182,13 @@ pub fn builtin_profiles() -> Vec<Profile> {
             [4000, 8 * GI, 50 * GI, 50, 20, 10],
             [8000, 16 * GI, 100 * GI, 100, 40, 20],
             [250, 256 * MI, 1000, GI, 2000, 4 * GI],
+            ClusterProtection {
+                ephemeral_storage_bytes: 10 * GI,
+                default_request_ephemeral_storage_bytes: 128 * MI,
+                default_limit_ephemeral_storage_bytes: 2 * GI,
+                max_ephemeral_storage_bytes: 4 * GI,
+                objects: SMALL_OBJECTS.times(2),
+            },
         ),
         builtin(
             "large",
@@ -101,6 +196,13 @@ pub fn builtin_profiles() -> Vec<Profile> {
             [8000, 32 * GI, 200 * GI, 100, 50, 20],
             [16000, 64 * GI, 500 * GI, 200, 100, 40],
             [500, 512 * MI, 2000, 4 * GI, 4000, 16 * GI],
+            ClusterProtection {
+                ephemeral_storage_bytes: 20 * GI,
+                default_request_ephemeral_storage_bytes: 256 * MI,
+                default_limit_ephemeral_storage_bytes: 4 * GI,
+                max_ephemeral_storage_bytes: 8 * GI,
+                objects: SMALL_OBJECTS.times(4),
+            },
         ),
     ]
 }
@@ -154,6 +256,22 @@ impl Profile {
                 "the per-container maximum must fit in the environment's quota",
             ));
         }
+        let e = &self.protection;
+        if e.default_request_ephemeral_storage_bytes > e.default_limit_ephemeral_storage_bytes
+            || e.default_limit_ephemeral_storage_bytes > e.max_ephemeral_storage_bytes
+            || e.max_ephemeral_storage_bytes > e.ephemeral_storage_bytes
+        {
+            return Err(Error::invalid(
+                "profile.protection.ephemeral_storage",
+                "needs default request <= default limit <= per-container maximum <= environment total",
+            ));
+        }
+        if e.default_request_ephemeral_storage_bytes == 0 {
+            return Err(Error::invalid(
+                "profile.protection.default_request_ephemeral_storage",
+                "must be positive: with a quota on ephemeral storage, a pod without a request would be refused",
+            ));
+        }
         Ok(())
     }
 }
@@ -177,6 +295,31 @@ mod tests {
                 .default_request_memory_bytes,
             128 * MI
         );
+    }
+
+    #[test]
+    fn profiles_stored_before_cluster_protection_get_the_default() {
+        let mut stored = serde_json::to_value(builtin_profiles().remove(1)).unwrap();
+        stored.as_object_mut().unwrap().remove("protection");
+        let read: Profile = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.protection, ClusterProtection::default());
+        assert_eq!(builtin_profiles()[2].protection.objects.secrets, 200);
+    }
+
+    #[test]
+    fn inconsistent_ephemeral_storage_is_refused() {
+        let mut p = builtin_profiles().remove(0);
+        p.name = "x".into();
+        p.protection.max_ephemeral_storage_bytes = 100 * GI;
+        let err = p.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("profile.protection.ephemeral_storage"),
+            "{err}"
+        );
+        let mut p = builtin_profiles().remove(0);
+        p.name = "x".into();
+        p.protection.default_request_ephemeral_storage_bytes = 0;
+        assert!(p.validate().is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use mtp_core::access::Role;
 use mtp_core::audit::AuditEvent;
 use mtp_core::environments::{Environment, EnvironmentStatus};
-use mtp_core::profiles::{ContainerLimits, NetworkOptions, Profile};
+use mtp_core::profiles::{
+    ClusterProtection, ContainerLimits, NetworkOptions, ObjectCounts, Profile,
+};
 use mtp_core::quantity::{
     MAX_COUNT, format_bytes, format_cpu_millis, parse_bytes, parse_cpu_millis, validate_count,
 };
@@ -146,7 +148,83 @@ pub fn profile(p: &Option<pb::Profile>) -> Result<Profile> {
             allow_same_tenant: network.allow_same_tenant,
             allow_ingress_controller: network.allow_ingress_controller,
         },
+        protection: protection(p, c)?,
     })
+}
+
+/// Ephemeral storage and object counts of a profile being created; what is
+/// left empty comes from the default (the `small` profile's).
+fn protection(p: &pb::Profile, c: &pb::ContainerLimits) -> Result<ClusterProtection> {
+    let d = ClusterProtection::default();
+    let bytes = |field: &str, value: &str, default: u64| {
+        if value.is_empty() {
+            Ok(default)
+        } else {
+            parse_bytes(field, value)
+        }
+    };
+    let objects = match &p.object_counts {
+        None => d.objects,
+        Some(o) => {
+            let n = |name: &str, v: i64| {
+                validate_count(&format!("profile.object_counts.{name}"), v, MAX_COUNT)
+            };
+            ObjectCounts {
+                config_maps: n("config_maps", o.config_maps)?,
+                secrets: n("secrets", o.secrets)?,
+                service_accounts: n("service_accounts", o.service_accounts)?,
+                jobs: n("jobs", o.jobs)?,
+                cron_jobs: n("cron_jobs", o.cron_jobs)?,
+                deployments: n("deployments", o.deployments)?,
+                replica_sets: n("replica_sets", o.replica_sets)?,
+                stateful_sets: n("stateful_sets", o.stateful_sets)?,
+                ingresses: n("ingresses", o.ingresses)?,
+                roles: n("roles", o.roles)?,
+                role_bindings: n("role_bindings", o.role_bindings)?,
+            }
+        }
+    };
+    let f = |name: &str| format!("profile.container_limits.{name}");
+    Ok(ClusterProtection {
+        ephemeral_storage_bytes: bytes(
+            "profile.ephemeral_storage",
+            &p.ephemeral_storage,
+            d.ephemeral_storage_bytes,
+        )?,
+        default_request_ephemeral_storage_bytes: bytes(
+            &f("default_request_ephemeral_storage"),
+            &c.default_request_ephemeral_storage,
+            d.default_request_ephemeral_storage_bytes,
+        )?,
+        default_limit_ephemeral_storage_bytes: bytes(
+            &f("default_limit_ephemeral_storage"),
+            &c.default_limit_ephemeral_storage,
+            d.default_limit_ephemeral_storage_bytes,
+        )?,
+        max_ephemeral_storage_bytes: bytes(
+            &f("max_ephemeral_storage"),
+            &c.max_ephemeral_storage,
+            d.max_ephemeral_storage_bytes,
+        )?,
+        objects,
+    })
+}
+
+fn object_counts_to_pb(o: &ObjectCounts) -> pb::ObjectCounts {
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::ObjectCounts {
+        config_maps: i(o.config_maps),
+        secrets: i(o.secrets),
+        service_accounts: i(o.service_accounts),
+        jobs: i(o.jobs),
+        cron_jobs: i(o.cron_jobs),
+        deployments: i(o.deployments),
+        replica_sets: i(o.replica_sets),
+        stateful_sets: i(o.stateful_sets),
+        ingresses: i(o.ingresses),
+        roles: i(o.roles),
+        role_bindings: i(o.role_bindings),
+    }
 }
 
 pub fn role(field: &str, r: i32) -> Result<Role> {
@@ -231,11 +309,20 @@ pub fn profile_to_pb(p: &Profile) -> pb::Profile {
             default_limit_memory: format_bytes(c.default_limit_memory_bytes),
             max_cpu: format_cpu_millis(c.max_cpu_millis),
             max_memory: format_bytes(c.max_memory_bytes),
+            default_request_ephemeral_storage: format_bytes(
+                p.protection.default_request_ephemeral_storage_bytes,
+            ),
+            default_limit_ephemeral_storage: format_bytes(
+                p.protection.default_limit_ephemeral_storage_bytes,
+            ),
+            max_ephemeral_storage: format_bytes(p.protection.max_ephemeral_storage_bytes),
         }),
         network: Some(pb::NetworkOptions {
             allow_same_tenant: p.network.allow_same_tenant,
             allow_ingress_controller: p.network.allow_ingress_controller,
         }),
+        ephemeral_storage: format_bytes(p.protection.ephemeral_storage_bytes),
+        object_counts: Some(object_counts_to_pb(&p.protection.objects)),
     }
 }
 
@@ -325,6 +412,7 @@ pub fn agent_to_pb(a: &AgentRecord) -> pb::Agent {
 pub fn namespace_config(n: &NamespaceSpec) -> pb::NamespaceConfig {
     let q = &n.quota;
     let c = &n.profile.container_limits;
+    let e = &n.profile.protection;
     let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     pb::NamespaceConfig {
         namespace: n.namespace.clone(),
@@ -338,6 +426,8 @@ pub fn namespace_config(n: &NamespaceSpec) -> pb::NamespaceConfig {
             pods: i(q.pods),
             services: i(q.services),
             persistent_volume_claims: i(q.persistent_volume_claims),
+            ephemeral_storage_bytes: i(e.ephemeral_storage_bytes),
+            objects: Some(object_counts_to_pb(&e.objects)),
         }),
         container_defaults: Some(pb::ContainerDefaults {
             default_request_cpu_millis: i(c.default_request_cpu_millis),
@@ -346,6 +436,9 @@ pub fn namespace_config(n: &NamespaceSpec) -> pb::NamespaceConfig {
             default_limit_memory_bytes: i(c.default_limit_memory_bytes),
             max_cpu_millis: i(c.max_cpu_millis),
             max_memory_bytes: i(c.max_memory_bytes),
+            default_request_ephemeral_storage_bytes: i(e.default_request_ephemeral_storage_bytes),
+            default_limit_ephemeral_storage_bytes: i(e.default_limit_ephemeral_storage_bytes),
+            max_ephemeral_storage_bytes: i(e.max_ephemeral_storage_bytes),
         }),
         owners: Some(pb::TenantOwners {
             users: n.owners.users.clone(),
