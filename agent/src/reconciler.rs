@@ -228,6 +228,12 @@ impl Reconciler {
                 }
                 _ = retry.tick() => {
                     if self.applier {
+                        // A watch that lost its place cannot say what changed
+                        // meanwhile: one full check instead of waiting for the
+                        // periodic one.
+                        if self.touched.take_relisted() {
+                            self.resync().await;
+                        }
                         self.check_touched().await;
                         if last_retry.elapsed() >= self.config.retry_interval {
                             last_retry = Instant::now();
@@ -627,9 +633,7 @@ impl Reconciler {
     async fn check_touched(&mut self) {
         let quiet = self.config.drift_quiet;
         let due: Vec<String> = {
-            let Ok(mut touched) = self.touched.lock() else {
-                return;
-            };
+            let mut touched = self.touched.sightings();
             let due: Vec<String> = touched
                 .iter()
                 .filter(|(ns, seen)| {

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
@@ -22,10 +23,38 @@ use crate::kubernetes::Versions;
 /// namespace is simply checked.
 const MAX_SIGHTED_OBJECTS: usize = 64;
 
-/// Namespaces whose managed objects a watch saw change. Shared with the watch
-/// tasks so that a burst of events never blocks the reconciler's input queue
-/// (and with it the session's keepalives).
-pub type Touched = Arc<Mutex<BTreeMap<String, Sighting>>>;
+/// What the watches saw, shared with the watch tasks so that a burst of
+/// events never blocks the reconciler's input queue (and with it the
+/// session's keepalives).
+pub type Touched = Arc<Watched>;
+
+#[derive(Debug, Default)]
+pub struct Watched {
+    /// Namespaces whose managed objects a watch saw change.
+    sightings: Mutex<BTreeMap<String, Sighting>>,
+    /// A watch had to list again (its resourceVersion was compacted away:
+    /// 410 Gone). What changed in between came back only as the new listing,
+    /// and deletions not at all, so everything needs one full check.
+    relisted: AtomicBool,
+}
+
+impl Watched {
+    pub fn sightings(&self) -> MutexGuard<'_, BTreeMap<String, Sighting>> {
+        // A panicking watch task leaves plain data behind; keep using it.
+        self.sightings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a watch re-listed since the last call.
+    pub fn take_relisted(&self) -> bool {
+        self.relisted.swap(false, Ordering::SeqCst)
+    }
+
+    fn relisted(&self) {
+        self.relisted.store(true, Ordering::SeqCst);
+    }
+}
 
 /// What the watches saw of one namespace since the reconciler last looked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +127,7 @@ where
         let mut events = watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
             .default_backoff()
             .boxed();
+        let mut listed = false;
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -106,7 +136,20 @@ where
             let object = match &event {
                 None => return,
                 Some(Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o))) => o,
-                // The initial listing: the periodic verification covers it.
+                // The first listing: the reconciler checks everything at start.
+                // Any later one follows an interrupted watch whose place in the
+                // history was lost (410 Gone): ask for a full check.
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if listed {
+                        tracing::info!(
+                            kind = K::kind(&()).as_ref(),
+                            "watch re-listed after losing its place; checking every namespace"
+                        );
+                        to.relisted();
+                    }
+                    listed = true;
+                    continue;
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
                     tracing::debug!(kind = K::kind(&()).as_ref(), error = %e, "watch interrupted; resuming");
@@ -122,15 +165,12 @@ where
                 Some(Ok(watcher::Event::Apply(_))) => object.resource_version(),
                 _ => None,
             };
-            if let Some(ns) = namespace
-                && let Ok(mut touched) = to.lock()
-            {
+            if let Some(ns) = namespace {
                 let now = Instant::now();
-                touched.entry(ns).or_insert_with(|| Sighting::new(now)).saw(
-                    object_id(&K::kind(&()), &object.name_any()),
-                    version,
-                    now,
-                );
+                to.sightings()
+                    .entry(ns)
+                    .or_insert_with(|| Sighting::new(now))
+                    .saw(object_id(&K::kind(&()), &object.name_any()), version, now);
             }
         }
     });

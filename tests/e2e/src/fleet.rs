@@ -168,15 +168,19 @@ where
     }
 }
 
-/// A TCP proxy in front of the control plane that can go silent without
-/// closing anything — the half-open connection a dead NAT or a pulled cable
-/// leaves behind.
+/// A TCP proxy in front of the control plane (or an API server) that can go
+/// silent without closing anything — the half-open connection a dead NAT or
+/// a pulled cable leaves behind — or cut every connection outright.
 pub struct FreezableProxy {
     pub addr: std::net::SocketAddr,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Only the client-to-upstream direction goes silent: what the agent
     /// sends is lost while what the control plane sends still arrives.
     upstream_frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped by `cut`: every connection opened before ends, closed.
+    cuts: tokio::sync::watch::Sender<u64>,
+    /// While set, new connections are closed at once (refused).
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -191,10 +195,19 @@ impl FreezableProxy {
         let upstream_frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = frozen.clone();
         let up_flag = upstream_frozen.clone();
+        let (cuts, cut_rx) = tokio::sync::watch::channel(0u64);
+        let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = refusing.clone();
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
                 let flag = flag.clone();
                 let up_flag = up_flag.clone();
+                let mut cut = cut_rx.clone();
+                let opened_at = *cut.borrow_and_update();
                 tokio::spawn(async move {
                     let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
@@ -235,10 +248,16 @@ impl FreezableProxy {
                             std::future::pending::<()>().await;
                         }
                     };
-                    tokio::join!(
-                        pump(ri, wo, flag.clone(), Some(up_flag)),
-                        pump(ro, wi, flag, None)
-                    );
+                    // Dropping the pumps closes both sockets.
+                    tokio::select! {
+                        _ = async {
+                            tokio::join!(
+                                pump(ri, wo, flag.clone(), Some(up_flag)),
+                                pump(ro, wi, flag, None)
+                            )
+                        } => {}
+                        _ = cut.wait_for(|n| *n != opened_at) => {}
+                    }
                 });
             }
         });
@@ -246,8 +265,24 @@ impl FreezableProxy {
             addr,
             frozen,
             upstream_frozen,
+            cuts,
+            refusing,
             task,
         }
+    }
+
+    /// Closes every open connection and refuses new ones until `mend`: a
+    /// network cut both ends notice at once.
+    pub fn cut(&self) {
+        self.refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// New connections are accepted again.
+    pub fn mend(&self) {
+        self.refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {

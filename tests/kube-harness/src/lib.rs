@@ -45,6 +45,10 @@ pub struct Options {
     pub compaction_interval: Duration,
     /// Install `deploy/k3s` (namespace, agent RBAC, admission policies).
     pub install_bundle: bool,
+    /// The apiserver's watch cache. Off, watches are served by etcd itself,
+    /// so a resourceVersion older than the last compaction gets 410 Gone at
+    /// once (with the cache, its own window decides).
+    pub watch_cache: bool,
 }
 
 impl Default for Options {
@@ -52,6 +56,7 @@ impl Default for Options {
         Options {
             compaction_interval: Duration::from_secs(300),
             install_bundle: true,
+            watch_cache: true,
         }
     }
 }
@@ -159,6 +164,26 @@ impl KubeServer {
     pub async fn service_account(&self, namespace: &str, name: &str) -> kube::Client {
         let token = self.service_account_token(namespace, name).await;
         client(config_of(&self.kubeconfig_yaml(json!({ "token": token }))).await)
+    }
+
+    /// The ServiceAccount `namespace/name` reaching the server through `url`
+    /// (a proxy in front of it on 127.0.0.1, which the serving certificate
+    /// covers).
+    pub async fn service_account_via(
+        &self,
+        namespace: &str,
+        name: &str,
+        url: &str,
+    ) -> kube::Client {
+        let token = self.service_account_token(namespace, name).await;
+        client(
+            config_of(&kubeconfig_yaml(
+                url,
+                &self.ca_pem,
+                json!({ "token": token }),
+            ))
+            .await,
+        )
     }
 
     /// The agent as deployed: the `mtp-system/mtp-agent` ServiceAccount, with
@@ -474,6 +499,7 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
             // The loopback advertise address must not be published as the
             // `kubernetes` Service's endpoint; nothing here routes to it.
             s("--endpoint-reconciler-type=none"),
+            format!("--watch-cache={}", options.watch_cache),
             s("--profiling=false"),
             s("--v=1"),
         ],

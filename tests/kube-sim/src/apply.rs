@@ -41,6 +41,44 @@ pub struct Entry {
     pub time: String,
     /// Owned leaf paths.
     pub fields: BTreeSet<Path>,
+    /// The subresource written through (`status`), if not the main resource.
+    pub subresource: Option<String>,
+}
+
+impl Entry {
+    /// The manager as the apiserver names it in apply conflicts (`printManager`): `"m"`
+    /// for an applier, `"m" using v1` for an updater, `"m" with subresource "status" ...`.
+    pub fn describe(&self) -> String {
+        let mut out = format!("{:?}", self.manager);
+        if let Some(sub) = &self.subresource {
+            out.push_str(&format!(" with subresource {sub:?}"));
+        }
+        if self.operation == "Update" {
+            out.push_str(&format!(" using {}", self.api_version));
+        }
+        out
+    }
+
+    /// The identifier the apiserver groups and sorts conflicts by
+    /// (`BuildManagerIdentifier`: the entry as JSON without time and fields, and without
+    /// the apiVersion of an applier).
+    pub fn identifier(&self) -> String {
+        // Go's encoding/json field order: manager, operation, apiVersion, subresource.
+        let quoted = |v: &str| Value::String(v.to_string()).to_string();
+        let mut out = format!(
+            "{{\"manager\":{},\"operation\":{}",
+            quoted(&self.manager),
+            quoted(&self.operation)
+        );
+        if self.operation != "Apply" {
+            out.push_str(&format!(",\"apiVersion\":{}", quoted(&self.api_version)));
+        }
+        if let Some(sub) = &self.subresource {
+            out.push_str(&format!(",\"subresource\":{}", quoted(sub)));
+        }
+        out.push('}');
+        out
+    }
 }
 
 /// The leaf paths an object sets, excluding server-owned metadata.
@@ -132,6 +170,10 @@ pub fn parse_managed(obj: &Value) -> Vec<Entry> {
                     .unwrap_or("")
                     .to_string(),
                 fields,
+                subresource: e
+                    .get("subresource")
+                    .and_then(Value::as_str)
+                    .map(String::from),
             })
         })
         .collect()
@@ -174,14 +216,18 @@ pub fn store_managed(obj: &mut Value, entries: &[Entry]) {
         .iter()
         .filter(|e| !e.fields.is_empty())
         .map(|e| {
-            json!({
+            let mut v = json!({
                 "manager": e.manager,
                 "operation": e.operation,
                 "apiVersion": e.api_version,
                 "time": e.time,
                 "fieldsType": "FieldsV1",
                 "fieldsV1": fields_v1(&e.fields),
-            })
+            });
+            if let Some(sub) = &e.subresource {
+                v["subresource"] = json!(sub);
+            }
+            v
         })
         .collect();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -197,8 +243,19 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Result of a rejected apply: `(manager, field)` pairs.
-pub type Conflicts = Vec<(String, String)>;
+/// One field a rejected apply would have taken from another manager.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The owner's [`Entry::identifier`].
+    pub identifier: String,
+    /// The owner as [`Entry::describe`] prints it.
+    pub manager: String,
+    /// The field (`.metadata.labels.tier`).
+    pub field: String,
+}
+
+/// Result of a rejected apply.
+pub type Conflicts = Vec<Conflict>;
 
 /// Server-side apply of `config` by `manager` onto `live` (or onto nothing, for a create).
 ///
@@ -236,7 +293,11 @@ pub fn apply(
         if !force {
             return Err(conflicts
                 .iter()
-                .map(|(i, q)| (entries[*i].manager.clone(), display_path(q)))
+                .map(|(i, q)| Conflict {
+                    identifier: entries[*i].identifier(),
+                    manager: entries[*i].describe(),
+                    field: display_path(q),
+                })
                 .collect());
         }
         for (i, q) in &conflicts {
@@ -268,6 +329,7 @@ pub fn apply(
         api_version: api_version.to_string(),
         time: now(),
         fields: new_set,
+        subresource: None,
     };
     match mine {
         Some(i) => {
@@ -284,6 +346,18 @@ pub fn apply(
 /// Ownership bookkeeping for a non-apply write (create, PUT, merge patch) by `manager`:
 /// it takes every field it changed; fields it changed or removed leave other managers.
 pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str) {
+    record_update_of(old, new, manager, api_version, None);
+}
+
+/// [`record_update`] for a write through `subresource` (`status`), which real managers
+/// own as an entry of their own.
+pub fn record_update_of(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    subresource: Option<&str>,
+) {
     let empty = json!({});
     let old_v = old.unwrap_or(&empty);
     let old_leaves = leaf_paths(old_v);
@@ -303,9 +377,9 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_ve
         e.fields
             .retain(|q| !changed.iter().chain(removed.iter()).any(|c| related(c, q)));
     }
-    let pos = entries
-        .iter()
-        .position(|e| e.manager == manager && e.operation == "Update");
+    let pos = entries.iter().position(|e| {
+        e.manager == manager && e.operation == "Update" && e.subresource.as_deref() == subresource
+    });
     let i = match pos {
         Some(i) => i,
         None => {
@@ -315,6 +389,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_ve
                 api_version: api_version.to_string(),
                 time: String::new(),
                 fields: BTreeSet::new(),
+                subresource: subresource.map(String::from),
             });
             entries.len() - 1
         }
@@ -391,6 +466,7 @@ mod tests {
                 api_version: "v1".into(),
                 time: "t".into(),
                 fields: set.clone(),
+                subresource: None,
             }],
         );
         assert_eq!(parse_managed(&with)[0].fields, set);

@@ -120,6 +120,10 @@ pub static KINDS: &[ResourceKind] = &[
         &["spec.unschedulable"],
     ),
     core("configmaps", "configmap", "ConfigMap", true, &["cm"], &[]),
+    // Stored as given: no clusterIP allocation, no endpoints (README, known
+    // differences). Here so that kubectl create/expose work as on a server.
+    core("secrets", "secret", "Secret", true, &[], &["type"]),
+    core("services", "service", "Service", true, &["svc"], &[]),
     core(
         "events",
         "event",
@@ -140,6 +144,17 @@ pub static KINDS: &[ResourceKind] = &[
             "type",
         ],
     ),
+    // No controller: a Deployment is stored, no ReplicaSet or Pod follows.
+    ResourceKind {
+        group: "apps",
+        version: "v1",
+        resource: "deployments",
+        singular: "deployment",
+        kind: "Deployment",
+        namespaced: true,
+        short_names: &["deploy"],
+        field_labels: &[],
+    },
     ResourceKind {
         group: "networking.k8s.io",
         version: "v1",

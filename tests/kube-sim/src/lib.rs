@@ -18,6 +18,7 @@ pub mod faults;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod kubelet;
+pub mod protobuf;
 pub mod selectors;
 pub mod server;
 pub mod status;

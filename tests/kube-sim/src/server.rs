@@ -595,8 +595,17 @@ fn check_faults(shared: &Shared, verb: &str, t: &Target, resource: &str) -> Resu
 }
 
 fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
-    // Protobuf is not spoken; 415 makes client-go retry the request as JSON.
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    // kubectl sends built-in kinds as protobuf (create, run, expose) and
+    // does not retry as JSON: decode what we know, refuse the rest by name.
+    if content_type.contains("protobuf") {
+        return crate::protobuf::decode(body).map_err(|e| match e {
+            crate::protobuf::DecodeError::Unsupported(m) => ApiError::unsupported_body(m),
+            crate::protobuf::DecodeError::Malformed(m) => {
+                ApiError::bad_request(format!("error decoding protobuf: {m}"))
+            }
+        });
+    }
+    if content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type(content_type));
     }
     let v: Value = match serde_json::from_slice(body) {

@@ -66,39 +66,50 @@ impl ApiError {
         .with_details(resource, name)
     }
 
-    /// 409 Conflict for server-side apply field ownership conflicts.
-    pub fn apply_conflicts(
-        resource: &str,
-        name: &str,
-        conflicts: &[(String, String)],
-        api_version: &str,
-    ) -> Self {
+    /// 409 Conflict for server-side apply field ownership conflicts, worded and detailed
+    /// as the apiserver's field manager does (`NewConflictError`): one conflict on one
+    /// line, several grouped by owner (sorted by manager identifier); the details carry
+    /// only the causes, no name or kind.
+    pub fn apply_conflicts(conflicts: &[crate::apply::Conflict]) -> Self {
         let n = conflicts.len();
-        let mut message = format!(
-            "Apply failed with {n} conflict{}: ",
-            if n == 1 { "" } else { "s" }
-        );
-        let parts: Vec<String> = conflicts
-            .iter()
-            .map(|(manager, field)| {
-                format!("conflict with \"{manager}\" using {api_version}: {field}")
-            })
-            .collect();
-        message.push_str(&parts.join("\n"));
+        let message = match conflicts {
+            [one] => format!(
+                "Apply failed with 1 conflict: conflict with {}: {}",
+                one.manager, one.field
+            ),
+            _ => {
+                let mut owners: Vec<&crate::apply::Conflict> = Vec::new();
+                for c in conflicts {
+                    if !owners.iter().any(|o| o.identifier == c.identifier) {
+                        owners.push(c);
+                    }
+                }
+                owners.sort_by(|a, b| a.identifier.cmp(&b.identifier));
+                let mut lines = Vec::new();
+                for owner in owners {
+                    lines.push(format!("conflicts with {}:", owner.manager));
+                    for c in conflicts
+                        .iter()
+                        .filter(|c| c.identifier == owner.identifier)
+                    {
+                        lines.push(format!("- {}", c.field));
+                    }
+                }
+                format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
+            }
+        };
         let causes: Vec<Value> = conflicts
             .iter()
-            .map(|(manager, field)| {
+            .map(|c| {
                 json!({
                     "reason": "FieldManagerConflict",
-                    "message": format!("conflict with \"{manager}\" using {api_version}"),
-                    "field": field,
+                    "message": format!("conflict with {}", c.manager),
+                    "field": c.field,
                 })
             })
             .collect();
-        let mut e = Self::new(409, "Conflict", message).with_details(resource, name);
-        if let Some(d) = e.details.as_mut() {
-            d["causes"] = Value::Array(causes);
-        }
+        let mut e = Self::new(409, "Conflict", message);
+        e.details = Some(json!({ "causes": causes }));
         e
     }
 
@@ -176,6 +187,12 @@ impl ApiError {
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml ({ct})"
             ),
         )
+    }
+
+    /// 415 UnsupportedMediaType with a reason of kube-sim's own (a protobuf
+    /// body it cannot decode without losing something).
+    pub fn unsupported_body(message: String) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
     }
 
     /// 500 InternalError (used by fault injection).

@@ -160,16 +160,19 @@ fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
     v.get("metadata")?.get(field)?.as_str()
 }
 
-/// Renders a `roleRef` the way the apiserver's validation prints it (Go `%#v` of `rbac.RoleRef`).
+/// Renders a `roleRef` the way the apiserver's validation prints it: the internal
+/// `rbac.RoleRef` as JSON, whose Go fields carry no json tags (`{"APIGroup":..}`).
 fn go_role_ref(v: Option<&Value>) -> String {
     let field = |f: &str| {
-        v.and_then(|r| r.get(f))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+        Value::String(
+            v.and_then(|r| r.get(f))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        )
     };
     format!(
-        "rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}",
+        "{{\"APIGroup\":{},\"Kind\":{},\"Name\":{}}}",
         field("apiGroup"),
         field("kind"),
         field("name")
@@ -193,12 +196,74 @@ fn validate_update(
             name,
             "roleRef",
             &format!(
-                "Invalid value: {}: cannot change roleRef",
+                "Invalid value: {}: field is immutable",
                 go_role_ref(new.get("roleRef"))
             ),
         ));
     }
     Ok(())
+}
+
+/// The label the apiserver's defaulting puts on every namespace, on every write.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Defaulting a real apiserver applies to every decoded object, before field ownership is
+/// computed: a namespace always carries `kubernetes.io/metadata.name: <name>` (since 1.21;
+/// removing it is undone, and the writer keeps owning it).
+fn default_fields(kind: &ResourceKind, name: &str, obj: &mut Value) {
+    if kind.resource != "namespaces" {
+        return;
+    }
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    let meta = &mut obj["metadata"];
+    if !meta.get("labels").is_some_and(Value::is_object) {
+        meta["labels"] = json!({});
+    }
+    meta["labels"][NAMESPACE_NAME_LABEL] = json!(name);
+}
+
+/// The conditions the namespace controller reports once it has emptied a namespace
+/// (all `False`: nothing failed, nothing remains), just before it finalizes it.
+fn namespace_emptied_conditions() -> Value {
+    let at = now();
+    let c = |kind: &str, reason: &str, message: &str| {
+        json!({
+            "type": kind,
+            "status": "False",
+            "lastTransitionTime": at,
+            "reason": reason,
+            "message": message,
+        })
+    };
+    json!([
+        c(
+            "NamespaceDeletionDiscoveryFailure",
+            "ResourcesDiscovered",
+            "All resources successfully discovered"
+        ),
+        c(
+            "NamespaceDeletionGroupVersionParsingFailure",
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed"
+        ),
+        c(
+            "NamespaceDeletionContentFailure",
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization"
+        ),
+        c(
+            "NamespaceContentRemaining",
+            "ContentRemoved",
+            "All content successfully removed"
+        ),
+        c(
+            "NamespaceFinalizersRemaining",
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished"
+        ),
+    ])
 }
 
 /// Whether anything outside `metadata` and `status` differs (drives `metadata.generation`).
@@ -379,7 +444,9 @@ impl Store {
         }
     }
 
-    /// Fills server-owned fields of a new object.
+    /// Fills server-owned metadata of a new object and applies defaulting. What a client
+    /// could have sent (defaulted fields) is set here, before ownership is recorded;
+    /// what only the server sets comes after, in [`Store::prepare_for_create`].
     fn initialize(kind: &ResourceKind, ns: &str, name: &str, obj: &mut Value) {
         obj["apiVersion"] = json!(kind.api_version());
         obj["kind"] = json!(kind.kind);
@@ -400,6 +467,12 @@ impl Store {
         meta.insert("generation".into(), json!(1));
         meta.remove("deletionTimestamp");
         meta.remove("resourceVersion");
+        default_fields(kind, name, obj);
+    }
+
+    /// Fields a real apiserver's create strategy sets (`PrepareForCreate`), after field
+    /// ownership is recorded: no manager owns them.
+    fn prepare_for_create(kind: &ResourceKind, obj: &mut Value) {
         if kind.resource == "namespaces" {
             obj["spec"] = json!({ "finalizers": ["kubernetes"] });
             obj["status"] = json!({ "phase": "Active" });
@@ -454,6 +527,7 @@ impl Store {
         }
         Self::initialize(kind, ns, &name, &mut body);
         apply::record_update(None, &mut body, manager, &kind.api_version());
+        Self::prepare_for_create(kind, &mut body);
         Ok(self.commit(&mut inner, ki, key, EventType::Added, body))
     }
 
@@ -538,6 +612,7 @@ impl Store {
             .pointer("/metadata/managedFields")
             .cloned()
             .unwrap_or(Value::Null);
+        default_fields(kind, name, &mut body);
         apply::record_update(Some(&old), &mut body, manager, &kind.api_version());
         self.replace(&mut inner, kind, key, &old, body)
     }
@@ -567,6 +642,7 @@ impl Store {
         let mut new = (*old).clone();
         apply::merge_into(&mut new, patch, true);
         check_type(kind, &new, false)?;
+        default_fields(kind, name, &mut new);
         apply::record_update(Some(&old), &mut new, manager, &kind.api_version());
         self.replace(&mut inner, kind, key, &old, new)
     }
@@ -609,9 +685,7 @@ impl Store {
         {
             return Err(ApiError::stale(&kind.qualified_resource(), name));
         }
-        let conflict = |c: apply::Conflicts| {
-            ApiError::apply_conflicts(&kind.qualified_resource(), name, &c, &kind.api_version())
-        };
+        let conflict = |c: apply::Conflicts| ApiError::apply_conflicts(&c);
         match old {
             None => {
                 validate_name(kind, name)?;
@@ -620,6 +694,7 @@ impl Store {
                     .map_err(conflict)?;
                 let managed = obj["metadata"]["managedFields"].take();
                 Self::initialize(kind, ns, name, &mut obj);
+                Self::prepare_for_create(kind, &mut obj);
                 obj["metadata"]["managedFields"] = managed;
                 Ok((
                     self.commit(&mut inner, ki, key, EventType::Added, obj),
@@ -627,8 +702,9 @@ impl Store {
                 ))
             }
             Some(old) => {
-                let obj = apply::apply(Some(&old), config, manager, force, &kind.api_version())
+                let mut obj = apply::apply(Some(&old), config, manager, force, &kind.api_version())
                     .map_err(conflict)?;
+                default_fields(kind, name, &mut obj);
                 Ok((self.replace(&mut inner, kind, key, &old, obj)?, false))
             }
         }
@@ -659,8 +735,8 @@ impl Store {
                 return Ok(Deleted::NamespaceTerminating((*old).clone()));
             }
             let mut new = (*old).clone();
+            // No deletionGracePeriodSeconds: a namespace is not deleted gracefully.
             new["metadata"]["deletionTimestamp"] = json!(now());
-            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             new["status"]["phase"] = json!("Terminating");
             let out = self.commit(&mut inner, ki, key, EventType::Modified, new);
             return Ok(Deleted::NamespaceTerminating((*out).clone()));
@@ -680,8 +756,11 @@ impl Store {
         }
     }
 
-    /// Namespace controller step: removes every object in `ns`, then the namespace itself.
-    /// Each removal is its own event, so watches see the teardown step by step.
+    /// Namespace controller step: removes every object in `ns`, reports that on the
+    /// namespace (`status.conditions`, written through `status` by
+    /// kube-controller-manager), then removes the namespace itself. Each step is its own
+    /// event, so watches see the teardown as on a real cluster: MODIFIED (Terminating),
+    /// the contents' DELETED, MODIFIED (conditions), DELETED.
     pub fn finalize_namespace(&self, ns: &str) {
         for (ki, kind) in KINDS.iter().enumerate() {
             if !kind.namespaced {
@@ -702,13 +781,26 @@ impl Store {
         let mut inner = self.lock();
         let nsi = kind_index(kinds::namespaces());
         let key = (String::new(), ns.to_string());
-        if let Some(obj) = inner.objects[nsi].get(&key).cloned()
-            && obj.pointer("/metadata/deletionTimestamp").is_some()
-        {
-            let mut last = (*obj).clone();
-            last["spec"]["finalizers"] = json!([]);
-            self.commit(&mut inner, nsi, key, EventType::Deleted, last);
+        let Some(obj) = inner.objects[nsi].get(&key).cloned() else {
+            return;
+        };
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            return;
         }
+        let mut emptied = (*obj).clone();
+        emptied["status"]["conditions"] = namespace_emptied_conditions();
+        apply::record_update_of(
+            Some(&obj),
+            &mut emptied,
+            "kube-controller-manager",
+            "v1",
+            Some("status"),
+        );
+        let emptied = self.commit(&mut inner, nsi, key.clone(), EventType::Modified, emptied);
+        // Finalizing (`spec.finalizers` emptied through `finalize`) deletes the namespace
+        // in the same write; the DELETED event shows its last stored state, finalizer
+        // included, as etcd's previous value does.
+        self.commit(&mut inner, nsi, key, EventType::Deleted, (*emptied).clone());
     }
 
     /// Starts a watch: the events after `from` (or a snapshot as synthetic ADDED events
