@@ -4,8 +4,8 @@
 //! the applier lease.
 //!
 //! The scenarios a real cluster must pass too live in `support/scenarios.rs`
-//! and run here on kube-sim; `real_cluster.rs` runs them against the cluster
-//! of `MTP_TEST_KUBECONFIG`. The tests written out here need kube-sim's
+//! and run here on kube-sim; `real_cluster/` runs them on a real
+//! kube-apiserver as the agent's ServiceAccount. The tests written out here need kube-sim's
 //! fault injection or its direct view of the stored objects.
 
 use std::time::Duration;

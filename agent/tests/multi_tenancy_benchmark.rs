@@ -12,8 +12,9 @@
 //! CNI enforcing NetworkPolicy, RBAC evaluation) is modelled here: a table for
 //! PodSecurity, the upstream bootstrap rules of `admin`/`edit` as a fixture,
 //! and a small NetworkPolicy evaluator. `the_checks_reject_broken_bundles`
-//! breaks bundles on purpose and proves every check notices; what only a real
-//! cluster proves is listed in `real_cluster.rs`.
+//! breaks bundles on purpose and proves every check notices. The real
+//! kube-apiserver suite (`real_cluster/`) checks PodSecurity, RBAC and the
+//! admission policies for real; only NetworkPolicy enforcement stays modelled.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,6 @@
 //! The agent's cluster scenarios, written once against a [`Ctx`] and run by
-//! both suites: on kube-sim (`cluster.rs`) and, opt-in, on a real cluster
-//! (`real_cluster.rs`), so the two can never drift apart.
+//! both suites: on kube-sim (`cluster.rs`) and on a real kube-apiserver
+//! (`real_cluster/`), so the two can never drift apart.
 
 use std::time::Duration;
 

@@ -616,11 +616,14 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
     Ok(server)
 }
 
-/// The kubectl built with the server (the harness's binaries are known to
-/// exist once any server started).
+/// The kubectl built with the server (tools/build.sh), building it first if
+/// needed: tests that drive kubectl need no kubectl installed.
+pub fn kubectl_binary() -> Result<PathBuf, String> {
+    Ok(tools::bin_dir()?.join("kubectl"))
+}
+
 fn kubectl() -> Command {
-    let dir = tools::bin_dir().expect("the Kubernetes binaries were built");
-    Command::new(dir.join("kubectl"))
+    Command::new(kubectl_binary().expect("the Kubernetes binaries were built"))
 }
 
 /// The repository's root (this crate lives in `tests/kube-harness`).
