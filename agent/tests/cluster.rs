@@ -356,7 +356,7 @@ async fn a_binding_to_another_role_is_recreated() {
         )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("cannot change roleRef"), "{err}");
+    assert!(err.to_string().contains("field is immutable"), "{err}");
 
     let drift = cluster.verify(&b).await.unwrap();
     assert!(drift[0].description.contains("roleRef"), "{drift:?}");

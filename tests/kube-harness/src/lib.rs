@@ -97,15 +97,33 @@ impl KubeServer {
     /// a thread and runtime of its own.
     pub fn start(options: Options) -> Result<KubeServer, String> {
         let bin = tools::bin_dir()?;
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("starting a runtime: {e}"))?;
-            runtime.block_on(start(bin, options))
-        })
-        .join()
-        .map_err(|_| "the start-up thread panicked".to_string())?
+        // Free ports are picked by binding and releasing them, so another
+        // server starting at the same moment (another test process, or a
+        // dedicated server beside the shared one) can take one first: the
+        // component then exits at once. Such a start is retried on fresh
+        // ports; the last failure is reported with its logs.
+        let mut failures = Vec::new();
+        for attempt in 1..=3 {
+            let bin = bin.clone();
+            let options = options.clone();
+            let started = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("starting a runtime: {e}"))?;
+                runtime.block_on(start(bin, options))
+            })
+            .join()
+            .map_err(|_| "the start-up thread panicked".to_string())?;
+            match started {
+                Ok(server) => return Ok(server),
+                Err(e) => {
+                    eprintln!("mtp-kube-harness: start attempt {attempt} of 3 failed: {e}");
+                    failures.push(e);
+                }
+            }
+        }
+        Err(failures.pop().unwrap_or_default())
     }
 
     /// `https://127.0.0.1:PORT`.

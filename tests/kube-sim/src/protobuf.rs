@@ -356,7 +356,7 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
                 }
             }
             (2, Wire::Bytes(b)) => object = Some(b),
-            (3 | 4, Wire::Bytes(b)) if b.is_empty() => {}
+            (3 | 4, Wire::Bytes(&[])) => {}
             (3, Wire::Bytes(_)) => {
                 return Err(DecodeError::Unsupported(
                     "protobuf bodies with a contentEncoding are not supported".into(),

@@ -1,4 +1,6 @@
-//! The real `kubectl` binary against kube-sim (skipped when kubectl is not on PATH).
+//! The real `kubectl` binary against kube-sim: the one built from source with
+//! the test apiserver (`mtp-kube-harness`), so no installed kubectl is needed
+//! and nothing is skipped.
 
 mod common;
 
@@ -9,17 +11,14 @@ use common::within;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-fn kubectl_available() -> bool {
-    std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+fn kubectl_command() -> Command {
+    let binary = mtp_kube_harness::kubectl_binary()
+        .unwrap_or_else(|e| panic!("building kubectl from source (tests/kube-harness/tools): {e}"));
+    Command::new(binary)
 }
 
 async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("kubectl")
+    let out = kubectl_command()
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
@@ -70,10 +69,6 @@ spec:
 
 #[tokio::test]
 async fn kubectl_would_get_apply_delete_and_watch_as_on_a_real_cluster() {
-    if !kubectl_available() {
-        println!("skipping: kubectl is not on PATH");
-        return;
-    }
     let sim = kube_sim::SimCluster::start(kube_sim::SimOptions {
         tls: true,
         bearer_token: Some("t0ken".into()),
@@ -139,7 +134,7 @@ async fn kubectl_would_get_apply_delete_and_watch_as_on_a_real_cluster() {
         assert!(out.contains("deny-all"), "{out}");
 
         // get -w: read the initial line, make a change, read the change, then kill it.
-        let mut child = Command::new("kubectl")
+        let mut child = kubectl_command()
             .arg("--kubeconfig")
             .arg(&kc)
             .args(["get", "sa", "-n", "demo", "-w", "--no-headers"])
@@ -168,6 +163,132 @@ async fn kubectl_would_get_apply_delete_and_watch_as_on_a_real_cluster() {
         kubectl(&kc, &["delete", "namespace", "demo"]).await;
         let out = kubectl(&kc, &["get", "namespaces", "-o", "name"]).await;
         assert_eq!(out.trim(), "");
+    })
+    .await;
+}
+
+/// `kubectl create`, `run` and `expose` send built-in kinds as protobuf and
+/// never fall back to JSON: kube-sim decodes them (`src/protobuf.rs`).
+#[tokio::test]
+async fn kubectl_would_create_run_and_expose_with_protobuf_bodies() {
+    let sim = kube_sim::SimCluster::start(kube_sim::SimOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kc).unwrap();
+    within(async {
+        kubectl(&kc, &["create", "namespace", "demo"]).await;
+        kubectl(
+            &kc,
+            &[
+                "create",
+                "configmap",
+                "cfg",
+                "-n",
+                "demo",
+                "--from-literal=a=b",
+            ],
+        )
+        .await;
+        kubectl(
+            &kc,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "s",
+                "-n",
+                "demo",
+                "--from-literal=k=v",
+            ],
+        )
+        .await;
+        kubectl(&kc, &["create", "serviceaccount", "bot", "-n", "demo"]).await;
+        kubectl(
+            &kc,
+            &[
+                "run",
+                "web",
+                "-n",
+                "demo",
+                "--image=nginx",
+                "--port=80",
+                "--labels=app=web",
+            ],
+        )
+        .await;
+        kubectl(
+            &kc,
+            &[
+                "expose",
+                "pod",
+                "web",
+                "-n",
+                "demo",
+                "--port=8080",
+                "--target-port=80",
+            ],
+        )
+        .await;
+        kubectl(
+            &kc,
+            &[
+                "create",
+                "deployment",
+                "api",
+                "-n",
+                "demo",
+                "--image=nginx",
+                "--replicas=0",
+            ],
+        )
+        .await;
+
+        let object = |resource: &str, name: &str| {
+            sim.object(resource, "demo", name)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{resource}/{name} was not stored"))
+        };
+        assert_eq!(
+            sim.object("namespaces", "", "demo").unwrap().unwrap()["kind"],
+            "Namespace"
+        );
+        assert_eq!(object("configmaps", "cfg")["data"]["a"], "b");
+        // Secret data arrives as bytes and is stored base64, as JSON has it.
+        assert_eq!(object("secrets", "s")["data"]["k"], "dg==");
+        assert_eq!(object("serviceaccounts", "bot")["kind"], "ServiceAccount");
+        let pod = object("pods", "web");
+        assert_eq!(pod["metadata"]["labels"]["app"], "web");
+        assert_eq!(pod["spec"]["containers"][0]["image"], "nginx");
+        assert_eq!(
+            pod["spec"]["containers"][0]["ports"][0]["containerPort"],
+            80
+        );
+        let service = object("services", "web");
+        assert_eq!(service["spec"]["selector"]["app"], "web");
+        assert_eq!(service["spec"]["ports"][0]["port"], 8080);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], 80);
+        // replicas is a pointer in Go: its zero travels and is kept.
+        let deployment = object("deployments", "api");
+        assert_eq!(deployment["spec"]["replicas"], 0, "{deployment}");
+        assert_eq!(deployment["spec"]["selector"]["matchLabels"]["app"], "api");
+
+        let out = kubectl(
+            &kc,
+            &[
+                "get",
+                "pods,services,deployments",
+                "-n",
+                "demo",
+                "-o",
+                "name",
+            ],
+        )
+        .await;
+        for name in ["pod/web", "service/web", "deployment.apps/api"] {
+            assert!(out.contains(name), "{out}");
+        }
     })
     .await;
 }

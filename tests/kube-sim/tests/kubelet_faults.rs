@@ -1,4 +1,4 @@
-//! Kubelet stats and fault injection.
+//! Kubelet stats and fault injection (kube-sim only: the real server has neither).
 
 mod common;
 
