@@ -190,10 +190,13 @@ impl Bundle {
         // Node-local disk and the cluster's datastore: without these one
         // environment can fill a node or etcd. Absent from an older control
         // plane's configs (0 / no message): then not limited, as before.
+        // Requests only: limits are capped per container by the LimitRange;
+        // a summed limit would allow only a few default-sized containers.
         if q.ephemeral_storage_bytes > 0 {
-            let e = bytes(q.ephemeral_storage_bytes);
-            hard.insert("requests.ephemeral-storage".into(), e.clone());
-            hard.insert("limits.ephemeral-storage".into(), e);
+            hard.insert(
+                "requests.ephemeral-storage".into(),
+                bytes(q.ephemeral_storage_bytes),
+            );
         }
         if let Some(o) = &q.objects {
             for (resource, n) in [
@@ -632,7 +635,7 @@ mod tests {
         let b = Bundle::render(&c);
         let hard = b.quota.spec.unwrap().hard.unwrap();
         assert_eq!(hard["requests.ephemeral-storage"], q("4Gi"));
-        assert_eq!(hard["limits.ephemeral-storage"], q("4Gi"));
+        assert!(!hard.contains_key("limits.ephemeral-storage"));
         assert_eq!(hard["count/secrets"], q("7"));
         // Zero is a limit too: none allowed.
         assert_eq!(hard["count/replicasets.apps"], q("0"));

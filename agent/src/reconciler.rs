@@ -231,8 +231,9 @@ impl Reconciler {
                         // A watch that lost its place cannot say what changed
                         // meanwhile: one full check instead of waiting for the
                         // periodic one.
-                        if self.touched.take_relisted() {
-                            self.resync().await;
+                        if self.touched.take_relisted() && !self.resync().await {
+                            // Not done (fence not held, listing failed): keep asking.
+                            self.touched.mark_relisted();
                         }
                         self.check_touched().await;
                         if last_retry.elapsed() >= self.config.retry_interval {
@@ -591,15 +592,16 @@ impl Reconciler {
 
     /// Full read-back of every desired namespace (one LIST per kind);
     /// repairs what drifted and prunes managed namespaces nobody wants.
-    async fn resync(&mut self) {
+    /// Whether it ran: `false` when the fence is not held or listing failed.
+    async fn resync(&mut self) -> bool {
         if !self.fence.is_held() {
-            return;
+            return false;
         }
         let live = match self.cluster.managed_objects().await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "periodic verification could not list managed objects");
-                return;
+                return false;
             }
         };
         let names: Vec<String> = self.state.namespaces.keys().cloned().collect();
@@ -628,6 +630,7 @@ impl Reconciler {
                 self.acknowledge(results);
             }
         }
+        true
     }
 
     async fn check_touched(&mut self) {

@@ -51,7 +51,8 @@ impl Watched {
         self.relisted.swap(false, Ordering::SeqCst)
     }
 
-    fn relisted(&self) {
+    /// Asks for a full check (again).
+    pub fn mark_relisted(&self) {
         self.relisted.store(true, Ordering::SeqCst);
     }
 }
@@ -145,7 +146,7 @@ where
                             kind = K::kind(&()).as_ref(),
                             "watch re-listed after losing its place; checking every namespace"
                         );
-                        to.relisted();
+                        to.mark_relisted();
                     }
                     listed = true;
                     continue;

@@ -179,12 +179,18 @@ check "VAP: CREATE, UPDATE and DELETE" bash -c "grep -c -- '- DELETE' '$vap' | g
 check "VAP: looks at oldObject (DELETE, label removed)" has 'oldObject.metadata.labels' $vap
 check "VAP: exempts only the agent's ServiceAccount and namespace cleanup" bash -c "
     [ \"\$(grep -oE 'system:[a-z:-]+' '$vap' | sort -u | tr '\n' ' ')\" = 'system:kube-controller-manager system:serviceaccount:kube-system:namespace-controller system:serviceaccount:mtp-system:mtp-agent ' ]"
-for b in $vapb $(ls "$work"/d/*-ValidatingAdmissionPolicyBinding-mtp-agent-lease-name.yaml 2>/dev/null); do
+svc="$(ls "$work"/d/*-ValidatingAdmissionPolicy-mtp-environment-services.yaml 2>/dev/null)"
+svcb="$(ls "$work"/d/*-ValidatingAdmissionPolicyBinding-mtp-environment-services.yaml 2>/dev/null)"
+check "ValidatingAdmissionPolicy mtp-environment-services present, failurePolicy Fail" \
+    bash -c "[ -n '$svc' ] && grep -q '^  failurePolicy: Fail$' '$svc'"
+check "mtp-environment-services: refuses externalIPs in mtp-labelled namespaces" \
+    bash -c "[ -n '$svc' ] && grep -q 'externalIPs' '$svc' && grep -A2 'namespaceSelector:' '$svc' | grep -q 'app.kubernetes.io/managed-by: mtp'"
+check "VAP binding for mtp-environment-services present" test -n "$svcb"
+for b in $vapb $svcb $(ls "$work"/d/*-ValidatingAdmissionPolicyBinding-mtp-agent-lease-name.yaml 2>/dev/null); do
     check "$(basename "$b" .yaml | cut -d- -f2-): validationActions [Deny]" \
         bash -c "grep -A1 '^  validationActions:' '$b' | grep -q -- '- Deny'"
 done
 check "VAP binding for mtp-protect-managed-objects present" test -n "$vapb"
-
 
 # The policies' CEL is evaluated by a real kube-apiserver in
 # agent/tests/real_cluster (admission_policy.rs, agent_rights.rs).

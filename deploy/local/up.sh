@@ -7,7 +7,7 @@
 #   bash deploy/local/up.sh                    # cluster 'local' is kube-sim (fast)
 #   bash deploy/local/up.sh --real-apiserver   # a real kube-apiserver + kube-controller-manager
 #                                              # built from source (needs Go; the first build
-#                                              # takes 10-20 minutes), the agent under the
+#                                              # takes ~10 minutes), the agent under the
 #                                              # shipped RBAC and admission policies
 # MTP_LOCAL_CLUSTER=kube-sim|real-apiserver does the same as the flag.
 set -euo pipefail

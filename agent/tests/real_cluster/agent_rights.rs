@@ -257,6 +257,22 @@ async fn the_agent_binds_only_admin_and_edit_to_the_tenant() {
         .create(&post, &binding("mtp-extra", "edit", json!([ci])))
         .await
         .expect("edit to the environment's CI ServiceAccount is allowed");
+    // Owners may be ServiceAccounts of ordinary namespaces (a tenant's own CD).
+    bindings
+        .create(
+            &post,
+            &binding(
+                "mtp-owner-sa",
+                "admin",
+                json!([
+                    user("alice@example.com"),
+                    group("devs"),
+                    service_account("deployer", "ci")
+                ]),
+            ),
+        )
+        .await
+        .expect("admin to people, groups and an ordinary ServiceAccount is allowed");
 }
 
 #[tokio::test]

@@ -92,8 +92,8 @@ pub struct CreateArgs {
     #[arg(long, value_name = "QUANTITY", help_heading = "Container limits")]
     pub container_max_memory: Option<String>,
 
-    /// Ephemeral storage (writable layers, logs, emptyDirs) of the whole
-    /// environment, requests and limits [default: the small profile's, 4Gi].
+    /// Ephemeral storage (writable layers, logs, emptyDirs) the whole
+    /// environment may request [default: the small profile's, 4Gi].
     #[arg(long, value_name = "QUANTITY", help_heading = "Cluster protection")]
     pub ephemeral_storage: Option<String>,
     /// Default ephemeral-storage request of a container that sets none

@@ -32,7 +32,10 @@ pub struct NetworkOptions {
 /// fill a node's disk or the cluster's datastore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterProtection {
-    /// Requests and limits of ephemeral storage, summed over the environment.
+    /// Requests of ephemeral storage, summed over the environment (what the
+    /// scheduler reserves on nodes' disks). Limits are held per container by
+    /// the LimitRange maximum, not summed: a sum of limits would cap an
+    /// environment at a handful of default-sized containers.
     pub ephemeral_storage_bytes: u64,
     pub default_request_ephemeral_storage_bytes: u64,
     pub default_limit_ephemeral_storage_bytes: u64,
@@ -265,6 +268,26 @@ impl Profile {
                 "profile.protection.ephemeral_storage",
                 "needs default request <= default limit <= per-container maximum <= environment total",
             ));
+        }
+        // The bundle itself needs some of these: the `default` and `mtp-ci`
+        // ServiceAccounts, two RoleBindings, the `kube-root-ca.crt`
+        // ConfigMap every pod's token volume reads; and a Deployment needs
+        // a ReplicaSet to run anything.
+        let o = &e.objects;
+        for (field, value, least) in [
+            ("service_accounts", o.service_accounts, 2),
+            ("role_bindings", o.role_bindings, 2),
+            ("config_maps", o.config_maps, 1),
+            ("replica_sets", o.replica_sets, o.deployments),
+        ] {
+            if value < least {
+                return Err(Error::invalid(
+                    &format!("profile.object_counts.{field}"),
+                    format!(
+                        "must be at least {least}: the environment's own objects (or its deployments) need that many"
+                    ),
+                ));
+            }
         }
         if e.default_request_ephemeral_storage_bytes == 0 {
             return Err(Error::invalid(

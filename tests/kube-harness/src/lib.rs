@@ -1,6 +1,6 @@
 //! A real, throwaway Kubernetes control plane for tests: etcd,
-//! kube-apiserver and kube-controller-manager built from source
-//! (`tools/`), started on random loopback ports in a temporary directory,
+//! kube-apiserver and kube-controller-manager (and a kubectl of the same
+//! version) built from source (`tools/`), started on random loopback ports in a temporary directory,
 //! with RBAC, the default admission plugins, TLS and client-certificate
 //! authentication, and the project's `deploy/k3s` bundle installed.
 //!
@@ -18,6 +18,7 @@ mod tools;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -100,8 +101,8 @@ impl KubeServer {
         // Free ports are picked by binding and releasing them, so another
         // server starting at the same moment (another test process, or a
         // dedicated server beside the shared one) can take one first: the
-        // component then exits at once. Such a start is retried on fresh
-        // ports; the last failure is reported with its logs.
+        // component then exits at once, its log saying the address is in
+        // use. Only such a start is retried, on fresh ports.
         let mut failures = Vec::new();
         for attempt in 1..=3 {
             let bin = bin.clone();
@@ -117,8 +118,12 @@ impl KubeServer {
             .map_err(|_| "the start-up thread panicked".to_string())?;
             match started {
                 Ok(server) => return Ok(server),
+                // Anything else (a bad flag, a missing binary) fails at once.
+                Err(e) if !e.to_lowercase().contains("address already in use") => return Err(e),
                 Err(e) => {
-                    eprintln!("mtp-kube-harness: start attempt {attempt} of 3 failed: {e}");
+                    eprintln!(
+                        "mtp-kube-harness: start attempt {attempt} of 3 lost a port to another process: {e}"
+                    );
                     failures.push(e);
                 }
             }
@@ -305,8 +310,19 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Writes a file only its owner may read: most of what the harness writes
+/// is key material or a credential.
 fn write(path: &Path, contents: &str) -> Result<(), String> {
-    std::fs::write(path, contents).map_err(|e| format!("writing {}: {e}", path.display()))
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)
 }
 
 fn log_tail(path: &Path) -> String {
@@ -412,8 +428,15 @@ where
 async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("mtp-kube-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(dir.join("etcd"))
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // Owner only: the directory holds the CA's and the token signer's keys.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join("etcd"))
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
     let pids = dir.join("pids");
 
     // The supervisor waits for our pipe to close, stops the components
@@ -433,7 +456,10 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
             format!("rm -rf '{}'", dir.display())
         }
     );
+    // A process group of its own: Ctrl-C on `cargo test` must not kill the
+    // supervisor before the test process, or nobody removes the directory.
     let mut supervisor = Command::new("sh")
+        .process_group(0)
         .arg("-c")
         .arg(script)
         .stdin(Stdio::piped())
@@ -653,8 +679,8 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Installs `deploy/k3s` as shipped (rendered with `kubectl kustomize`,
-/// applied server-side as the admin) and waits until its admission policy is
-/// enforced (a policy takes effect a moment after it is created).
+/// applied server-side as the admin) and waits until each of its admission
+/// policies is enforced.
 async fn install_bundle(server: &KubeServer, admin: &kube::Client) -> Result<(), String> {
     let bundle = repo_root().join("deploy/k3s");
     let rendered = kubectl()
@@ -690,34 +716,80 @@ async fn install_bundle(server: &KubeServer, admin: &kube::Client) -> Result<(),
             String::from_utf8_lossy(&applied.stderr)
         ));
     }
-    // Probe: the admin (not the agent) may not create a namespace labelled as
-    // managed by mtp. A dry run is admitted exactly like a real request.
-    let probe: Namespace = serde_json::from_value(json!({
-        "metadata": {
-            "name": "mtp-harness-policy-probe",
-            "labels": { "app.kubernetes.io/managed-by": "mtp" },
-        }
-    }))
-    .expect("probe namespace");
-    let api = Api::<Namespace>::all(admin.clone());
+    // Each policy takes effect a moment after it is created: probe each
+    // with a request it must refuse. A dry run is admitted like a real one.
     let dry_run = PostParams {
         dry_run: true,
         ..PostParams::default()
     };
+    let agent = server.agent().await;
+    let namespaces = Api::<Namespace>::all(admin.clone());
+    let labelled: Namespace = object(json!({
+        "metadata": { "name": "mtp-harness-probe", "labels": { "app.kubernetes.io/managed-by": "mtp" } }
+    }));
+    until_refused("mtp-protect-managed-objects", || {
+        namespaces.create(&dry_run, &labelled)
+    })
+    .await?;
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(agent.clone(), "kube-system");
+    let lease = object(json!({ "metadata": { "name": "mtp-harness-probe" }, "spec": {} }));
+    until_refused("mtp-agent-lease-name", || leases.create(&dry_run, &lease)).await?;
+    // The Service policy matches environment namespaces only: the agent makes
+    // one for the probe and removes it afterwards.
+    let environment: Namespace = object(json!({
+        "metadata": { "name": "mtp-harness-probe", "labels": {
+            "app.kubernetes.io/managed-by": "mtp",
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/audit": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        } }
+    }));
+    let agent_namespaces = Api::<Namespace>::all(agent);
+    agent_namespaces
+        .create(&PostParams::default(), &environment)
+        .await
+        .map_err(|e| format!("the agent creating a probe environment namespace: {e}"))?;
+    let services =
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), "mtp-harness-probe");
+    let service = object(json!({
+        "metadata": { "name": "probe" },
+        "spec": { "ports": [{ "port": 80 }], "externalIPs": ["203.0.113.1"] },
+    }));
+    until_refused("mtp-environment-services", || {
+        services.create(&dry_run, &service)
+    })
+    .await?;
+    agent_namespaces
+        .delete("mtp-harness-probe", &Default::default())
+        .await
+        .map_err(|e| format!("removing the probe namespace: {e}"))?;
+    Ok(())
+}
+
+fn object<K: k8s_openapi::serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
+    serde_json::from_value(value).expect("harness fixture parses")
+}
+
+/// Repeats `request` until the admission policy `policy` refuses it (60 s).
+async fn until_refused<T, F, Fut>(policy: &str, mut request: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
     let started = Instant::now();
-    loop {
-        match api.create(&dry_run, &probe).await {
-            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => return Ok(()),
-            Err(e) if started.elapsed() > Duration::from_secs(60) => {
-                return Err(format!("probing the admission policy: {e}"));
+    let mut last = String::from("admitted");
+    while started.elapsed() < Duration::from_secs(60) {
+        match request().await {
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(policy) => {
+                return Ok(());
             }
-            _ if started.elapsed() > Duration::from_secs(60) => {
-                return Err(
-                    "the bundle's admission policy was not enforced 60 s after it was installed"
-                        .into(),
-                );
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => last = e.to_string(),
+            Ok(_) => last = "admitted".into(),
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Err(format!(
+        "the admission policy {policy} was not enforced 60 s after it was installed (last answer: {last})"
+    ))
 }

@@ -27,7 +27,10 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 key="$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)"
-root="${MTP_KUBE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mtp-kube-tools}"
+root="${MTP_KUBE_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/mtp-kube-tools}"
+# The machine's own Go builds it (go.mod asks for 1.26.0 or newer); never
+# let the go command fetch a toolchain binary instead.
+export GOTOOLCHAIN=local
 out="$root/$k8s_version-$key"
 mkdir -p "$root"
 
@@ -55,7 +58,7 @@ if ! complete; then
     trap 'rm -rf "$tmp"' EXIT
     cd "$here"
     start=$(date +%s)
-    echo "build.sh: building Kubernetes $k8s_version (kube-apiserver, kube-controller-manager, kubectl) and etcd from source into $out; a cold build takes 10-20 minutes on 2 cores" >&2
+    echo "build.sh: building Kubernetes $k8s_version (kube-apiserver, kube-controller-manager, kubectl) and etcd from source into $out; a cold build (module download included) takes about 10 minutes on 2 cores" >&2
     # Static binaries, as upstream builds them; -mod=readonly: go.sum is the pin.
     CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \

@@ -1,5 +1,5 @@
 // Builds the real Kubernetes control plane used by the tests from source:
-// kube-apiserver, kube-controller-manager and etcd, for one pinned version.
+// kube-apiserver, kube-controller-manager, kubectl and etcd, for one pinned version.
 // Nothing here is imported by the project; see ../README.md.
 module mtp.local/kube-tools
 
