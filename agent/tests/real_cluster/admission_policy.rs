@@ -4,7 +4,7 @@
 //! cluster admin bypasses RBAC altogether, so for both only the policy
 //! stands in the way.
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Client;
@@ -131,13 +131,7 @@ async fn a_cluster_admin_is_held_to_the_policy_too() {
     let delete = DeleteParams::default();
     assert_refused(
         "a cluster admin raises the quota",
-        env.api::<ResourceQuota>(admin.clone())
-            .patch(
-                bundle::QUOTA_NAME,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": { "hard": { "pods": "1000" } } })),
-            )
-            .await,
+        env.raise_quota(admin.clone()).await,
         403,
         &[MANAGED],
     );

@@ -12,7 +12,7 @@ use mtp_agent::kubernetes::ClusterApi;
 use mtp_kube_harness::KubeServer;
 use mtp_proto::v1::{NamespaceConfig, TenantOwners};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::config;
 use crate::test_id;
@@ -123,6 +123,49 @@ impl Env {
         K::DynamicType: Default,
     {
         Api::namespaced(client, &self.ns)
+    }
+}
+
+/// A pod Pod Security `restricted` admits (non-root, the runtime's seccomp
+/// profile), with the given containers.
+pub fn restricted_pod(name: &str, containers: Vec<Value>) -> Value {
+    json!({
+        "metadata": { "name": name },
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 1000,
+                "seccompProfile": { "type": "RuntimeDefault" },
+            },
+            "containers": containers,
+        },
+    })
+}
+
+/// A container `restricted` admits (no privilege escalation, every
+/// capability dropped), with the given resources.
+pub fn restricted_container(name: &str, resources: Value) -> Value {
+    json!({
+        "name": name,
+        "image": "registry.example/app:1",
+        "resources": resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] },
+        },
+    })
+}
+
+impl Env {
+    /// `client` tries to raise the environment's pod quota to 1000.
+    pub async fn raise_quota(&self, client: Client) -> Result<ResourceQuota, kube::Error> {
+        self.api::<ResourceQuota>(client)
+            .patch(
+                bundle::QUOTA_NAME,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "spec": { "hard": { "pods": "1000" } } })),
+            )
+            .await
     }
 }
 

@@ -5,29 +5,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
-use crate::env::{Env, assert_refused, object};
+use crate::env::{Env, assert_refused, object, restricted_container, restricted_pod};
 
 /// A pod `restricted` admits: non-root, no privilege escalation, every
 /// capability dropped, the runtime's seccomp profile.
 fn compliant(name: &str) -> Value {
-    json!({
-        "metadata": { "name": name },
-        "spec": {
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 1000,
-                "seccompProfile": { "type": "RuntimeDefault" },
-            },
-            "containers": [{
-                "name": "app",
-                "image": "registry.example/app:1",
-                "securityContext": {
-                    "allowPrivilegeEscalation": false,
-                    "capabilities": { "drop": ["ALL"] },
-                },
-            }],
-        },
-    })
+    restricted_pod(name, vec![restricted_container("app", json!({}))])
 }
 
 /// `compliant` with one change merged in (objects merge, the rest replaces).

@@ -6,33 +6,14 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
-use crate::env::{Env, assert_refused, object};
+use crate::env::{Env, assert_refused, object, restricted_container, restricted_pod};
 
-/// A pod Pod Security `restricted` admits, with the given containers.
 fn pod(name: &str, containers: Vec<Value>) -> Pod {
-    object(json!({
-        "metadata": { "name": name },
-        "spec": {
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 1000,
-                "seccompProfile": { "type": "RuntimeDefault" },
-            },
-            "containers": containers,
-        },
-    }))
+    object(restricted_pod(name, containers))
 }
 
 fn container(name: &str, resources: Value) -> Value {
-    json!({
-        "name": name,
-        "image": "registry.example/app:1",
-        "resources": resources,
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "capabilities": { "drop": ["ALL"] },
-        },
-    })
+    restricted_container(name, resources)
 }
 
 fn cpu(millis: u32) -> Value {

@@ -3,7 +3,7 @@
 //! over the roles the controller-manager aggregated.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, ResourceQuota, Secret};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use mtp_agent::bundle;
@@ -89,13 +89,7 @@ async fn owners_run_their_environment_and_nothing_else() {
         // Their own limits: read-only.
         assert_refused(
             &format!("{who} raises the quota"),
-            env.api::<ResourceQuota>(client.clone())
-                .patch(
-                    bundle::QUOTA_NAME,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "spec": { "hard": { "pods": "1000" } } })),
-                )
-                .await,
+            env.raise_quota(client.clone()).await,
             403,
             &["forbidden"],
         );
@@ -197,13 +191,7 @@ async fn the_ci_service_account_has_edit_and_no_more() {
     );
     assert_refused(
         "CI raises its quota",
-        env.api::<ResourceQuota>(ci.clone())
-            .patch(
-                bundle::QUOTA_NAME,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": { "hard": { "pods": "1000" } } })),
-            )
-            .await,
+        env.raise_quota(ci.clone()).await,
         403,
         &["forbidden"],
     );
