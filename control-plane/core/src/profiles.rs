@@ -282,7 +282,7 @@ impl Profile {
         ] {
             if value < least {
                 return Err(Error::invalid(
-                    &format!("profile.object_counts.{field}"),
+                    format!("profile.object_counts.{field}"),
                     format!(
                         "must be at least {least}: the environment's own objects (or its deployments) need that many"
                     ),
