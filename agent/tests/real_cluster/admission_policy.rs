@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use mtp_agent::bundle;
 use serde_json::json;
 
-use crate::env::{Env, assert_refused, object};
+use crate::env::{Env, assert_refused, object, relax_pod_security};
 
 const MANAGED: &str = "is managed by k8s-mtp";
 
@@ -145,13 +145,7 @@ async fn a_cluster_admin_is_held_to_the_policy_too() {
     );
     assert_refused(
         "a cluster admin relaxes Pod Security on the namespace",
-        Api::<Namespace>::all(admin.clone())
-            .patch(
-                &env.ns,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "privileged" } } })),
-            )
-            .await,
+        relax_pod_security(admin.clone(), &env.ns).await,
         403,
         &[MANAGED],
     );

@@ -14,7 +14,7 @@ use mtp_agent::bundle::{self, Bundle};
 use mtp_agent::kubernetes::ClusterApi;
 use serde_json::{Value, json};
 
-use crate::env::{Env, assert_refused, object};
+use crate::env::{Env, assert_refused, object, relax_pod_security};
 use crate::support::config;
 use crate::test_id;
 
@@ -183,13 +183,7 @@ async fn the_agent_sets_pod_security_to_restricted_only() {
         .expect("the agent applies an environment");
     assert_refused(
         "the agent relaxes Pod Security of an environment namespace",
-        namespaces
-            .patch(
-                &ns,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "privileged" } } })),
-            )
-            .await,
+        relax_pod_security(agent.clone(), &ns).await,
         403,
         &["Pod Security"],
     );

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, ServiceAccount};
 use kube::api::Api;
 use kube::{Client, Resource};
 use mtp_agent::bundle::{self, Bundle};
@@ -116,6 +116,17 @@ impl Env {
         self.server.agent().await
     }
 
+    /// `client` tries to raise the environment's pod quota to 1000.
+    pub async fn raise_quota(&self, client: Client) -> Result<ResourceQuota, kube::Error> {
+        self.api::<ResourceQuota>(client)
+            .patch(
+                bundle::QUOTA_NAME,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "spec": { "hard": { "pods": "1000" } } })),
+            )
+            .await
+    }
+
     /// `kind`'s API in this environment's namespace for `client`.
     pub fn api<K>(&self, client: Client) -> Api<K>
     where
@@ -156,17 +167,18 @@ pub fn restricted_container(name: &str, resources: Value) -> Value {
     })
 }
 
-impl Env {
-    /// `client` tries to raise the environment's pod quota to 1000.
-    pub async fn raise_quota(&self, client: Client) -> Result<ResourceQuota, kube::Error> {
-        self.api::<ResourceQuota>(client)
-            .patch(
-                bundle::QUOTA_NAME,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(json!({ "spec": { "hard": { "pods": "1000" } } })),
-            )
-            .await
-    }
+/// `client` tries to set Pod Security enforcement of namespace `ns` to
+/// `privileged`.
+pub async fn relax_pod_security(client: Client, ns: &str) -> Result<Namespace, kube::Error> {
+    Api::<Namespace>::all(client)
+        .patch(
+            ns,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "privileged" } } }),
+            ),
+        )
+        .await
 }
 
 /// Parses a JSON literal into a typed object (test fixtures).

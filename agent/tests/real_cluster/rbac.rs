@@ -5,11 +5,11 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use mtp_agent::bundle;
 use serde_json::json;
 
-use crate::env::{Env, assert_refused, object};
+use crate::env::{Env, assert_refused, object, relax_pod_security};
 
 fn deployment(name: &str) -> Deployment {
     object(json!({
@@ -103,13 +103,7 @@ async fn owners_run_their_environment_and_nothing_else() {
         );
         assert_refused(
             &format!("{who} relabels the namespace"),
-            Api::<Namespace>::all(client.clone())
-                .patch(
-                    &env.ns,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "privileged" } } })),
-                )
-                .await,
+            relax_pod_security(client.clone(), &env.ns).await,
             403,
             &["forbidden"],
         );

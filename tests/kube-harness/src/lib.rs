@@ -66,8 +66,6 @@ impl Default for Options {
 pub struct KubeServer {
     dir: PathBuf,
     url: String,
-    ca_pem: String,
-    admin: CertPair,
     admin_kubeconfig: PathBuf,
     pki: pki::Pki,
     version: String,
@@ -138,7 +136,7 @@ impl KubeServer {
 
     /// The cluster CA (PEM), which signed the serving and client certificates.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.pki.ca_pem
     }
 
     /// The temporary directory: logs (`etcd.log`, `kube-apiserver.log`,
@@ -202,7 +200,7 @@ impl KubeServer {
         client(
             config_of(&kubeconfig_yaml(
                 url,
-                &self.ca_pem,
+                &self.pki.ca_pem,
                 json!({ "token": token }),
             ))
             .await,
@@ -254,11 +252,11 @@ impl KubeServer {
     }
 
     async fn admin_config(&self) -> kube::Config {
-        config_of(&self.kubeconfig_yaml(user_with_cert(&self.admin))).await
+        config_of(&self.kubeconfig_yaml(user_with_cert(&self.pki.admin))).await
     }
 
     fn kubeconfig_yaml(&self, user: serde_json::Value) -> String {
-        kubeconfig_yaml(&self.url, &self.ca_pem, user)
+        kubeconfig_yaml(&self.url, &self.pki.ca_pem, user)
     }
 }
 
@@ -550,13 +548,18 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
         &pids,
     )?;
     let admin_kubeconfig = file("admin.kubeconfig");
-    let admin = pki.admin.clone();
     write(
         &admin_kubeconfig,
-        &kubeconfig_yaml(&url, &pki.ca_pem, user_with_cert(&admin)),
+        &kubeconfig_yaml(&url, &pki.ca_pem, user_with_cert(&pki.admin)),
     )?;
-    let admin_client =
-        client(config_of(&kubeconfig_yaml(&url, &pki.ca_pem, user_with_cert(&admin))).await);
+    let admin_client = client(
+        config_of(&kubeconfig_yaml(
+            &url,
+            &pki.ca_pem,
+            user_with_cert(&pki.admin),
+        ))
+        .await,
+    );
     wait_for(
         "kube-apiserver /readyz",
         Duration::from_secs(120),
@@ -640,8 +643,6 @@ async fn start(bin: PathBuf, options: Options) -> Result<KubeServer, String> {
     let server = KubeServer {
         dir,
         url,
-        ca_pem: pki.ca_pem.clone(),
-        admin,
         admin_kubeconfig,
         pki,
         version,
