@@ -105,6 +105,26 @@ impl TestPlane {
         Clients::new(self.channel().await, secret.map(str::to_owned))
     }
 
+    /// Admin clients on a control plane that already has `clusters` and one
+    /// tenant per `(name, quota)`, which is how most tests begin.
+    pub async fn admin_with(
+        &self,
+        tenants: &[(&str, pb::TenantQuota)],
+        clusters: &[&str],
+    ) -> Clients {
+        let mut admin = self.admin().await;
+        for c in clusters {
+            admin.create_cluster(c).await.expect("cluster created");
+        }
+        for (name, quota) in tenants {
+            admin
+                .create_tenant(name, quota.clone())
+                .await
+                .expect("tenant created");
+        }
+        admin
+    }
+
     /// A direct SQL connection pool, for checking what was (not) written.
     pub async fn sql(&self) -> sqlx::PgPool {
         sqlx::PgPool::connect(&self.database_url)
@@ -262,6 +282,80 @@ impl Clients {
             .await
             .expect("environment readable")
             .into_inner()
+    }
+
+    /// Deletes an environment; the caller decides what the answer must be.
+    pub async fn delete_env(
+        &mut self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<pb::Environment, Status> {
+        self.environments
+            .delete_environment(pb::DeleteEnvironmentRequest {
+                tenant: tenant.into(),
+                name: name.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The audit log as this caller may see it, oldest first (up to 1,000
+    /// events, more than any test writes).
+    pub async fn audit_events(&mut self) -> Vec<pb::AuditEvent> {
+        self.audit
+            .list_audit_events(pb::ListAuditEventsRequest {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit log listable")
+            .into_inner()
+            .events
+    }
+
+    /// Polls an environment until it has `status`; panics after `limit` with
+    /// the last state seen, which is what a failing test needs to show.
+    pub async fn wait_status(
+        &mut self,
+        tenant: &str,
+        name: &str,
+        status: pb::EnvironmentStatus,
+        limit: std::time::Duration,
+    ) -> pb::Environment {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let env = self.env(tenant, name).await;
+            if env.status == status as i32 {
+                return env;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{tenant}/{name} never reached {status:?} within {limit:?}: {env:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The "50 changes while an agent is away" workload of the catch-up
+    /// tests: 45 new small environments `{created}-0..45` and the deletion
+    /// of `{deleted}-0..5`, all in `tenant` on `cluster`.
+    pub async fn fifty_changes(
+        &mut self,
+        tenant: &str,
+        cluster: &str,
+        created: &str,
+        deleted: &str,
+    ) {
+        for i in 0..45 {
+            self.create_env(tenant, &format!("{created}-{i}"), cluster, "small")
+                .await
+                .expect("environment created");
+        }
+        for i in 0..5 {
+            self.delete_env(tenant, &format!("{deleted}-{i}"))
+                .await
+                .expect("environment deleted");
+        }
     }
 
     /// Mints a token and returns its secret.

@@ -16,15 +16,8 @@ use tonic::Code;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn setup(plane: &TestPlane, clusters: &[&str]) -> Clients {
-    let mut admin = plane.admin().await;
-    for c in clusters {
-        admin.create_cluster(c).await.unwrap();
-    }
-    admin
-        .create_tenant("team-a", quota("100", "400Gi", "4Ti", 10_000, 1000))
-        .await
-        .unwrap();
-    admin
+    let team_a = ("team-a", quota("100", "400Gi", "4Ti", 10_000, 1000));
+    plane.admin_with(&[team_a], clusters).await
 }
 
 async fn agent_for(plane: &TestPlane, admin: &mut Clients, cluster: &str, node: &str) -> String {
@@ -87,14 +80,7 @@ async fn an_acknowledged_revision_makes_environments_ready_then_deleted() {
     assert_eq!(env.applied_revision, 1);
     assert!(env.ready_time.is_some());
 
-    admin
-        .environments
-        .delete_environment(pb::DeleteEnvironmentRequest {
-            tenant: "team-a".into(),
-            name: "dev".into(),
-        })
-        .await
-        .unwrap();
+    admin.delete_env("team-a", "dev").await.unwrap();
     let change = agent.next_desired(WAIT).await;
     let ControlKind::Changes(c) = &change else {
         panic!("{change:?}")
@@ -109,16 +95,7 @@ async fn an_acknowledged_revision_makes_environments_ready_then_deleted() {
     );
     agent.ack(2, vec![("team-a-dev".into(), Deleted, "")]).await;
     wait_status(&mut admin, "dev", pb::EnvironmentStatus::Deleted).await;
-    let events = admin
-        .audit
-        .list_audit_events(pb::ListAuditEventsRequest {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = admin.audit_events().await;
     let confirmed = events
         .iter()
         .find(|e| e.action == "environment.deleted")
@@ -297,7 +274,7 @@ async fn a_change_committed_through_one_replica_reaches_an_agent_on_another() {
 }
 
 #[tokio::test]
-async fn an_agent_offline_during_50_changes_catches_up_from_its_revision() {
+async fn a_reconnecting_agent_is_sent_the_50_changes_since_its_revision() {
     let plane = TestPlane::start().await;
     let mut admin = setup(&plane, &["k3s-1"]).await;
     let credential = agent_for(&plane, &mut admin, "k3s-1", "node-1").await;
@@ -324,22 +301,9 @@ async fn an_agent_offline_during_50_changes_catches_up_from_its_revision() {
     drop(agent);
 
     // 50 changes while the agent is away: 45 creates, 5 deletes of old ones.
-    for i in 0..45 {
-        admin
-            .create_env("team-a", &format!("late-{i}"), "k3s-1", "small")
-            .await
-            .unwrap();
-    }
-    for i in 0..5 {
-        admin
-            .environments
-            .delete_environment(pb::DeleteEnvironmentRequest {
-                tenant: "team-a".into(),
-                name: format!("early-{i}"),
-            })
-            .await
-            .unwrap();
-    }
+    admin
+        .fifty_changes("team-a", "k3s-1", "late", "early")
+        .await;
     let mut agent = ScriptedAgent::connect(&plane.url(), &credential, acked, true)
         .await
         .unwrap();
@@ -470,16 +434,7 @@ async fn expired_environments_are_deleted_automatically_and_audited() {
         .unwrap();
     let env = wait_status(&mut admin, "short-lived", pb::EnvironmentStatus::Deleting).await;
     assert_eq!(env.reason, "expired");
-    let events = admin
-        .audit
-        .list_audit_events(pb::ListAuditEventsRequest {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = admin.audit_events().await;
     let expiry = events
         .iter()
         .rev()
@@ -496,17 +451,7 @@ async fn wait_status(
     env: &str,
     status: pb::EnvironmentStatus,
 ) -> pb::Environment {
-    for _ in 0..200 {
-        let e = admin.env("team-a", env).await;
-        if e.status == status as i32 {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "environment {env} never reached {status:?}: {:?}",
-        admin.env("team-a", env).await
-    )
+    admin.wait_status("team-a", env, status, WAIT).await
 }
 
 #[tokio::test]

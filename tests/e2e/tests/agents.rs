@@ -18,23 +18,10 @@ use mtp_proto::v1 as pb;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn setup(plane: &TestPlane, clusters: &[&str]) -> Clients {
-    let mut admin = plane.admin().await;
-    admin
-        .create_tenant("team-a", quota("64", "128Gi", "1Ti", 2000, 100))
+    let team = |name| (name, quota("64", "128Gi", "1Ti", 2000, 100));
+    plane
+        .admin_with(&[team("team-a"), team("team-b")], clusters)
         .await
-        .unwrap();
-    admin
-        .create_tenant("team-b", quota("64", "128Gi", "1Ti", 2000, 100))
-        .await
-        .unwrap();
-    for c in clusters {
-        admin.create_cluster(c).await.unwrap();
-    }
-    admin
-}
-
-async fn status_of(admin: &mut Clients, tenant: &str, env: &str) -> pb::Environment {
-    admin.env(tenant, env).await
 }
 
 async fn wait_for_status(
@@ -43,15 +30,7 @@ async fn wait_for_status(
     env: &str,
     status: pb::EnvironmentStatus,
 ) -> pb::Environment {
-    let what = format!("{tenant}/{env} to be {status:?}");
-    eventually(&what, WAIT, || {
-        let mut admin = admin.clone();
-        async move {
-            let e = status_of(&mut admin, tenant, env).await;
-            (e.status == status as i32).then_some(e)
-        }
-    })
-    .await
+    admin.wait_status(tenant, env, status, WAIT).await
 }
 
 fn namespace_exists(sim: &SimCluster, ns: &str) -> bool {
@@ -98,24 +77,12 @@ async fn edit_quota(sim: &SimCluster, namespace: &str, resource: &str, value: &s
 }
 
 async fn drift_events(admin: &mut Clients) -> Vec<pb::AuditEvent> {
-    audit_actions(admin)
+    admin
+        .audit_events()
         .await
         .into_iter()
         .filter(|e| e.action == "environment.drift_repaired")
         .collect()
-}
-
-async fn audit_actions(admin: &mut Clients) -> Vec<pb::AuditEvent> {
-    admin
-        .audit
-        .list_audit_events(pb::ListAuditEventsRequest {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,14 +112,7 @@ async fn an_environment_becomes_ready_on_its_cluster_and_is_gone_after_delete() 
     );
     assert!(agent.is_applier());
 
-    admin
-        .environments
-        .delete_environment(pb::DeleteEnvironmentRequest {
-            tenant: "team-a".into(),
-            name: "dev".into(),
-        })
-        .await
-        .unwrap();
+    admin.delete_env("team-a", "dev").await.unwrap();
     wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Deleted).await;
     assert!(
         !namespace_exists(&sim, "team-a-dev"),
@@ -163,7 +123,7 @@ async fn an_environment_becomes_ready_on_its_cluster_and_is_gone_after_delete() 
             .unwrap()
             .is_none()
     );
-    let events = audit_actions(&mut admin).await;
+    let events = admin.audit_events().await;
     assert!(
         events
             .iter()
@@ -213,7 +173,7 @@ async fn drift_is_repaired_and_lands_in_the_audit_log() {
     );
     // Still Ready: drift was repaired, not a failure.
     assert_eq!(
-        status_of(&mut admin, "team-a", "dev").await.status,
+        admin.env("team-a", "dev").await.status,
         pb::EnvironmentStatus::Ready as i32
     );
 
@@ -254,7 +214,7 @@ async fn drift_is_repaired_and_lands_in_the_audit_log() {
     })
     .await;
     assert_eq!(
-        status_of(&mut admin, "team-a", "dev").await.status,
+        admin.env("team-a", "dev").await.status,
         pb::EnvironmentStatus::Ready as i32
     );
 }
@@ -414,22 +374,7 @@ async fn an_agent_offline_during_50_changes_catches_up_from_its_revision() {
     agent.stop().await;
 
     // 50 changes while it is away: 45 creates and 5 deletes.
-    for i in 0..45 {
-        admin
-            .create_env("team-a", &format!("new-{i}"), "k3s-1", "small")
-            .await
-            .unwrap();
-    }
-    for i in 0..5 {
-        admin
-            .environments
-            .delete_environment(pb::DeleteEnvironmentRequest {
-                tenant: "team-a".into(),
-                name: format!("keep-{i}"),
-            })
-            .await
-            .unwrap();
-    }
+    admin.fifty_changes("team-a", "k3s-1", "new", "keep").await;
     assert!(
         !namespace_exists(&sim, "team-a-new-0"),
         "nothing applied while offline"
@@ -511,7 +456,7 @@ async fn a_control_plane_killed_mid_stream_and_restarted_converges() {
         .await;
     }
     assert_eq!(
-        status_of(&mut admin, "team-a", "dev").await.status,
+        admin.env("team-a", "dev").await.status,
         pb::EnvironmentStatus::Ready as i32,
         "what was acknowledged before the crash stays acknowledged"
     );
@@ -572,7 +517,7 @@ async fn postgres_restart_and_agent_restart_lose_nothing() {
     .await;
     for env in ["dev", "after-pg"] {
         assert_eq!(
-            status_of(&mut admin, "team-a", env).await.status,
+            admin.env("team-a", env).await.status,
             pb::EnvironmentStatus::Ready as i32
         );
         assert!(namespace_alive(&sim, &format!("team-a-{env}")));
@@ -600,7 +545,7 @@ async fn expired_environments_are_removed_from_the_cluster() {
     .await;
     assert!(!namespace_exists(&sim, "team-a-short"));
     assert!(gone.applied_revision > 0);
-    let events = audit_actions(&mut admin).await;
+    let events = admin.audit_events().await;
     assert!(
         events
             .iter()
@@ -679,17 +624,6 @@ async fn a_half_open_connection_is_detected_and_the_agent_reconnects() {
     assert!(*connected.borrow());
 }
 
-async fn delete_env(admin: &mut Clients, tenant: &str, name: &str) {
-    admin
-        .environments
-        .delete_environment(pb::DeleteEnvironmentRequest {
-            tenant: tenant.into(),
-            name: name.into(),
-        })
-        .await
-        .unwrap();
-}
-
 /// The agent deletes a namespace but its acknowledgement never arrives (the
 /// network eats it, or the agent dies right after): the deletion is
 /// remembered on disk and reported on the next session, so the environment
@@ -712,13 +646,13 @@ async fn a_deletion_whose_acknowledgement_was_lost_is_reported_later() {
 
     // Lost on the wire, then the session is re-established.
     proxy.freeze_upstream();
-    delete_env(&mut admin, "team-a", "dev").await;
+    admin.delete_env("team-a", "dev").await.unwrap();
     eventually("the agent to delete team-a-dev", WAIT, || {
         let gone = !namespace_exists(&sim, "team-a-dev");
         async move { gone.then_some(()) }
     })
     .await;
-    let pending = status_of(&mut admin, "team-a", "dev").await;
+    let pending = admin.env("team-a", "dev").await;
     assert_eq!(
         pending.status,
         pb::EnvironmentStatus::Deleting as i32,
@@ -729,7 +663,7 @@ async fn a_deletion_whose_acknowledgement_was_lost_is_reported_later() {
 
     // Lost because the agent died: the next process reports it.
     proxy.freeze_upstream();
-    delete_env(&mut admin, "team-a", "qa").await;
+    admin.delete_env("team-a", "qa").await.unwrap();
     eventually("the agent to delete team-a-qa", WAIT, || {
         let gone = !namespace_exists(&sim, "team-a-qa");
         async move { gone.then_some(()) }
@@ -737,7 +671,7 @@ async fn a_deletion_whose_acknowledgement_was_lost_is_reported_later() {
     .await;
     agent.kill().await;
     assert_eq!(
-        status_of(&mut admin, "team-a", "qa").await.status,
+        admin.env("team-a", "qa").await.status,
         pb::EnvironmentStatus::Deleting as i32
     );
     proxy.thaw();
@@ -768,11 +702,11 @@ async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() 
     // Both agents see dev created and deleted: the second remembers the
     // deletion. Both also see stage and prod created.
     create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
-    delete_env(&mut admin, "team-a", "dev").await;
+    admin.delete_env("team-a", "dev").await.unwrap();
     wait_for_status(&mut admin, "team-a", "dev", pb::EnvironmentStatus::Deleted).await;
     create_ready(&mut admin, "team-a", "stage", "k3s-1").await;
     create_ready(&mut admin, "team-a", "prod", "k3s-1").await;
-    let seen = status_of(&mut admin, "team-a", "prod").await.revision;
+    let seen = admin.env("team-a", "prod").await.revision;
     eventually("node-2 to hold the deletion", WAIT, || {
         let revision = second.status().desired_revision;
         async move { (revision >= seen).then_some(()) }
@@ -782,7 +716,7 @@ async fn an_agent_with_stale_state_and_no_control_plane_deletes_nothing_newer() 
 
     // While the second is down, dev comes back, qa is created and stage is
     // deleted.
-    delete_env(&mut admin, "team-a", "stage").await;
+    admin.delete_env("team-a", "stage").await.unwrap();
     wait_for_status(
         &mut admin,
         "team-a",
@@ -946,7 +880,8 @@ async fn a_restored_database_reissues_revisions_and_the_cluster_converges() {
         kept.revision.to_string()
     );
     assert!(
-        audit_actions(&mut admin)
+        admin
+            .audit_events()
             .await
             .iter()
             .any(|e| e.action == "cluster.revisions_reissued")

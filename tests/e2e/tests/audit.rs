@@ -5,17 +5,7 @@ use mtp_e2e::{TestPlane, count, quota};
 use mtp_proto::v1 as pb;
 
 async fn events(plane: &TestPlane) -> Vec<pb::AuditEvent> {
-    let mut admin = plane.admin().await;
-    admin
-        .audit
-        .list_audit_events(pb::ListAuditEventsRequest {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
+    plane.admin().await.audit_events().await
 }
 
 async fn verify(plane: &TestPlane) -> pb::VerifyAuditLogResponse {
@@ -44,14 +34,7 @@ async fn populate(plane: &TestPlane) -> usize {
         .create_env("team-a", "qa", "k3s-1", "small")
         .await
         .unwrap();
-    admin
-        .environments
-        .delete_environment(pb::DeleteEnvironmentRequest {
-            tenant: "team-a".into(),
-            name: "qa".into(),
-        })
-        .await
-        .unwrap();
+    admin.delete_env("team-a", "qa").await.unwrap();
     admin.mint(pb::TokenRole::ReadOnly, "team-a").await;
     6
 }

@@ -110,14 +110,7 @@ async fn a_tenant_owner_cannot_see_or_touch_another_tenant() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = owner
-        .environments
-        .delete_environment(pb::DeleteEnvironmentRequest {
-            tenant: "team-b".into(),
-            name: "dev".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = owner.delete_env("team-b", "dev").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = owner
         .environments
@@ -128,16 +121,7 @@ async fn a_tenant_owner_cannot_see_or_touch_another_tenant() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let events = owner
-        .audit
-        .list_audit_events(pb::ListAuditEventsRequest {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = owner.audit_events().await;
     assert!(!events.is_empty() && events.iter().all(|e| e.tenant == "team-a"));
 
     // Its own tenant works, but tenant administration stays with the platform.

@@ -125,15 +125,7 @@ async fn deleting_frees_nothing_until_confirmed_and_quota_cannot_shrink_below_us
 
     // The namespace is still on the cluster until an agent confirms deletion,
     // so a deleting environment keeps holding its share of the quota.
-    let deleted = admin
-        .environments
-        .delete_environment(mtp_proto::v1::DeleteEnvironmentRequest {
-            tenant: "team-c".into(),
-            name: "qa".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let deleted = admin.delete_env("team-c", "qa").await.unwrap();
     assert_eq!(
         deleted.status,
         mtp_proto::v1::EnvironmentStatus::Deleting as i32
