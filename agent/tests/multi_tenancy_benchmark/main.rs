@@ -52,7 +52,6 @@ macro_rules! ensure {
     };
 }
 
-
 mod broken;
 mod netpol;
 mod psa;
@@ -293,4 +292,3 @@ fn check_managed_by(c: &NamespaceConfig, objects: &[ManagedObject]) -> Result<()
 fn every_object_carries_managed_by_mtp() {
     assert_holds(check_managed_by);
 }
-

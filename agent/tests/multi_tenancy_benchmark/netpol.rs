@@ -378,7 +378,10 @@ pub(crate) fn sibling_of(c: &NamespaceConfig) -> NamespaceConfig {
     }
 }
 
-pub(crate) fn check_network_isolation(c: &NamespaceConfig, objects: &[ManagedObject]) -> Result<(), String> {
+pub(crate) fn check_network_isolation(
+    c: &NamespaceConfig,
+    objects: &[ManagedObject],
+) -> Result<(), String> {
     let sibling = Bundle::render(&sibling_of(c)).objects();
     let other = Bundle::render(&other_tenant()).objects();
     check_network(c, objects, &sibling, &other)

@@ -35,7 +35,10 @@ pub(crate) fn quota_entry(
 }
 
 /// MTB-PL1-CC-FNS-1: cpu, memory and storage are limited, as configured.
-pub(crate) fn check_resource_quotas(c: &NamespaceConfig, objects: &[ManagedObject]) -> Result<(), String> {
+pub(crate) fn check_resource_quotas(
+    c: &NamespaceConfig,
+    objects: &[ManagedObject],
+) -> Result<(), String> {
     let hard = hard(objects)?;
     let q = c.quota.unwrap_or_default();
     let bytes = |n: i64| i128::from(n) * 1000;
@@ -51,7 +54,10 @@ pub(crate) fn check_resource_quotas(c: &NamespaceConfig, objects: &[ManagedObjec
 }
 
 /// MTB-PL1-CC-FNS-2: object counts are limited, as configured.
-pub(crate) fn check_object_quotas(c: &NamespaceConfig, objects: &[ManagedObject]) -> Result<(), String> {
+pub(crate) fn check_object_quotas(
+    c: &NamespaceConfig,
+    objects: &[ManagedObject],
+) -> Result<(), String> {
     let hard = hard(objects)?;
     let q = c.quota.unwrap_or_default();
     let n = |v: i64| i128::from(v) * 1000;

@@ -227,7 +227,10 @@ pub(crate) fn check_quota_not_modifiable(
 
 /// MTB-PL1-CC-CPI-1: nothing cluster-scoped is granted — only RoleBindings in
 /// the environment's namespace, to allowlisted ClusterRoles.
-pub(crate) fn check_no_cluster_access(c: &NamespaceConfig, objects: &[ManagedObject]) -> Result<(), String> {
+pub(crate) fn check_no_cluster_access(
+    c: &NamespaceConfig,
+    objects: &[ManagedObject],
+) -> Result<(), String> {
     for o in objects {
         let kind = o.body["kind"].as_str().unwrap_or_default();
         let api_version = o.body["apiVersion"].as_str().unwrap_or_default();
