@@ -1,4 +1,4 @@
-//! Invariant 2: each mutating call writes its audit event in the same
+//! Invariant 2 (docs/architecture.md): each mutating call writes its audit event in the same
 //! transaction; the log is append-only and hash-chained; tampering is found.
 
 use mtp_e2e::{TestPlane, count, quota};

@@ -1,4 +1,4 @@
-//! Invariant 1: a tenant's quota is never exceeded by the sum of its
+//! Invariant 1 (docs/architecture.md): a tenant's quota is never exceeded by the sum of its
 //! environments, even when 100 clients create environments at the same moment.
 
 use futures::future::join_all;

@@ -1,4 +1,4 @@
-//! Invariant 5: bad input is refused with INVALID_ARGUMENT naming the field,
+//! Invariant 5 (docs/architecture.md): bad input is refused with INVALID_ARGUMENT naming the field,
 //! and nothing is written.
 
 use mtp_e2e::{TestPlane, count, quota};
