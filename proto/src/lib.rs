@@ -4,6 +4,8 @@
 //! generate their own clients from them. This crate is shared by the control plane,
 //! the agent and the CLI so all three speak exactly the same contract.
 
+pub mod duration;
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("mtp.v1");

@@ -54,65 +54,15 @@ impl ExpiryArgs {
 }
 
 pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+    std::time::SystemTime::from(t).into()
 }
 
-/// Parses `30m`, `2h`, `1d`, `1w`, `90s` and combinations such as `1h30m`.
-/// A bare number is refused: "30" could mean minutes or seconds.
+/// Parses `30m`, `2h`, `1d`, `1w`, `90s` and combinations such as `1h30m`,
+/// in the grammar every mtp binary shares (`mtp_proto::duration`). A bare
+/// number is refused: "30" could mean minutes or seconds.
 pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total: i64 = 0;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit: i64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {c:?} (use s, m, h, d or w, e.g. 2h or 1h30m)"
-                ));
-            }
-        };
-        if num.is_empty() {
-            return Err(format!(
-                "invalid duration {s:?}: unit {c:?} without a number"
-            ));
-        }
-        let n: i64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
-        num.clear();
-    }
-    if !num.is_empty() {
-        return Err(format!(
-            "invalid duration {s:?}: missing unit after {num} (use s, m, h, d or w, e.g. {num}h)"
-        ));
-    }
-    if total <= 0 {
-        return Err(format!("invalid duration {s:?}: must be greater than zero"));
-    }
-    // Beyond ~100 years is surely a typo, and keeps chrono arithmetic in range.
-    if total > 100 * 365 * 86_400 {
-        return Err(format!("invalid duration {s:?}: too large"));
-    }
-    Ok(chrono::Duration::seconds(total))
+    let d = mtp_proto::duration::parse(s)?;
+    chrono::Duration::from_std(d).map_err(|_| format!("invalid duration {s:?}: too large"))
 }
 
 pub fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
