@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::config::Settings;
-use crate::errors::{ApiError, CliError};
+use crate::errors::{CallError, CliError};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -56,13 +56,13 @@ impl Interceptor for AuthInterceptor {
 pub type Svc = InterceptedService<Channel, AuthInterceptor>;
 
 /// A handle on the control plane. Clients are cheap to create per command.
-pub struct Api {
+pub struct ControlPlane {
     channel: Channel,
     interceptor: AuthInterceptor,
     addr: String,
 }
 
-impl Api {
+impl ControlPlane {
     /// Builds a lazily-connecting channel: nothing touches the network until
     /// the first call, so connection failures surface as UNAVAILABLE on that
     /// call and get the usual error rendering and exit code.
@@ -108,7 +108,7 @@ impl Api {
         } else if settings.ca_cert.is_some() {
             eprintln!("warning: --ca-cert is ignored for the plain http:// address {addr}");
         }
-        Ok(Api {
+        Ok(ControlPlane {
             channel: endpoint.connect_lazy(),
             interceptor: AuthInterceptor {
                 token,
@@ -156,7 +156,7 @@ impl Api {
         AuditServiceClient::with_interceptor(c, i)
     }
 
-    /// Awaits one RPC and turns a failure into an `ApiError` naming `action`
+    /// Awaits one RPC and turns a failure into a `CallError` naming `action`
     /// (e.g. `get tenant "team-a"`) and the request id.
     pub async fn call<T>(
         &self,
@@ -182,7 +182,7 @@ impl Api {
             .lock()
             .ok()
             .and_then(|g| g.clone());
-        CliError::Api(ApiError {
+        CliError::Call(CallError {
             action,
             code: status.code(),
             message: status.message().to_string(),

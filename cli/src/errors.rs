@@ -51,7 +51,7 @@ pub enum CliError {
     /// Bad input detected before anything was sent.
     Usage(String),
     /// The server (or the transport below it) answered with a non-OK status.
-    Api(ApiError),
+    Call(CallError),
     /// `audit verify` reported a broken chain. The report itself has already
     /// been printed; this only carries the exit code.
     AuditBroken,
@@ -67,7 +67,7 @@ pub enum CliError {
 /// A failed RPC, with what the CLI was trying to do and how to find it in the
 /// server logs.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct CallError {
     /// What failed, e.g. `create tenant "team-a"`.
     pub action: String,
     pub code: Code,
@@ -86,7 +86,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => exit::USAGE,
-            CliError::Api(e) => exit_code_for(e.code),
+            CliError::Call(e) => exit_code_for(e.code),
             CliError::AuditBroken => exit::AUDIT_BROKEN,
             CliError::Failed(_) => exit::CONFLICT,
             CliError::Timeout(_) | CliError::Other(_) => exit::OTHER,
@@ -101,7 +101,7 @@ impl CliError {
             }
             CliError::Other(e) => format!("error: {e:#}"),
             CliError::AuditBroken => "error: the audit log hash chain is broken".to_string(),
-            CliError::Api(e) => {
+            CliError::Call(e) => {
                 let mut s = format!("error: {}: {}", e.action, e.display_message());
                 if let Some(id) = &e.request_id {
                     s.push_str(&format!("\n  request id: {id}"));
@@ -166,7 +166,7 @@ impl CliError {
                 request_id: None,
                 exit_code: self.exit_code(),
             },
-            CliError::Api(e) => Body {
+            CliError::Call(e) => Body {
                 code: code_name(e.code),
                 message: e.message.clone(),
                 action: Some(&e.action),
@@ -192,7 +192,7 @@ impl From<anyhow::Error> for CliError {
     }
 }
 
-impl ApiError {
+impl CallError {
     /// The server message, or a description of the code when the server sent none
     /// (e.g. transport-level failures).
     fn display_message(&self) -> String {
@@ -285,7 +285,7 @@ mod tests {
     use super::*;
 
     fn api(code: Code, msg: &str) -> CliError {
-        CliError::Api(ApiError {
+        CliError::Call(CallError {
             action: "create tenant \"team-a\"".into(),
             code,
             message: msg.into(),

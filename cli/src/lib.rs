@@ -102,7 +102,7 @@ pub async fn run(cli: Cli) -> (Format, Result<(), CliError>) {
     };
     let settings = config::resolve(&cli.overrides(), &file);
     let format = settings.output;
-    let api = match client::Api::new(&settings) {
+    let api = match client::ControlPlane::new(&settings) {
         Ok(api) => api,
         Err(e) => return (format, Err(e)),
     };

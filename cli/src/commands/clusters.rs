@@ -88,12 +88,12 @@ pub async fn run(cmd: ClusterCmd, ctx: &Ctx) -> Result<(), CliError> {
             let token = join_token(ctx, &c.name, a.join_token_ttl)
                 .await
                 .map_err(|e| match e {
-                    CliError::Api(mut api) => {
+                    CliError::Call(mut api) => {
                         api.action = format!(
                             "cluster {:?} was created, but mint its join token (retry with `mtp cluster join-token {}`)",
                             c.name, c.name
                         );
-                        CliError::Api(api)
+                        CliError::Call(api)
                     }
                     other => other,
                 })?;

@@ -385,7 +385,7 @@ where
     loop {
         let env = match fetch().await {
             Ok(env) => env,
-            Err(CliError::Api(e)) if goal == Goal::Deleted && e.code == tonic::Code::NotFound => {
+            Err(CliError::Call(e)) if goal == Goal::Deleted && e.code == tonic::Code::NotFound => {
                 progress(&format!(
                     "{who}: deleted in {}",
                     elapsed_text(clock.elapsed())
@@ -904,7 +904,7 @@ mod tests {
         assert!(lines[1].starts_with("team-a/dev: deleted in "), "{lines:?}");
 
         let not_found = || {
-            CliError::Api(crate::errors::ApiError {
+            CliError::Call(crate::errors::CallError {
                 action: "get environment team-a/dev".into(),
                 code: tonic::Code::NotFound,
                 message: "not found".into(),

@@ -14,12 +14,12 @@ use chrono::{DateTime, Utc};
 use mtp_proto::v1::Resources;
 use serde::Serialize;
 
-use crate::client::Api;
+use crate::client::ControlPlane;
 use crate::output::Format;
 
 /// What every command gets: the server handle and the output format.
 pub struct Ctx {
-    pub api: Api,
+    pub api: ControlPlane,
     pub format: Format,
 }
 
