@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::Faults;
 pub use kubelet::{PodUsage, UsageProfile};
-pub use status::ApiError;
+pub use status::StatusError;
 pub use store::Store;
 
 /// Errors starting or talking to a simulated cluster.

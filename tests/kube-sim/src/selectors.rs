@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::kinds::ResourceKind;
-use crate::status::ApiError;
+use crate::status::StatusError;
 
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct LabelSelector(pub Vec<Requirement>);
 
 impl LabelSelector {
     /// Parses the `labelSelector` query parameter syntax.
-    pub fn parse(s: &str) -> Result<Self, ApiError> {
+    pub fn parse(s: &str) -> Result<Self, StatusError> {
         let mut reqs = Vec::new();
         for part in split_top_level(s) {
             let part = part.trim();
@@ -36,7 +36,7 @@ impl LabelSelector {
                 continue;
             }
             reqs.push(parse_requirement(part).ok_or_else(|| {
-                ApiError::bad_request(format!(
+                StatusError::bad_request(format!(
                     "unable to parse requirement: invalid label selector: {part:?}"
                 ))
             })?);
@@ -138,7 +138,7 @@ pub struct FieldSelector(pub Vec<(String, bool, String)>);
 
 impl FieldSelector {
     /// Parses `fieldSelector`, rejecting labels the kind does not support (400, as the real server).
-    pub fn parse(s: &str, kind: &ResourceKind) -> Result<Self, ApiError> {
+    pub fn parse(s: &str, kind: &ResourceKind) -> Result<Self, StatusError> {
         let mut terms = Vec::new();
         for part in s.split(',') {
             let part = part.trim();
@@ -150,7 +150,7 @@ impl FieldSelector {
             } else if let Some((p, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (p, true, v)
             } else {
-                return Err(ApiError::bad_request(format!(
+                return Err(StatusError::bad_request(format!(
                     "invalid selector: '{part}'; can't understand '{part}'"
                 )));
             };
@@ -159,7 +159,7 @@ impl FieldSelector {
                 || (path == "metadata.namespace" && kind.namespaced)
                 || kind.field_labels.contains(&path);
             if !supported {
-                return Err(ApiError::bad_request(format!(
+                return Err(StatusError::bad_request(format!(
                     "field label not supported: {path}"
                 )));
             }

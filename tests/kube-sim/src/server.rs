@@ -21,7 +21,7 @@ use crate::faults::Faults;
 use crate::kinds::{self, ResourceKind};
 use crate::kubelet::Kubelet;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::status::ApiError;
+use crate::status::StatusError;
 use crate::store::{Deleted, Store};
 use crate::watch::{self, WatchContext, WatchRequest};
 
@@ -127,7 +127,7 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
     )
 }
 
-fn error_response(e: &ApiError) -> Response<Body> {
+fn error_response(e: &StatusError) -> Response<Body> {
     json_response(e.code, &e.to_status())
 }
 
@@ -180,9 +180,9 @@ enum Route {
     NodeStats(String),
 }
 
-fn route(path: &str, addr: &str) -> Result<Route, ApiError> {
+fn route(path: &str, addr: &str) -> Result<Route, StatusError> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let none = || ApiError::no_route(path);
+    let none = || StatusError::no_route(path);
     let (group, version, rest) = match parts.as_slice() {
         ["version"] => return Ok(Route::Doc(discovery::version())),
         ["healthz" | "livez" | "readyz"] => return Ok(Route::Doc(json!("ok"))),
@@ -268,7 +268,7 @@ pub async fn handle(
             .and_then(|h| h.strip_prefix("Bearer "))
             .is_some_and(|t| t == token);
         if !ok {
-            return Ok(error_response(&ApiError::unauthorized()));
+            return Ok(error_response(&StatusError::unauthorized()));
         }
     }
     let result = handle_inner(&shared, req).await;
@@ -289,12 +289,12 @@ fn verb_of(method: &Method, t: &Target, watch: bool) -> &'static str {
     }
 }
 
-fn forbidden(kind: &ResourceKind, verb: &str, t: &Target) -> ApiError {
+fn forbidden(kind: &ResourceKind, verb: &str, t: &Target) -> StatusError {
     let scope = match &t.namespace {
         Some(ns) => format!(" in the namespace \"{ns}\""),
         None => " at the cluster scope".to_string(),
     };
-    ApiError::forbidden(
+    StatusError::forbidden(
         &kind.qualified_resource(),
         t.name.as_deref().unwrap_or(""),
         &format!(
@@ -304,7 +304,10 @@ fn forbidden(kind: &ResourceKind, verb: &str, t: &Target) -> ApiError {
     )
 }
 
-async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn handle_inner(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, StatusError> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query());
@@ -332,7 +335,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Respons
     let target = match route(&path, &shared.addr)? {
         Route::Doc(doc) => {
             if parts.method != Method::GET {
-                return Err(ApiError::method_not_allowed(parts.method.as_str()));
+                return Err(StatusError::method_not_allowed(parts.method.as_str()));
             }
             return Ok(json_response(200, &doc));
         }
@@ -375,7 +378,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Respons
     let body = body
         .collect()
         .await
-        .map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?
+        .map_err(|e| StatusError::bad_request(format!("reading body: {e}")))?
         .to_bytes();
     let ns = target.namespace.clone().unwrap_or_default();
     let store = &shared.store;
@@ -488,7 +491,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Respons
         }
         ("create", None) => {
             if kind.namespaced && target.namespace.is_none() {
-                return Err(ApiError::method_not_allowed("POST"));
+                return Err(StatusError::method_not_allowed("POST"));
             }
             let obj = parse_body(&body, &content_type)?;
             let out = store.create(kind, &ns, obj, &manager())?;
@@ -503,7 +506,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Respons
             let patch = parse_body(&body, &content_type)?;
             if content_type.starts_with("application/apply-patch") {
                 let Some(mgr) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
-                    return Err(ApiError::invalid(
+                    return Err(StatusError::invalid(
                         "PatchOptions.meta.k8s.io",
                         "",
                         "fieldManager",
@@ -519,7 +522,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Respons
                 let out = store.merge_patch(kind, &ns, name, &patch, &manager())?;
                 Ok(json_response(200, &out))
             } else {
-                Err(ApiError::unsupported_media_type(&content_type))
+                Err(StatusError::unsupported_media_type(&content_type))
             }
         }
         ("delete", Some(name)) => {
@@ -574,7 +577,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Respons
             }
             Ok(full(200, "application/json", render_list(kind, &page)))
         }
-        _ => Err(ApiError::method_not_allowed(parts.method.as_str())),
+        _ => Err(StatusError::method_not_allowed(parts.method.as_str())),
     }
 }
 
@@ -582,47 +585,54 @@ fn node_kind() -> &'static ResourceKind {
     kinds::find("", "v1", "nodes").expect("nodes are served")
 }
 
-fn check_faults(shared: &Shared, verb: &str, t: &Target, resource: &str) -> Result<(), ApiError> {
+fn check_faults(
+    shared: &Shared,
+    verb: &str,
+    t: &Target,
+    resource: &str,
+) -> Result<(), StatusError> {
     if shared.faults.is_denied(verb, resource) {
         return Err(forbidden(t.kind, verb, t));
     }
     if shared.faults.should_fail(verb) {
-        return Err(ApiError::internal(format!(
+        return Err(StatusError::internal(format!(
             "injected fault: {verb} {resource}"
         )));
     }
     Ok(())
 }
 
-fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
+fn parse_body(body: &[u8], content_type: &str) -> Result<Value, StatusError> {
     // kubectl sends built-in kinds as protobuf (create, run, expose) and
     // does not retry as JSON: decode what we know, refuse the rest by name.
     if content_type.contains("protobuf") {
         return crate::protobuf::decode(body).map_err(|e| match e {
-            crate::protobuf::DecodeError::Unsupported(m) => ApiError::unsupported_body(m),
+            crate::protobuf::DecodeError::Unsupported(m) => StatusError::unsupported_body(m),
             crate::protobuf::DecodeError::Malformed(m) => {
-                ApiError::bad_request(format!("error decoding protobuf: {m}"))
+                StatusError::bad_request(format!("error decoding protobuf: {m}"))
             }
         });
     }
     if content_type.contains("cbor") {
-        return Err(ApiError::unsupported_media_type(content_type));
+        return Err(StatusError::unsupported_media_type(content_type));
     }
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(json_err) => {
             if content_type.contains("yaml") {
                 serde_yaml::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+                    .map_err(|e| StatusError::bad_request(format!("error decoding YAML: {e}")))?
             } else {
-                return Err(ApiError::bad_request(format!(
+                return Err(StatusError::bad_request(format!(
                     "error decoding JSON: {json_err}"
                 )));
             }
         }
     };
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be an object"));
+        return Err(StatusError::bad_request(
+            "the request body must be an object",
+        ));
     }
     Ok(v)
 }

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 /// An API-level failure, rendered as a `meta.k8s.io/v1` `Status` with the real code and reason.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct StatusError {
     /// HTTP status code.
     pub code: u16,
     /// Kubernetes `StatusReason` (`NotFound`, `Conflict`, ...).
@@ -15,7 +15,7 @@ pub struct ApiError {
     pub details: Option<Value>,
 }
 
-impl ApiError {
+impl StatusError {
     fn new(code: u16, reason: &'static str, message: String) -> Self {
         Self {
             code,

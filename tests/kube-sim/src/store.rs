@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use crate::apply;
 use crate::kinds::{self, KINDS, ResourceKind};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::status::{self, ApiError};
+use crate::status::{self, StatusError};
 
 /// Watch event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,10 +112,10 @@ fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
-fn validate_name(kind: &ResourceKind, name: &str) -> Result<(), ApiError> {
+fn validate_name(kind: &ResourceKind, name: &str) -> Result<(), StatusError> {
     if kind.resource == "namespaces" {
         if !is_dns1123_label(name) {
-            return Err(ApiError::invalid(
+            return Err(StatusError::invalid(
                 kind.kind,
                 name,
                 "metadata.name",
@@ -125,7 +125,7 @@ fn validate_name(kind: &ResourceKind, name: &str) -> Result<(), ApiError> {
             ));
         }
     } else if !is_dns1123_subdomain(name) {
-        return Err(ApiError::invalid(
+        return Err(StatusError::invalid(
             kind.kind,
             name,
             "metadata.name",
@@ -138,16 +138,16 @@ fn validate_name(kind: &ResourceKind, name: &str) -> Result<(), ApiError> {
 }
 
 /// Checks `apiVersion`/`kind` in a request body against the URL's kind (when present).
-fn check_type(kind: &ResourceKind, body: &Value, required: bool) -> Result<(), ApiError> {
+fn check_type(kind: &ResourceKind, body: &Value, required: bool) -> Result<(), StatusError> {
     let av = body.get("apiVersion").and_then(Value::as_str);
     let k = body.get("kind").and_then(Value::as_str);
     if required && (av.is_none() || k.is_none()) {
-        return Err(ApiError::bad_request(
+        return Err(StatusError::bad_request(
             "Object 'Kind' is missing in request body",
         ));
     }
     if av.is_some_and(|a| a != kind.api_version()) || k.is_some_and(|x| x != kind.kind) {
-        return Err(ApiError::bad_request(format!(
+        return Err(StatusError::bad_request(format!(
             "the API version in the data ({}) does not match the expected API version ({})",
             av.unwrap_or(""),
             kind.api_version()
@@ -186,12 +186,12 @@ fn validate_update(
     name: &str,
     old: &Value,
     new: &Value,
-) -> Result<(), ApiError> {
+) -> Result<(), StatusError> {
     if kind.group == "rbac.authorization.k8s.io"
         && kind.resource == "rolebindings"
         && old.get("roleRef") != new.get("roleRef")
     {
-        return Err(ApiError::invalid(
+        return Err(StatusError::invalid(
             &format!("{}.{}", kind.kind, kind.group),
             name,
             "roleRef",
@@ -344,12 +344,17 @@ impl Store {
     }
 
     /// Reads one object.
-    pub fn get(&self, kind: &ResourceKind, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+    pub fn get(
+        &self,
+        kind: &ResourceKind,
+        ns: &str,
+        name: &str,
+    ) -> Result<Arc<Value>, StatusError> {
         let inner = self.lock();
         inner.objects[kind_index(kind)]
             .get(&(ns.to_string(), name.to_string()))
             .cloned()
-            .ok_or_else(|| ApiError::not_found(&kind.qualified_resource(), name))
+            .ok_or_else(|| StatusError::not_found(&kind.qualified_resource(), name))
     }
 
     /// Lists objects of a kind, optionally in one namespace, filtered and paginated.
@@ -361,7 +366,7 @@ impl Store {
         fields: &FieldSelector,
         limit: Option<usize>,
         continue_token: Option<&str>,
-    ) -> Result<ListPage, ApiError> {
+    ) -> Result<ListPage, StatusError> {
         let inner = self.lock();
         let map = &inner.objects[kind_index(kind)];
         let start: Key = match continue_token {
@@ -416,15 +421,15 @@ impl Store {
         kind: &ResourceKind,
         ns: &str,
         name: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StatusError> {
         if !kind.namespaced {
             return Ok(());
         }
         let nsi = kind_index(kinds::namespaces());
         match inner.objects[nsi].get(&(String::new(), ns.to_string())) {
-            None => Err(ApiError::not_found("namespaces", ns)),
+            None => Err(StatusError::not_found("namespaces", ns)),
             Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
-                let mut e = ApiError::forbidden(
+                let mut e = StatusError::forbidden(
                     &kind.qualified_resource(),
                     name,
                     &format!(
@@ -480,12 +485,12 @@ impl Store {
     }
 
     /// Resolves the name of a create body (honouring `generateName`) and checks the namespace.
-    fn body_name(kind: &ResourceKind, ns: &str, body: &Value) -> Result<String, ApiError> {
+    fn body_name(kind: &ResourceKind, ns: &str, body: &Value) -> Result<String, StatusError> {
         if let Some(bns) = meta_str(body, "namespace")
             && kind.namespaced
             && bns != ns
         {
-            return Err(ApiError::bad_request(
+            return Err(StatusError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
@@ -496,7 +501,7 @@ impl Store {
             let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..5].to_string();
             return Ok(format!("{g}{suffix}"));
         }
-        Err(ApiError::invalid(
+        Err(StatusError::invalid(
             kind.kind,
             "",
             "metadata.name",
@@ -511,7 +516,7 @@ impl Store {
         ns: &str,
         mut body: Value,
         manager: &str,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<Value>, StatusError> {
         check_type(kind, &body, false)?;
         let name = Self::body_name(kind, ns, &body)?;
         validate_name(kind, &name)?;
@@ -520,7 +525,10 @@ impl Store {
         let key = (ns.to_string(), name.clone());
         let ki = kind_index(kind);
         if inner.objects[ki].contains_key(&key) {
-            return Err(ApiError::already_exists(&kind.qualified_resource(), &name));
+            return Err(StatusError::already_exists(
+                &kind.qualified_resource(),
+                &name,
+            ));
         }
         if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("managedFields");
@@ -539,7 +547,7 @@ impl Store {
         key: Key,
         old: &Value,
         mut new: Value,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<Value>, StatusError> {
         validate_update(kind, &key.1, old, &new)?;
         for f in [
             "uid",
@@ -584,12 +592,12 @@ impl Store {
         name: &str,
         mut body: Value,
         manager: &str,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<Value>, StatusError> {
         check_type(kind, &body, false)?;
         if let Some(bn) = meta_str(&body, "name")
             && bn != name
         {
-            return Err(ApiError::bad_request(format!(
+            return Err(StatusError::bad_request(format!(
                 "the name of the object ({bn}) does not match the name on the URL ({name})"
             )));
         }
@@ -598,12 +606,12 @@ impl Store {
         let old = inner.objects[kind_index(kind)]
             .get(&key)
             .cloned()
-            .ok_or_else(|| ApiError::not_found(&kind.qualified_resource(), name))?;
+            .ok_or_else(|| StatusError::not_found(&kind.qualified_resource(), name))?;
         if let Some(rv) = meta_str(&body, "resourceVersion")
             && !rv.is_empty()
             && Some(rv) != meta_str(&old, "resourceVersion")
         {
-            return Err(ApiError::stale(&kind.qualified_resource(), name));
+            return Err(StatusError::stale(&kind.qualified_resource(), name));
         }
         if !body.get("metadata").is_some_and(Value::is_object) {
             body["metadata"] = json!({});
@@ -625,19 +633,19 @@ impl Store {
         name: &str,
         patch: &Value,
         manager: &str,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<Value>, StatusError> {
         let mut inner = self.lock();
         let key = (ns.to_string(), name.to_string());
         let old = inner.objects[kind_index(kind)]
             .get(&key)
             .cloned()
-            .ok_or_else(|| ApiError::not_found(&kind.qualified_resource(), name))?;
+            .ok_or_else(|| StatusError::not_found(&kind.qualified_resource(), name))?;
         if let Some(rv) = patch
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             && Some(rv) != meta_str(&old, "resourceVersion")
         {
-            return Err(ApiError::stale(&kind.qualified_resource(), name));
+            return Err(StatusError::stale(&kind.qualified_resource(), name));
         }
         let mut new = (*old).clone();
         apply::merge_into(&mut new, patch, true);
@@ -656,11 +664,11 @@ impl Store {
         config: &Value,
         manager: &str,
         force: bool,
-    ) -> Result<(Arc<Value>, bool), ApiError> {
+    ) -> Result<(Arc<Value>, bool), StatusError> {
         check_type(kind, config, true)?;
         match meta_str(config, "name") {
             Some(n) if n != name => {
-                return Err(ApiError::bad_request(format!(
+                return Err(StatusError::bad_request(format!(
                     "the name of the object ({n}) does not match the name on the URL ({name})"
                 )));
             }
@@ -670,7 +678,7 @@ impl Store {
             && let Some(bns) = meta_str(config, "namespace")
             && bns != ns
         {
-            return Err(ApiError::bad_request(
+            return Err(StatusError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
@@ -683,9 +691,9 @@ impl Store {
                 .as_ref()
                 .is_some_and(|o| meta_str(o, "resourceVersion") != Some(rv))
         {
-            return Err(ApiError::stale(&kind.qualified_resource(), name));
+            return Err(StatusError::stale(&kind.qualified_resource(), name));
         }
-        let conflict = |c: apply::Conflicts| ApiError::apply_conflicts(&c);
+        let conflict = |c: apply::Conflicts| StatusError::apply_conflicts(&c);
         match old {
             None => {
                 validate_name(kind, name)?;
@@ -717,18 +725,18 @@ impl Store {
         ns: &str,
         name: &str,
         precondition_rv: Option<&str>,
-    ) -> Result<Deleted, ApiError> {
+    ) -> Result<Deleted, StatusError> {
         let mut inner = self.lock();
         let key = (ns.to_string(), name.to_string());
         let ki = kind_index(kind);
         let old = inner.objects[ki]
             .get(&key)
             .cloned()
-            .ok_or_else(|| ApiError::not_found(&kind.qualified_resource(), name))?;
+            .ok_or_else(|| StatusError::not_found(&kind.qualified_resource(), name))?;
         if let Some(rv) = precondition_rv
             && Some(rv) != meta_str(&old, "resourceVersion")
         {
-            return Err(ApiError::stale(&kind.qualified_resource(), name));
+            return Err(StatusError::stale(&kind.qualified_resource(), name));
         }
         if kind.resource == "namespaces" {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
@@ -810,7 +818,7 @@ impl Store {
         &self,
         kind: &ResourceKind,
         from: Option<u64>,
-    ) -> Result<WatchStart, ApiError> {
+    ) -> Result<WatchStart, StatusError> {
         let inner = self.lock();
         let ki = kind_index(kind);
         let rx = self.events.subscribe();
@@ -818,7 +826,7 @@ impl Store {
             Some(from) => {
                 let oldest = inner.log.front().map(|e| e.rv).unwrap_or(inner.rv + 1);
                 if from + 1 < oldest && from < inner.rv {
-                    return Err(ApiError::expired(format!(
+                    return Err(StatusError::expired(format!(
                         "too old resource version: {from} ({})",
                         oldest - 1
                     )));
@@ -852,8 +860,8 @@ fn encode_continue(key: &Key) -> String {
     raw.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_continue(token: &str) -> Result<Key, ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid");
+fn decode_continue(token: &str) -> Result<Key, StatusError> {
+    let bad = || StatusError::bad_request("continue key is not valid");
     if !token.len().is_multiple_of(2) {
         return Err(bad());
     }

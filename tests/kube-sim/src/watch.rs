@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, watch as tokio_watch};
 use crate::discovery;
 use crate::kinds::ResourceKind;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::status::ApiError;
+use crate::status::StatusError;
 use crate::store::{Event, EventType, Store, kind_index};
 
 /// What a watch request asked for.
@@ -170,12 +170,12 @@ async fn run(mut ctx: WatchContext, req: WatchRequest, tx: mpsc::Sender<Bytes>) 
 }
 
 /// Parses a `resourceVersion` query value for watch: empty or `0` mean "from now, with state".
-pub fn parse_from(rv: Option<&str>) -> Result<Option<u64>, ApiError> {
+pub fn parse_from(rv: Option<&str>) -> Result<Option<u64>, StatusError> {
     match rv {
         None | Some("") | Some("0") => Ok(None),
         Some(s) => s
             .parse::<u64>()
             .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}"))),
+            .map_err(|_| StatusError::bad_request(format!("invalid resource version: {s}"))),
     }
 }
