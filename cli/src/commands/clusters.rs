@@ -37,12 +37,14 @@ pub enum ClusterCmd {
     },
 }
 
+/// `--ttl` of `join-token` and `--join-token-ttl` of `create`.
+const JOIN_TOKEN_TTL_HELP: &str = "How long the join token stays valid: a number with a unit s, m, h, d \
+or w (e.g. 2h, 7d) [server default: 24h, at most 30d]";
+
 /// How long a join token stays valid.
 #[derive(Debug, Clone, Args)]
 pub struct TtlArgs {
-    /// How long the join token stays valid: a number with a unit s, m, h, d
-    /// or w (e.g. 2h, 7d) [server default: 24h, at most 30d].
-    #[arg(long = "ttl", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long = "ttl", value_name = "DURATION", value_parser = parse_duration, help = JOIN_TOKEN_TTL_HELP)]
     pub ttl: Option<chrono::Duration>,
 }
 
@@ -59,119 +61,134 @@ pub struct CreateArgs {
     /// Do not mint a join token (mint one later with `mtp cluster join-token`).
     #[arg(long, conflicts_with = "join_token_ttl")]
     pub no_join_token: bool,
-    /// How long the join token stays valid: a number with a unit s, m, h, d
-    /// or w (e.g. 2h, 7d) [server default: 24h, at most 30d].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help = JOIN_TOKEN_TTL_HELP)]
     pub join_token_ttl: Option<chrono::Duration>,
 }
 
 pub async fn run(cmd: ClusterCmd, ctx: &Ctx) -> Result<(), CliError> {
     match cmd {
-        ClusterCmd::Create(a) => {
-            let req = CreateClusterRequest {
-                name: a.name.clone(),
-                labels: a.labels.into_iter().collect(),
-                ingress_namespace: a.ingress_namespace.unwrap_or_default(),
-            };
-            let c = ctx
-                .api
-                .call(
-                    format!("create cluster {:?}", a.name),
-                    ctx.api.clusters().create_cluster(req),
-                )
-                .await?;
-            if a.no_join_token {
-                show(ctx, &c, None);
-                return Ok(());
+        ClusterCmd::Create(a) => create(ctx, a).await,
+        ClusterCmd::List => list(ctx).await,
+        ClusterCmd::Get { name } => get(ctx, name).await,
+        ClusterCmd::JoinToken { name, ttl } => mint_join_token(ctx, &name, ttl.ttl).await,
+    }
+}
+
+/// `mtp cluster create`: the cluster, then (unless told not to) its first join token.
+async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
+    let req = CreateClusterRequest {
+        name: a.name.clone(),
+        labels: a.labels.into_iter().collect(),
+        ingress_namespace: a.ingress_namespace.unwrap_or_default(),
+    };
+    let c = ctx
+        .api
+        .call(
+            format!("create cluster {:?}", a.name),
+            ctx.api.clusters().create_cluster(req),
+        )
+        .await?;
+    if a.no_join_token {
+        show(ctx, &c, None);
+        return Ok(());
+    }
+    // The cluster exists now; if minting fails, say how to retry.
+    let token = join_token(ctx, &c.name, a.join_token_ttl)
+        .await
+        .map_err(|e| match e {
+            CliError::Call(mut api) => {
+                api.action = format!(
+                    "cluster {:?} was created, but mint its join token (retry with `mtp cluster join-token {}`)",
+                    c.name, c.name
+                );
+                CliError::Call(api)
             }
-            // The cluster exists now; if minting fails, say how to retry.
-            let token = join_token(ctx, &c.name, a.join_token_ttl)
-                .await
-                .map_err(|e| match e {
-                    CliError::Call(mut api) => {
-                        api.action = format!(
-                            "cluster {:?} was created, but mint its join token (retry with `mtp cluster join-token {}`)",
-                            c.name, c.name
-                        );
-                        CliError::Call(api)
-                    }
-                    other => other,
-                })?;
-            if ctx.json() {
-                #[derive(Serialize)]
-                struct C<'a> {
-                    #[serde(flatten)]
-                    cluster: ClusterView,
-                    join_token: JoinTokenView,
-                    agent_command: &'a str,
-                }
-                let command = agent_command(ctx.api.addr(), &token.secret);
-                emit_json(&C {
-                    cluster: ClusterView::from(&c),
-                    join_token: JoinTokenView::from(&token),
-                    agent_command: &command,
-                });
-            } else {
-                show(ctx, &c, None);
-                emit("");
-                show_join_token(ctx, &token);
-            }
+            other => other,
+        })?;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct C<'a> {
+            #[serde(flatten)]
+            cluster: ClusterView,
+            join_token: JoinTokenView,
+            agent_command: &'a str,
         }
-        ClusterCmd::List => {
-            let resp = ctx
-                .api
-                .call(
-                    "list clusters",
-                    ctx.api.clusters().list_clusters(ListClustersRequest {}),
-                )
-                .await?;
-            let agents = agents_of(ctx, "").await;
-            if ctx.json() {
-                #[derive(Serialize)]
-                struct L {
-                    clusters: Vec<ClusterView>,
-                }
-                emit_json(&L {
-                    clusters: resp
-                        .clusters
-                        .iter()
-                        .map(|c| ClusterView::from(c).with_agents(agents.as_deref()))
-                        .collect(),
-                });
-            } else {
-                emit(&list_table(&resp.clusters, agents.as_deref(), chrono::Utc::now()).render());
-            }
+        let command = agent_command(ctx.api.addr(), &token.secret);
+        emit_json(&C {
+            cluster: ClusterView::from(&c),
+            join_token: JoinTokenView::from(&token),
+            agent_command: &command,
+        });
+    } else {
+        show(ctx, &c, None);
+        emit("");
+        show_join_token(ctx, &token);
+    }
+    Ok(())
+}
+
+async fn list(ctx: &Ctx) -> Result<(), CliError> {
+    let resp = ctx
+        .api
+        .call(
+            "list clusters",
+            ctx.api.clusters().list_clusters(ListClustersRequest {}),
+        )
+        .await?;
+    let agents = agents_of(ctx, "").await;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct L {
+            clusters: Vec<ClusterView>,
         }
-        ClusterCmd::Get { name } => {
-            let c = ctx
-                .api
-                .call(
-                    format!("get cluster {name:?}"),
-                    ctx.api.clusters().get_cluster(GetClusterRequest { name }),
-                )
-                .await?;
-            let agents = agents_of(ctx, &c.name).await;
-            show(ctx, &c, agents.as_deref());
+        emit_json(&L {
+            clusters: resp
+                .clusters
+                .iter()
+                .map(|c| ClusterView::from(c).with_agents(agents.as_deref()))
+                .collect(),
+        });
+    } else {
+        emit(&list_table(&resp.clusters, agents.as_deref(), chrono::Utc::now()).render());
+    }
+    Ok(())
+}
+
+async fn get(ctx: &Ctx, name: String) -> Result<(), CliError> {
+    let c = ctx
+        .api
+        .call(
+            format!("get cluster {name:?}"),
+            ctx.api.clusters().get_cluster(GetClusterRequest { name }),
+        )
+        .await?;
+    let agents = agents_of(ctx, &c.name).await;
+    show(ctx, &c, agents.as_deref());
+    Ok(())
+}
+
+/// `mtp cluster join-token`: a new join token for an existing cluster.
+async fn mint_join_token(
+    ctx: &Ctx,
+    name: &str,
+    ttl: Option<chrono::Duration>,
+) -> Result<(), CliError> {
+    let token = join_token(ctx, name, ttl).await?;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct J<'a> {
+            cluster: &'a str,
+            join_token: JoinTokenView,
+            agent_command: &'a str,
         }
-        ClusterCmd::JoinToken { name, ttl } => {
-            let token = join_token(ctx, &name, ttl.ttl).await?;
-            if ctx.json() {
-                #[derive(Serialize)]
-                struct J<'a> {
-                    cluster: &'a str,
-                    join_token: JoinTokenView,
-                    agent_command: &'a str,
-                }
-                let command = agent_command(ctx.api.addr(), &token.secret);
-                emit_json(&J {
-                    cluster: &token.cluster,
-                    join_token: JoinTokenView::from(&token),
-                    agent_command: &command,
-                });
-            } else {
-                show_join_token(ctx, &token);
-            }
-        }
+        let command = agent_command(ctx.api.addr(), &token.secret);
+        emit_json(&J {
+            cluster: &token.cluster,
+            join_token: JoinTokenView::from(&token),
+            agent_command: &command,
+        });
+    } else {
+        show_join_token(ctx, &token);
     }
     Ok(())
 }
