@@ -53,6 +53,16 @@ impl Principal {
         self.tenant.as_deref()
     }
 
+    /// The tenant a list call is confined to: the one asked for (if the
+    /// caller may see it), and always the caller's own for a tenant-bound
+    /// token, so such a caller never lists another tenant's data.
+    pub fn list_scope(&self, requested: Option<&str>) -> Result<Option<String>> {
+        if let Some(t) = requested {
+            self.check_read_tenant(t)?;
+        }
+        Ok(self.tenant_scope().or(requested).map(str::to_owned))
+    }
+
     pub fn can_see_tenant(&self, tenant: &str) -> bool {
         self.tenant.as_deref().is_none_or(|t| t == tenant)
     }
@@ -132,6 +142,20 @@ mod tests {
             owner.check_write_environments("team-b"),
             Err(Error::not_found("tenant", "team-b"))
         );
+    }
+
+    #[test]
+    fn list_calls_are_narrowed_to_the_callers_tenant() {
+        let owner = principal(Role::TenantOwner, Some("team-a"));
+        assert_eq!(owner.list_scope(None), Ok(Some("team-a".into())));
+        assert_eq!(owner.list_scope(Some("team-a")), Ok(Some("team-a".into())));
+        assert_eq!(
+            owner.list_scope(Some("team-b")),
+            Err(Error::not_found("tenant", "team-b"))
+        );
+        let admin = principal(Role::PlatformAdmin, None);
+        assert_eq!(admin.list_scope(None), Ok(None));
+        assert_eq!(admin.list_scope(Some("team-b")), Ok(Some("team-b".into())));
     }
 
     #[test]

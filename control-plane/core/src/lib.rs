@@ -3,7 +3,9 @@
 //! knowledge of gRPC, SQL or Kubernetes clients, so every rule is unit-testable.
 
 pub mod access;
+pub mod agents;
 pub mod audit;
+pub mod clusters;
 pub mod environments;
 pub mod error;
 pub mod names;

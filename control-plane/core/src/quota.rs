@@ -1,6 +1,6 @@
 //! Quotas: what one environment may use, what a tenant may use in total, and
-//! the admission rule between them (invariant 1: the sum of a tenant's
-//! environments never exceeds the tenant's quota).
+//! the admission rule between them (docs/architecture.md, invariant 1: the
+//! sum of a tenant's environments never exceeds the tenant's quota).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,12 @@
 //! Tenants: who owns environments, and what they may use.
 
-use crate::names::{validate_service_account, validate_subject, validate_tenant_name};
-use crate::quota::TenantQuota;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::names::{
+    validate_object_name, validate_service_account, validate_subject, validate_tenant_name,
+};
+use crate::quota::{TenantQuota, TenantUsage};
 use crate::{Error, Result};
 
 /// The people and services bound to the built-in `admin` role in each of the
@@ -59,10 +64,7 @@ impl TenantSpec {
         validate_tenant_name("name", &self.name)?;
         validate_display_name("display_name", &self.display_name)?;
         self.owners.validate("owners")?;
-        for (i, p) in self.allowed_profiles.iter().enumerate() {
-            crate::names::validate_object_name(&format!("allowed_profiles[{i}]"), p)?;
-        }
-        Ok(())
+        validate_profile_names(&self.allowed_profiles)
     }
 
     pub fn allows_profile(&self, profile: &str) -> bool {
@@ -78,4 +80,72 @@ pub fn validate_display_name(field: &str, value: &str) -> Result<()> {
         return Err(Error::invalid(field, "must not contain control characters"));
     }
     Ok(())
+}
+
+fn validate_profile_names(profiles: &[String]) -> Result<()> {
+    for (i, p) in profiles.iter().enumerate() {
+        validate_object_name(&format!("allowed_profiles[{i}]"), p)?;
+    }
+    Ok(())
+}
+
+/// A stored tenant with the live usage of its environments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub spec: TenantSpec,
+    pub usage: TenantUsage,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+/// Changes to a tenant; `None` keeps the current value. Checked by
+/// [`TenantUpdate::validate`]; the quota against usage only in the store,
+/// under the tenant lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantUpdate {
+    pub display_name: Option<String>,
+    pub owners: Option<Owners>,
+    pub quota: Option<TenantQuota>,
+    pub allowed_profiles: Option<Vec<String>>,
+}
+
+impl TenantUpdate {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(d) = &self.display_name {
+            validate_display_name("display_name", d)?;
+        }
+        if let Some(o) = &self.owners {
+            o.validate("owners")?;
+        }
+        if let Some(p) = &self.allowed_profiles {
+            validate_profile_names(p)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_check_only_what_they_change() {
+        assert!(TenantUpdate::default().validate().is_ok());
+        let bad_name = TenantUpdate {
+            display_name: Some("a\u{7}b".into()),
+            ..TenantUpdate::default()
+        };
+        let err = bad_name.validate().unwrap_err();
+        assert!(err.to_string().starts_with("display_name: "), "{err}");
+        let bad_profile = TenantUpdate {
+            allowed_profiles: Some(vec!["small".into(), "Not Valid".into()]),
+            ..TenantUpdate::default()
+        };
+        let err = bad_profile.validate().unwrap_err();
+        assert!(
+            err.to_string().starts_with("allowed_profiles[1]: "),
+            "{err}"
+        );
+    }
 }

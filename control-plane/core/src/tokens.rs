@@ -1,4 +1,5 @@
-//! Bearer secrets: how they are minted, recognised and checked.
+//! API tokens and bearer secrets: what a token is, what a request for one
+//! must satisfy, and how secrets are minted, recognised and checked.
 //!
 //! A secret reads `mtp_<id>_<key>`. The id is public (it names the token in
 //! lists and in the audit log); only SHA-256 of the key is stored. Lookup is by
@@ -6,11 +7,67 @@
 //! nor the comparison leaks how much of a guess was right. The key carries 256
 //! random bits, so a fast hash is enough (no password stretching needed).
 
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::access::Role;
 use crate::{Error, Result};
+
+/// Longest token description kept.
+const MAX_DESCRIPTION: usize = 512;
+
+/// An API token as listed (its secret is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: String,
+    pub description: String,
+    pub role: Role,
+    pub tenant: Option<String>,
+    pub created_by: String,
+    pub create_time: DateTime<Utc>,
+    pub expire_time: Option<DateTime<Utc>>,
+    pub revoke_time: Option<DateTime<Utc>>,
+}
+
+/// A token to mint, checked by [`NewToken::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub role: Role,
+    pub tenant: Option<String>,
+    pub description: String,
+    pub expire_time: Option<DateTime<Utc>>,
+}
+
+impl NewToken {
+    /// The description's length, the role's binding to a tenant, and an
+    /// expiry in the future (as of `now`).
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<()> {
+        if self.description.len() > MAX_DESCRIPTION {
+            return Err(Error::invalid(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION} characters"),
+            ));
+        }
+        if self.role == Role::TenantOwner && self.tenant.is_none() {
+            return Err(Error::invalid(
+                "tenant",
+                "a tenant-owner token must name its tenant",
+            ));
+        }
+        if self.role == Role::PlatformAdmin && self.tenant.is_some() {
+            return Err(Error::invalid(
+                "tenant",
+                "a platform-admin token cannot be bound to a tenant",
+            ));
+        }
+        if self.expire_time.is_some_and(|t| t <= now) {
+            return Err(Error::invalid("expire_time", "must be in the future"));
+        }
+        Ok(())
+    }
+}
 
 /// What the caller sees once and what the store keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +181,29 @@ mod tests {
         let join = mint("mtpjoin");
         assert!(parse("mtp", &join.secret).is_err());
         assert!(parse("mtpjoin", &join.secret).is_ok());
+    }
+
+    #[test]
+    fn token_requests_bind_roles_to_tenants_sensibly() {
+        let now = Utc::now();
+        let new = |role, tenant: Option<&str>| NewToken {
+            role,
+            tenant: tenant.map(Into::into),
+            description: String::new(),
+            expire_time: None,
+        };
+        assert!(new(Role::ReadOnly, None).validate(now).is_ok());
+        assert!(new(Role::TenantOwner, Some("a")).validate(now).is_ok());
+        let err = new(Role::TenantOwner, None).validate(now).unwrap_err();
+        assert!(err.to_string().starts_with("tenant: "), "{err}");
+        assert!(new(Role::PlatformAdmin, Some("a")).validate(now).is_err());
+        let mut past = new(Role::ReadOnly, None);
+        past.expire_time = Some(now);
+        let err = past.validate(now).unwrap_err();
+        assert_eq!(err.to_string(), "expire_time: must be in the future");
+        let mut long = new(Role::ReadOnly, None);
+        long.description = "x".repeat(513);
+        assert!(long.validate(now).is_err());
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct Args {
     /// How often expired environments are looked for and deleted.
     #[arg(long, env = "MTP_EXPIRY_INTERVAL", value_parser = parse_duration, default_value = "10s")]
     pub expiry_interval: Duration,
+    /// How often the fleet gauges of /metrics (environments by status, revision
+    /// lag) are refreshed from PostgreSQL.
+    #[arg(long, env = "MTP_METRICS_INTERVAL", value_parser = parse_duration, default_value = "15s")]
+    pub metrics_interval: Duration,
     /// Development mode: allows plaintext gRPC without TLS. Never in production.
     #[arg(long, env = "MTP_DEV")]
     pub dev: bool,
@@ -123,6 +127,8 @@ pub struct Config {
     pub health_interval: Duration,
     pub agent_keepalive: Duration,
     pub expiry_interval: Duration,
+    /// How often the fleet gauges are refreshed from PostgreSQL.
+    pub metrics_interval: Duration,
 }
 
 /// Parses "500ms", "5s", "2m" or "1h".
@@ -177,6 +183,7 @@ impl Config {
             health_interval: Duration::from_secs(5),
             agent_keepalive: Duration::from_secs(1),
             expiry_interval: Duration::from_millis(500),
+            metrics_interval: Duration::from_secs(1),
         }
     }
 }
@@ -223,6 +230,7 @@ impl Args {
             health_interval: Duration::from_secs(5),
             agent_keepalive: self.agent_keepalive,
             expiry_interval: self.expiry_interval,
+            metrics_interval: self.metrics_interval,
         })
     }
 

@@ -7,5 +7,6 @@ pub mod config;
 pub mod metrics;
 pub mod runtime;
 pub mod telemetry;
+pub mod tls;
 
 pub use runtime::{ControlPlane, RunningControlPlane};

@@ -1,12 +1,30 @@
-//! Prometheus metrics of the control plane: per-RPC counts and latencies, and
-//! PostgreSQL latency per store operation.
+//! Prometheus metrics of the control plane: per-RPC counts and latencies,
+//! PostgreSQL latency per store operation, and what an operator alerts on —
+//! environments by status, agents and appliers connected, revision lag,
+//! time to Ready, drift repairs and expiries, per cluster.
+//!
+//! Gauges from agent sessions count this replica's sessions (sum them across
+//! replicas); the fleet gauges come from PostgreSQL and are the same on every
+//! replica (take one, e.g. `max`).
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use mtp_core::clusters::ClusterSummary;
+use mtp_core::environments::EnvironmentStatus;
+use prometheus::core::Collector;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Creation to Ready spans a scheduling, an apply and a verification by an
+/// agent: from well under a second to minutes on a busy cluster.
+const READY_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 #[derive(Clone)]
@@ -15,6 +33,13 @@ pub struct Metrics {
     rpc_requests: IntCounterVec,
     rpc_duration: HistogramVec,
     db_duration: HistogramVec,
+    environments: IntGaugeVec,
+    revision_lag: IntGaugeVec,
+    agents_connected: IntGaugeVec,
+    appliers: IntGaugeVec,
+    time_to_ready: HistogramVec,
+    drift_repairs: IntCounterVec,
+    expiries: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -29,47 +54,90 @@ impl Default for Metrics {
     }
 }
 
+/// Registers each metric once as it is defined; the definitions are static,
+/// so a failure is a bug caught by every test.
+struct Definer(Registry);
+
+impl Definer {
+    fn add<C: Collector + Clone + 'static>(&self, metric: Result<C, prometheus::Error>) -> C {
+        let metric = metric.expect("static metric definition");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric registered once");
+        metric
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels))
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let rpc_requests = IntCounterVec::new(
-            Opts::new(
+        let d = Definer(Registry::new());
+        Metrics {
+            rpc_requests: d.counter(
                 "mtp_grpc_requests_total",
                 "gRPC requests handled, by method and status code",
+                &["method", "code"],
             ),
-            &["method", "code"],
-        )
-        .expect("static metric definition");
-        let rpc_duration = HistogramVec::new(
-            HistogramOpts::new(
+            rpc_duration: d.histogram(
                 "mtp_grpc_request_duration_seconds",
                 "gRPC request latency, by method",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["method"],
-        )
-        .expect("static metric definition");
-        let db_duration = HistogramVec::new(
-            HistogramOpts::new(
+                LATENCY_BUCKETS,
+                &["method"],
+            ),
+            db_duration: d.histogram(
                 "mtp_db_operation_duration_seconds",
                 "PostgreSQL latency per store operation",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["operation", "outcome"],
-        )
-        .expect("static metric definition");
-        for c in [
-            Box::new(rpc_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(rpc_duration.clone()),
-            Box::new(db_duration.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
-        }
-        Metrics {
-            registry,
-            rpc_requests,
-            rpc_duration,
-            db_duration,
+                LATENCY_BUCKETS,
+                &["operation", "outcome"],
+            ),
+            environments: d.gauge(
+                "mtp_environments",
+                "Live environments by cluster and status (from PostgreSQL, refreshed every --metrics-interval)",
+                &["cluster", "status"],
+            ),
+            revision_lag: d.gauge(
+                "mtp_cluster_revision_lag",
+                "Revisions issued to a cluster that no agent of it acknowledged yet (from PostgreSQL)",
+                &["cluster"],
+            ),
+            agents_connected: d.gauge(
+                "mtp_agents_connected",
+                "Agent sessions open on this replica, by cluster",
+                &["cluster"],
+            ),
+            appliers: d.gauge(
+                "mtp_agent_appliers",
+                "Agent sessions on this replica whose agent is its cluster's applier (more than one across replicas: a split)",
+                &["cluster"],
+            ),
+            time_to_ready: d.histogram(
+                "mtp_environment_ready_seconds",
+                "Time from an environment's creation to its first Ready report by an agent",
+                READY_BUCKETS,
+                &["cluster"],
+            ),
+            drift_repairs: d.counter(
+                "mtp_drift_repairs_total",
+                "Drifted objects an agent reported repaired, by cluster",
+                &["cluster"],
+            ),
+            expiries: d.add(IntCounter::new(
+                "mtp_environment_expiries_total",
+                "Environments whose expiry time passed and that this replica marked for deletion",
+            )),
+            registry: d.0,
         }
     }
 
@@ -88,6 +156,54 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Sets the fleet gauges from PostgreSQL's view. Every live status gets a
+    /// value (0 included), so an alert can tell "none" from "not reported".
+    pub fn set_fleet(&self, summaries: &[ClusterSummary]) {
+        for s in summaries {
+            for status in EnvironmentStatus::ALL {
+                if status == EnvironmentStatus::Deleted {
+                    continue;
+                }
+                let n = s
+                    .environments
+                    .iter()
+                    .find(|(st, _)| *st == status)
+                    .map_or(0, |(_, n)| *n);
+                self.environments
+                    .with_label_values(&[s.cluster.as_str(), status.as_str()])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            self.revision_lag
+                .with_label_values(&[s.cluster.as_str()])
+                .set(s.revision_lag());
+        }
+    }
+
+    /// Counts an agent session of `cluster` until the returned guard is dropped.
+    pub fn agent_connected(&self, cluster: &str) -> SessionGauges {
+        self.agents_connected.with_label_values(&[cluster]).inc();
+        SessionGauges {
+            metrics: self.clone(),
+            cluster: cluster.to_owned(),
+            applier: false,
+        }
+    }
+
+    pub fn observe_ready(&self, cluster: &str, after_creation: Duration) {
+        self.time_to_ready
+            .with_label_values(&[cluster])
+            .observe(after_creation.as_secs_f64());
+    }
+
+    pub fn drift_repaired(&self, cluster: &str) {
+        self.drift_repairs.with_label_values(&[cluster]).inc();
+    }
+
+    pub fn expired(&self, environments: usize) {
+        self.expiries
+            .inc_by(u64::try_from(environments).unwrap_or(u64::MAX));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         TextEncoder::new()
@@ -99,4 +215,86 @@ impl Metrics {
 /// "Ok", "InvalidArgument", … as tonic names the codes.
 fn code_name(code: i32) -> String {
     format!("{:?}", tonic::Code::from_i32(code))
+}
+
+/// One open agent session in the gauges: counted as connected while it
+/// lives, and as an applier while its agent holds that role.
+#[derive(Debug)]
+pub struct SessionGauges {
+    metrics: Metrics,
+    cluster: String,
+    applier: bool,
+}
+
+impl SessionGauges {
+    pub fn set_applier(&mut self, applier: bool) {
+        if applier != self.applier {
+            let gauge = self
+                .metrics
+                .appliers
+                .with_label_values(&[self.cluster.as_str()]);
+            if applier {
+                gauge.inc();
+            } else {
+                gauge.dec();
+            }
+            self.applier = applier;
+        }
+    }
+}
+
+impl Drop for SessionGauges {
+    fn drop(&mut self) {
+        self.set_applier(false);
+        self.metrics
+            .agents_connected
+            .with_label_values(&[self.cluster.as_str()])
+            .dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_gauges_follow_the_session_and_its_role() {
+        let metrics = Metrics::new();
+        let connected = |m: &Metrics| m.agents_connected.with_label_values(&["c1"]).get();
+        let appliers = |m: &Metrics| m.appliers.with_label_values(&["c1"]).get();
+        let mut first = metrics.agent_connected("c1");
+        let second = metrics.agent_connected("c1");
+        first.set_applier(true);
+        first.set_applier(true);
+        assert_eq!((connected(&metrics), appliers(&metrics)), (2, 1));
+        drop(first);
+        assert_eq!((connected(&metrics), appliers(&metrics)), (1, 0));
+        drop(second);
+        assert_eq!(connected(&metrics), 0);
+    }
+
+    #[test]
+    fn fleet_gauges_report_zero_for_statuses_with_none() {
+        let metrics = Metrics::new();
+        metrics.set_fleet(&[ClusterSummary {
+            cluster: "c1".into(),
+            revision: 7,
+            acknowledged_revision: 5,
+            environments: vec![(EnvironmentStatus::Ready, 3)],
+        }]);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"mtp_environments{cluster="c1",status="ready"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mtp_environments{cluster="c1",status="failed"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"status="deleted""#), "{text}");
+        assert!(
+            text.contains(r#"mtp_cluster_revision_lag{cluster="c1"} 2"#),
+            "{text}"
+        );
+    }
 }

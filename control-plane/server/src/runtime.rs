@@ -1,8 +1,10 @@
 //! Wiring: connects the store, runs migrations, mints the bootstrap token if
-//! asked, and serves the gRPC API and the admin port until cancelled.
+//! asked, and serves the gRPC API and the admin port until cancelled, with the
+//! background tasks (health, fleet metrics, expiry) beside them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use mtp_proto::v1::{
@@ -18,11 +20,13 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::server::Router;
 use tracing::Instrument;
 
 use crate::api::Api;
-use crate::api::agents::{AgentChannel, RevisionNotice};
+use crate::api::agents::AgentChannel;
 use crate::api::request::RequestLayer;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -45,42 +49,12 @@ pub struct RunningControlPlane {
 
 impl ControlPlane {
     pub async fn start(config: Config) -> anyhow::Result<RunningControlPlane> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_crypto_provider();
         let metrics = Metrics::new();
-        let observer_metrics = metrics.clone();
-        let store = Store::connect(&StoreConfig {
-            max_connections: config.db_max_connections,
-            ..StoreConfig::new(&config.database_url)
-        })
-        .await
-        .context("connecting to PostgreSQL")?
-        .with_observer(Arc::new(move |op, elapsed, ok| {
-            observer_metrics.observe_db(op, elapsed, ok)
-        }));
-        store
-            .migrate()
-            .await
-            .context("running database migrations")?;
-        tracing::info!("database schema is up to date");
-
+        let store = connect(&config, &metrics).await?;
         if let Some(path) = &config.bootstrap_token_file {
-            match store
-                .bootstrap_admin_token()
-                .await
-                .context("minting the bootstrap admin token")?
-            {
-                Some((token, secret)) => {
-                    write_secret_file(path, &secret).with_context(|| {
-                        format!("writing the bootstrap token to {}", path.display())
-                    })?;
-                    tracing::info!(token = %token.id, path = %path.display(), "minted the bootstrap platform-admin token");
-                }
-                None => tracing::info!(
-                    "a platform-admin token already exists; no bootstrap token minted"
-                ),
-            }
+            bootstrap_token(&store, path).await?;
         }
-
         let grpc_listener = TcpListener::bind(config.grpc_listen)
             .await
             .with_context(|| format!("binding the gRPC port {}", config.grpc_listen))?;
@@ -92,124 +66,49 @@ impl ControlPlane {
         let cancel = CancellationToken::new();
         let sever = CancellationToken::new();
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building the reflection service")?;
-
-        let api = Api::new(store.clone());
-        let (notices, _) = tokio::sync::broadcast::channel(1024);
         let agents = AgentChannel::new(
             store.clone(),
-            notices.clone(),
+            store.revision_notices().await,
+            metrics.clone(),
             config.agent_keepalive,
             cancel.clone(),
         );
-        let limit = config.max_request_bytes;
-        let mut builder = Server::builder();
-        if let Some(tls) = &config.tls {
-            builder = builder
-                .tls_config(
-                    ServerTlsConfig::new()
-                        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
-                )
-                .context("configuring TLS")?;
-        } else {
-            tracing::warn!("serving plaintext gRPC (--dev): do not use this in production");
-        }
-        let router = builder
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let routes = routes(&config, Api::new(store.clone()), agents)?;
+        let router = crate::tls::server_builder(config.tls.as_ref())?
             .layer(RequestLayer::new(metrics.clone()))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(TenantServiceServer::new(api.clone()).max_decoding_message_size(limit))
-            .add_service(ProfileServiceServer::new(api.clone()).max_decoding_message_size(limit))
-            .add_service(ClusterServiceServer::new(api.clone()).max_decoding_message_size(limit))
-            .add_service(
-                EnvironmentServiceServer::new(api.clone()).max_decoding_message_size(limit),
-            )
-            .add_service(TokenServiceServer::new(api.clone()).max_decoding_message_size(limit))
-            .add_service(AuditServiceServer::new(api).max_decoding_message_size(limit))
-            .add_service(AgentServiceServer::new(agents).max_decoding_message_size(limit));
+            .add_routes(routes)
+            .add_service(health_service);
 
-        let mut tasks = Vec::new();
-        let shutdown = cancel.clone();
-        let sever_connections = sever.clone();
-        tasks.push(tokio::spawn(
-            async move {
-                // No Nagle: the agent channel sends small messages back to
-                // back (an ack's confirmation, then the next change), and
-                // Nagle holding the second behind the peer's delayed ACK
-                // costs ~40 ms per environment.
-                let incoming = TcpListenerStream::new(grpc_listener).map(move |accepted| {
-                    accepted.map(|stream| {
-                        if let Err(e) = stream.set_nodelay(true) {
-                            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                        }
-                        Severable::new(stream, &sever_connections)
-                    })
-                });
-                if let Err(e) = router
-                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "gRPC server failed");
-                }
-            }
-            .instrument(tracing::info_span!("grpc", addr = %grpc_addr)),
-        ));
-        let shutdown = cancel.clone();
-        let admin = crate::admin::router(store.clone(), metrics.clone());
-        tasks.push(tokio::spawn(
-            async move {
-                let served = axum::serve(admin_listener, admin)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "admin server failed");
-                }
-            }
-            .instrument(tracing::info_span!("admin", addr = %admin_addr)),
-        ));
-        // The standard health service follows PostgreSQL reachability, like /readyz.
-        let (health_store, shutdown, interval) =
-            (store.clone(), cancel.clone(), config.health_interval);
-        tasks.push(tokio::spawn(
-            async move {
-                let mut last = None;
-                loop {
-                    let up = health_store.ping().await.is_ok();
-                    if last != Some(up) {
-                        let status = if up {
-                            tonic_health::ServingStatus::Serving
-                        } else {
-                            tonic_health::ServingStatus::NotServing
-                        };
-                        for service in SERVICES {
-                            health.set_service_status(*service, status).await;
-                        }
-                        tracing::info!(serving = up, "health status changed");
-                        last = Some(up);
-                    }
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(interval) => {}
-                    }
-                }
-            }
-            .instrument(tracing::info_span!("health")),
-        ));
-
-        tasks.push(tokio::spawn(
-            forward_notifications(store.clone(), notices, cancel.clone())
-                .instrument(tracing::info_span!("notifications")),
-        ));
-        tasks.push(tokio::spawn(
-            expire_environments(store.clone(), config.expiry_interval, cancel.clone())
+        let tasks = vec![
+            serve_grpc(router, grpc_listener, cancel.clone(), sever.clone()),
+            serve_admin(
+                admin_listener,
+                crate::admin::router(store.clone(), metrics.clone()),
+                cancel.clone(),
+            ),
+            spawn_health(
+                health,
+                store.clone(),
+                config.health_interval,
+                cancel.clone(),
+            ),
+            spawn_fleet_metrics(
+                store.clone(),
+                metrics.clone(),
+                config.metrics_interval,
+                cancel.clone(),
+            ),
+            tokio::spawn(
+                expire_environments(
+                    store.clone(),
+                    metrics,
+                    config.expiry_interval,
+                    cancel.clone(),
+                )
                 .instrument(tracing::info_span!("expiry")),
-        ));
-
+            ),
+        ];
         tracing::info!(grpc = %grpc_addr, admin = %admin_addr, tls = config.tls.is_some(), "control plane serving");
         Ok(RunningControlPlane {
             grpc_addr,
@@ -222,17 +121,197 @@ impl ControlPlane {
     }
 }
 
-/// Names reported by the health service ("" is the server as a whole).
-const SERVICES: &[&str] = &[
+/// Connects to PostgreSQL with every operation measured, and migrates.
+async fn connect(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
+    let observer = metrics.clone();
+    let store = Store::connect(&StoreConfig {
+        max_connections: config.db_max_connections,
+        ..StoreConfig::new(&config.database_url)
+    })
+    .await
+    .context("connecting to PostgreSQL")?
+    .with_observer(Arc::new(move |op, elapsed, ok| {
+        observer.observe_db(op, elapsed, ok)
+    }));
+    store
+        .migrate()
+        .await
+        .context("running database migrations")?;
+    tracing::info!("database schema is up to date");
+    Ok(store)
+}
+
+/// Mints the first platform-admin token into `path` unless one exists.
+async fn bootstrap_token(store: &Store, path: &std::path::Path) -> anyhow::Result<()> {
+    match store
+        .bootstrap_admin_token()
+        .await
+        .context("minting the bootstrap admin token")?
+    {
+        Some((token, secret)) => {
+            write_secret_file(path, &secret)
+                .with_context(|| format!("writing the bootstrap token to {}", path.display()))?;
+            tracing::info!(token = %token.id, path = %path.display(), "minted the bootstrap platform-admin token");
+        }
+        None => tracing::info!("a platform-admin token already exists; no bootstrap token minted"),
+    }
+    Ok(())
+}
+
+/// Every service of the gRPC port but health (which `start` keeps a handle
+/// on): the API, the agent channel and server reflection in both versions
+/// (v1, and v1alpha for clients such as grpcurl 1.8 that speak only that).
+pub fn routes(config: &Config, api: Api, agents: AgentChannel) -> anyhow::Result<Routes> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let limit = config.max_request_bytes;
+    let mut routes = Routes::builder();
+    routes
+        .add_service(
+            reflection()
+                .build_v1()
+                .context("building the reflection service (v1)")?,
+        )
+        .add_service(
+            reflection()
+                .build_v1alpha()
+                .context("building the reflection service (v1alpha)")?,
+        )
+        .add_service(TenantServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(ProfileServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(ClusterServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(EnvironmentServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(TokenServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(AuditServiceServer::new(api).max_decoding_message_size(limit))
+        .add_service(AgentServiceServer::new(agents).max_decoding_message_size(limit));
+    Ok(routes.routes())
+}
+
+/// Names reported by the health service: "" (the server as a whole) and each
+/// service of ours, as the generated servers name themselves.
+const HEALTH_NAMES: [&str; 8] = [
     "",
-    "mtp.v1.AgentService",
-    "mtp.v1.TenantService",
-    "mtp.v1.ProfileService",
-    "mtp.v1.ClusterService",
-    "mtp.v1.EnvironmentService",
-    "mtp.v1.TokenService",
-    "mtp.v1.AuditService",
+    <AgentServiceServer<AgentChannel> as NamedService>::NAME,
+    <TenantServiceServer<Api> as NamedService>::NAME,
+    <ProfileServiceServer<Api> as NamedService>::NAME,
+    <ClusterServiceServer<Api> as NamedService>::NAME,
+    <EnvironmentServiceServer<Api> as NamedService>::NAME,
+    <TokenServiceServer<Api> as NamedService>::NAME,
+    <AuditServiceServer<Api> as NamedService>::NAME,
 ];
+
+fn serve_grpc(
+    router: Router<tower::layer::util::Stack<RequestLayer, tower::layer::util::Identity>>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    sever: CancellationToken,
+) -> JoinHandle<()> {
+    let addr = listener.local_addr().ok();
+    tokio::spawn(
+        async move {
+            // No Nagle: the agent channel sends small messages back to
+            // back (an ack's confirmation, then the next change), and
+            // Nagle holding the second behind the peer's delayed ACK
+            // costs ~40 ms per environment.
+            let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+                accepted.map(|stream| {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                    Severable::new(stream, &sever)
+                })
+            });
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }
+        .instrument(tracing::info_span!("grpc", addr = ?addr)),
+    )
+}
+
+fn serve_admin(
+    listener: TcpListener,
+    admin: axum::Router,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let addr = listener.local_addr().ok();
+    tokio::spawn(
+        async move {
+            let served = axum::serve(listener, admin)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        }
+        .instrument(tracing::info_span!("admin", addr = ?addr)),
+    )
+}
+
+/// The standard health service follows PostgreSQL reachability, like /readyz.
+pub fn spawn_health(
+    health: tonic_health::server::HealthReporter,
+    store: Store,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            let mut last = None;
+            loop {
+                let up = store.ping().await.is_ok();
+                if last != Some(up) {
+                    let status = if up {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    for service in HEALTH_NAMES {
+                        health.set_service_status(service, status).await;
+                    }
+                    tracing::info!(serving = up, "health status changed");
+                    last = Some(up);
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        }
+        .instrument(tracing::info_span!("health")),
+    )
+}
+
+/// Refreshes the fleet gauges (environments by status, revision lag) from
+/// PostgreSQL every `interval`; a failed refresh keeps the last values.
+fn spawn_fleet_metrics(
+    store: Store,
+    metrics: Metrics,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            loop {
+                match store.cluster_summaries().await {
+                    Ok(summaries) => metrics.set_fleet(&summaries),
+                    Err(e) => tracing::debug!(error = %e, "fleet metrics refresh failed"),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        }
+        .instrument(tracing::info_span!("fleet_metrics")),
+    )
+}
 
 impl RunningControlPlane {
     /// The gRPC endpoint as a URL (`http://` — tests and `--dev` run plaintext).
@@ -246,7 +325,7 @@ impl RunningControlPlane {
         for task in self.tasks {
             let _ = task.await;
         }
-        self.store.pool().close().await;
+        self.store.close().await;
     }
 
     /// Aborts without a graceful drain, as a crash would (for fault tests):
@@ -328,64 +407,18 @@ impl tonic::transport::server::Connected for Severable {
     }
 }
 
-/// Relays PostgreSQL notifications of revision changes to this replica's
-/// agent sessions, whichever replica committed the change. Reconnects with
-/// backoff; sessions also poll on every keepalive, so a gap only delays.
-async fn forward_notifications(
-    store: Store,
-    notices: tokio::sync::broadcast::Sender<RevisionNotice>,
-    cancel: CancellationToken,
-) {
-    let mut backoff = std::time::Duration::from_millis(200);
-    while !cancel.is_cancelled() {
-        let listener = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
-            listener.listen(mtp_store::REVISION_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match listener.await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen for revision notifications");
-                tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                continue;
-            }
-        };
-        backoff = std::time::Duration::from_millis(200);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                received = listener.try_recv() => match received {
-                    Ok(Some(n)) => {
-                        if let Some(notice) = RevisionNotice::parse(n.payload()) {
-                            let _ = notices.send(notice);
-                        }
-                    }
-                    Ok(None) => {
-                        tracing::warn!("notification connection lost; reconnecting");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "notification listener failed; reconnecting");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Deletes expired environments (audited as `system:expiry`).
 async fn expire_environments(
     store: Store,
-    interval: std::time::Duration,
+    metrics: Metrics,
+    interval: Duration,
     cancel: CancellationToken,
 ) {
     loop {
         tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(interval) => {} }
-        if let Err(e) = store.expire_environments().await {
-            tracing::warn!(error = %e, "expiry pass failed");
+        match store.expire_environments().await {
+            Ok(expired) => metrics.expired(expired.len()),
+            Err(e) => tracing::warn!(error = %e, "expiry pass failed"),
         }
     }
 }

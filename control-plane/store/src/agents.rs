@@ -4,75 +4,56 @@
 
 use chrono::{DateTime, Duration, Utc};
 use mtp_core::Error as DomainError;
+use mtp_core::agents::{
+    Agent, AgentIdentity, AgentRegistration, DesiredUpdate, NamespaceReport, NamespaceSpec,
+};
 use mtp_core::environments::EnvironmentStatus;
 use mtp_core::profiles::Profile;
-use mtp_core::quota::EnvironmentQuota;
 use mtp_core::tenants::Owners;
 use mtp_core::tokens;
 use serde_json::json;
 use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::{ChangeContext, Error, Result, Store, audit, environments, from_db};
+use crate::environments::{self, QuotaColumns};
+use crate::revisions::{self, RevisionNotice};
+use crate::{ChangeContext, Error, Result, Store, audit};
 
 const JOIN_PREFIX: &str = "mtpjoin";
 const AGENT_PREFIX: &str = "mtpagent";
-/// Longest a join token may live: a leaked one must not stay useful for long.
-pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::days(30);
 
-/// Who an agent is, established from its credential (never from its messages).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentIdentity {
-    pub agent_id: String,
-    pub cluster_id: Uuid,
-    pub cluster: String,
-    pub node_name: String,
+/// An `agents` row joined with its cluster's name.
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    id: String,
+    cluster: String,
+    node_name: String,
+    agent_version: String,
+    register_time: DateTime<Utc>,
+    last_seen_time: Option<DateTime<Utc>>,
+    acknowledged_revision: i64,
+    applier: bool,
+    connected: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct AgentRecord {
-    pub id: String,
-    pub cluster: String,
-    pub node_name: String,
-    pub agent_version: String,
-    pub register_time: DateTime<Utc>,
-    pub last_seen_time: Option<DateTime<Utc>>,
-    pub acknowledged_revision: i64,
-    pub applier: bool,
-    pub connected: bool,
+impl From<AgentRow> for Agent {
+    fn from(r: AgentRow) -> Self {
+        Agent {
+            id: r.id,
+            cluster: r.cluster,
+            node_name: r.node_name,
+            agent_version: r.agent_version,
+            register_time: r.register_time,
+            last_seen_time: r.last_seen_time,
+            acknowledged_revision: r.acknowledged_revision,
+            applier: r.applier,
+            connected: r.connected,
+        }
+    }
 }
 
-/// Everything an agent needs to render one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamespaceSpec {
-    pub namespace: String,
-    pub tenant: String,
-    pub environment: String,
-    pub revision: i64,
-    pub quota: EnvironmentQuota,
-    pub profile: Profile,
-    pub owners: Owners,
-    pub ingress_namespace: String,
-}
-
-/// The desired state of a cluster, as a whole or as the changes after a revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredState {
-    /// `None`: a full snapshot. `Some(r)`: only what changed after `r`.
-    pub since: Option<i64>,
-    pub revision: i64,
-    pub upserts: Vec<NamespaceSpec>,
-    pub deletes: Vec<String>,
-}
-
-/// What an agent reported for one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NamespaceReport {
-    Verified,
-    Failed(String),
-    Deleted,
-}
-
+/// One environment of a cluster as its agents render it.
 #[derive(sqlx::FromRow)]
 struct SpecRow {
     namespace: String,
@@ -80,19 +61,24 @@ struct SpecRow {
     environment: String,
     revision: i64,
     status: String,
-    cpu_millis: i64,
-    memory_bytes: i64,
-    storage_bytes: i64,
-    pods: i64,
-    services: i64,
-    persistent_volume_claims: i64,
+    #[sqlx(flatten)]
+    quota: QuotaColumns,
     profile: Json<Profile>,
     owners: Json<Owners>,
     ingress_namespace: String,
 }
 
+/// What an acknowledgement changed, for the metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AckOutcome {
+    /// Creation-to-Ready time of each environment that became Ready for the
+    /// first time with this acknowledgement.
+    pub first_ready: Vec<std::time::Duration>,
+}
+
 impl Store {
-    /// Mints a join token for `cluster`; the secret is returned once.
+    /// Mints a join token for `cluster`, living `ttl` (bounded by the caller,
+    /// see `mtp_core::agents::join_token_ttl`); the secret is returned once.
     pub async fn create_join_token(
         &self,
         ctx: &ChangeContext,
@@ -100,9 +86,6 @@ impl Store {
         ttl: Duration,
     ) -> Result<(String, DateTime<Utc>)> {
         self.timed("create_join_token", async {
-            if ttl <= Duration::zero() || ttl > MAX_JOIN_TOKEN_TTL {
-                return Err(DomainError::invalid("ttl_seconds", "must be between 1 second and 30 days").into());
-            }
             let mut tx = self.begin().await?;
             let cluster_id: Uuid = sqlx::query_scalar("SELECT id FROM clusters WHERE name = $1")
                 .bind(cluster)
@@ -140,11 +123,14 @@ impl Store {
     /// Exchanges a join token for an agent credential bound to its cluster and node.
     pub async fn register_agent(
         &self,
-        join_token: &str,
-        node_name: &str,
-        agent_version: &str,
+        registration: &AgentRegistration,
         request_id: &str,
     ) -> Result<(AgentIdentity, String)> {
+        let AgentRegistration {
+            join_token,
+            node_name,
+            agent_version,
+        } = registration;
         self.timed("register_agent", async {
             let denied = || Error::Domain(DomainError::Unauthenticated("invalid, expired or revoked join token".into()));
             let presented = tokens::parse(JOIN_PREFIX, join_token).map_err(|_| denied())?;
@@ -203,7 +189,7 @@ impl Store {
                     agent_id: minted.id,
                     cluster_id,
                     cluster,
-                    node_name: node_name.to_owned(),
+                    node_name: node_name.clone(),
                 },
                 minted.secret,
             ))
@@ -243,7 +229,7 @@ impl Store {
         &self,
         cluster_id: Uuid,
         since: Option<i64>,
-    ) -> Result<DesiredState> {
+    ) -> Result<DesiredUpdate> {
         self.timed("desired_state", async {
             let mut tx = self.begin().await?;
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -274,7 +260,7 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             tx.commit().await?;
-            let mut state = DesiredState {
+            let mut state = DesiredUpdate {
                 since,
                 revision,
                 upserts: Vec::new(),
@@ -292,14 +278,7 @@ impl Store {
                     tenant: r.tenant,
                     environment: r.environment,
                     revision: r.revision,
-                    quota: EnvironmentQuota {
-                        cpu_millis: from_db(r.cpu_millis),
-                        memory_bytes: from_db(r.memory_bytes),
-                        storage_bytes: from_db(r.storage_bytes),
-                        pods: from_db(r.pods),
-                        services: from_db(r.services),
-                        persistent_volume_claims: from_db(r.persistent_volume_claims),
-                    },
+                    quota: r.quota.into(),
                     profile: r.profile.0,
                     owners: r.owners.0,
                     ingress_namespace: r.ingress_namespace,
@@ -334,8 +313,9 @@ impl Store {
         agent: &AgentIdentity,
         revision: i64,
         results: &[(String, NamespaceReport)],
-    ) -> Result<()> {
+    ) -> Result<AckOutcome> {
         self.timed("record_ack", async {
+            let mut outcome = AckOutcome::default();
             let mut tx = self.begin().await?;
             sqlx::query(
                 "UPDATE agents SET acknowledged_revision = GREATEST(acknowledged_revision, $2), last_seen_time = now()
@@ -346,64 +326,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             for (namespace, report) in results {
-                match report {
-                    NamespaceReport::Verified => {
-                        sqlx::query(
-                            "UPDATE environments SET status = 'ready', reason = '', applied_revision = $3,
-                                    ready_time = COALESCE(ready_time, now())
-                             WHERE cluster_id = $1 AND namespace = $2 AND revision <= $3
-                               AND status IN ('pending', 'applying', 'failed', 'ready')",
-                        )
-                        .bind(agent.cluster_id)
-                        .bind(namespace)
-                        .bind(revision)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    NamespaceReport::Failed(reason) => {
-                        sqlx::query(
-                            "UPDATE environments SET status = 'failed', reason = $4
-                             WHERE cluster_id = $1 AND namespace = $2 AND revision <= $3
-                               AND status IN ('pending', 'applying', 'failed', 'ready')",
-                        )
-                        .bind(agent.cluster_id)
-                        .bind(namespace)
-                        .bind(revision)
-                        .bind(reason.chars().take(1000).collect::<String>())
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    NamespaceReport::Deleted => {
-                        let confirmed: Option<(String, String)> = sqlx::query_as(
-                            "UPDATE environments e SET status = 'deleted', reason = 'deleted from the cluster',
-                                    applied_revision = $3
-                             FROM tenants t
-                             WHERE t.id = e.tenant_id AND e.cluster_id = $1 AND e.namespace = $2
-                               AND e.revision <= $3 AND e.status = 'deleting'
-                             RETURNING t.name, e.name",
-                        )
-                        .bind(agent.cluster_id)
-                        .bind(namespace)
-                        .bind(revision)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if let Some((tenant, env)) = confirmed {
-                            let ctx = agent_context(agent);
-                            audit::append(
-                                &mut tx,
-                                &ctx,
-                                "environment.deleted",
-                                format!("environment/{tenant}/{env}"),
-                                Some(&tenant),
-                                json!({ "namespace": namespace, "revision": revision, "node": agent.node_name }),
-                            )
-                            .await?;
-                        }
-                    }
+                if let Some(after) = record_result(&mut tx, agent, revision, namespace, report).await? {
+                    outcome.first_ready.push(after);
                 }
             }
             tx.commit().await?;
-            Ok(())
+            Ok(outcome)
         })
         .await
     }
@@ -493,11 +421,14 @@ impl Store {
                 }),
             )
             .await?;
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::REVISION_CHANNEL)
-                .bind(format!("{}:{revision}", agent.cluster_id))
-                .execute(&mut *tx)
-                .await?;
+            revisions::notify(
+                &mut tx,
+                RevisionNotice {
+                    cluster_id: agent.cluster_id,
+                    revision,
+                },
+            )
+            .await?;
             tx.commit().await?;
             Ok(revision)
         })
@@ -529,9 +460,9 @@ impl Store {
         .await
     }
 
-    pub async fn list_agents(&self, cluster: Option<&str>) -> Result<Vec<AgentRecord>> {
+    pub async fn list_agents(&self, cluster: Option<&str>) -> Result<Vec<Agent>> {
         self.timed("list_agents", async {
-            Ok(sqlx::query_as(
+            let rows: Vec<AgentRow> = sqlx::query_as(
                 "SELECT a.id, c.name AS cluster, a.node_name, a.agent_version, a.register_time, a.last_seen_time,
                         a.acknowledged_revision, a.applier, a.connected
                  FROM agents a JOIN clusters c ON c.id = a.cluster_id
@@ -540,7 +471,8 @@ impl Store {
             )
             .bind(cluster)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+            Ok(rows.into_iter().map(Agent::from).collect())
         })
         .await
     }
@@ -569,6 +501,81 @@ impl Store {
         })
         .await
     }
+}
+
+/// Applies one namespace's result of an acknowledged `revision`; returns the
+/// creation-to-Ready time if this made the environment Ready for the first time.
+async fn record_result(
+    tx: &mut Transaction<'_, Postgres>,
+    agent: &AgentIdentity,
+    revision: i64,
+    namespace: &str,
+    report: &NamespaceReport,
+) -> Result<Option<std::time::Duration>> {
+    match report {
+        NamespaceReport::Verified => {
+            // now() is this transaction's start: a ready_time equal
+            // to it was set just now, so this is the first Ready.
+            let ready: Option<(bool, f64)> = sqlx::query_as(
+                "UPDATE environments SET status = 'ready', reason = '', applied_revision = $3,
+                        ready_time = COALESCE(ready_time, now())
+                 WHERE cluster_id = $1 AND namespace = $2 AND revision <= $3
+                   AND status IN ('pending', 'applying', 'failed', 'ready')
+                 RETURNING ready_time = now(),
+                           EXTRACT(EPOCH FROM ready_time - create_time)::float8",
+            )
+            .bind(agent.cluster_id)
+            .bind(namespace)
+            .bind(revision)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some((true, seconds)) = ready {
+                return Ok(Some(std::time::Duration::from_secs_f64(seconds.max(0.0))));
+            }
+        }
+        NamespaceReport::Failed(reason) => {
+            sqlx::query(
+                "UPDATE environments SET status = 'failed', reason = $4
+                 WHERE cluster_id = $1 AND namespace = $2 AND revision <= $3
+                   AND status IN ('pending', 'applying', 'failed', 'ready')",
+            )
+            .bind(agent.cluster_id)
+            .bind(namespace)
+            .bind(revision)
+            .bind(reason.chars().take(1000).collect::<String>())
+            .execute(&mut **tx)
+            .await?;
+        }
+        NamespaceReport::Deleted => {
+            let confirmed: Option<(String, String)> = sqlx::query_as(
+                "UPDATE environments e
+                 SET status = 'deleted', reason = 'deleted from the cluster', applied_revision = $3
+                 FROM tenants t
+                 WHERE t.id = e.tenant_id AND e.cluster_id = $1 AND e.namespace = $2
+                   AND e.revision <= $3 AND e.status = 'deleting'
+                 RETURNING t.name, e.name",
+            )
+            .bind(agent.cluster_id)
+            .bind(namespace)
+            .bind(revision)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some((tenant, env)) = confirmed {
+                let ctx = agent_context(agent);
+                let details = json!({ "namespace": namespace, "revision": revision, "node": agent.node_name });
+                audit::append(
+                    tx,
+                    &ctx,
+                    "environment.deleted",
+                    format!("environment/{tenant}/{env}"),
+                    Some(&tenant),
+                    details,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn agent_context(agent: &AgentIdentity) -> ChangeContext {

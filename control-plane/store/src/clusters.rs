@@ -4,52 +4,45 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use mtp_core::Error as DomainError;
-use mtp_core::names::{validate_k8s_label, validate_object_name};
+use mtp_core::clusters::{Cluster, ClusterSummary, NewCluster};
+use mtp_core::environments::EnvironmentStatus;
 use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::error::is_unique_violation;
-use crate::{ChangeContext, Result, Store, audit};
+use crate::{ChangeContext, Error, Result, Store, audit, from_db};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewCluster {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub ingress_namespace: String,
+/// A `clusters` row.
+#[derive(sqlx::FromRow)]
+struct ClusterRow {
+    id: Uuid,
+    name: String,
+    labels: Json<BTreeMap<String, String>>,
+    ingress_namespace: String,
+    revision: i64,
+    create_time: DateTime<Utc>,
 }
 
-impl NewCluster {
-    pub fn validate(&self) -> mtp_core::Result<()> {
-        validate_object_name("name", &self.name)?;
-        validate_object_name("ingress_namespace", &self.ingress_namespace)?;
-        if self.labels.len() > 64 {
-            return Err(DomainError::invalid("labels", "at most 64 labels"));
+impl From<ClusterRow> for Cluster {
+    fn from(r: ClusterRow) -> Self {
+        Cluster {
+            id: r.id,
+            name: r.name,
+            labels: r.labels.0,
+            ingress_namespace: r.ingress_namespace,
+            revision: r.revision,
+            create_time: r.create_time,
         }
-        for (k, v) in &self.labels {
-            validate_k8s_label("labels", k, v)?;
-        }
-        Ok(())
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Cluster {
-    pub id: Uuid,
-    pub name: String,
-    #[sqlx(json)]
-    pub labels: BTreeMap<String, String>,
-    pub ingress_namespace: String,
-    pub revision: i64,
-    pub create_time: DateTime<Utc>,
-}
-
 impl Store {
+    /// Registers a cluster (validated by the caller) at revision 0.
     pub async fn create_cluster(&self, ctx: &ChangeContext, new: &NewCluster) -> Result<Cluster> {
         self.timed("create_cluster", async {
-            new.validate()?;
             let mut tx = self.begin().await?;
-            let inserted: Result<Cluster, sqlx::Error> = sqlx::query_as(
+            let inserted: Result<ClusterRow, sqlx::Error> = sqlx::query_as(
                 "INSERT INTO clusters (id, name, labels, ingress_namespace, revision, create_time)
                  VALUES ($1, $2, $3, $4, 0, $5) RETURNING *",
             )
@@ -76,27 +69,67 @@ impl Store {
             )
             .await?;
             tx.commit().await?;
-            Ok(cluster)
+            Ok(cluster.into())
         })
         .await
     }
 
     pub async fn get_cluster(&self, name: &str) -> Result<Cluster> {
         self.timed("get_cluster", async {
-            let row: Option<Cluster> = sqlx::query_as("SELECT * FROM clusters WHERE name = $1")
+            let row: Option<ClusterRow> = sqlx::query_as("SELECT * FROM clusters WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
-            row.ok_or_else(|| DomainError::not_found("cluster", name).into())
+            row.map(Cluster::from)
+                .ok_or_else(|| DomainError::not_found("cluster", name).into())
         })
         .await
     }
 
     pub async fn list_clusters(&self) -> Result<Vec<Cluster>> {
         self.timed("list_clusters", async {
-            Ok(sqlx::query_as("SELECT * FROM clusters ORDER BY name")
+            let rows: Vec<ClusterRow> = sqlx::query_as("SELECT * FROM clusters ORDER BY name")
                 .fetch_all(&self.pool)
-                .await?)
+                .await?;
+            Ok(rows.into_iter().map(Cluster::from).collect())
+        })
+        .await
+    }
+
+    /// Every cluster's revisions and live environments by status: two
+    /// aggregate queries, cheap enough to run every few seconds.
+    pub async fn cluster_summaries(&self) -> Result<Vec<ClusterSummary>> {
+        self.timed("cluster_summaries", async {
+            let clusters: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
+                "SELECT c.id, c.name, c.revision, COALESCE(MAX(a.acknowledged_revision), 0)::BIGINT
+                 FROM clusters c LEFT JOIN agents a ON a.cluster_id = c.id
+                 GROUP BY c.id ORDER BY c.name",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let counts: Vec<(Uuid, String, i64)> = sqlx::query_as(
+                "SELECT cluster_id, status, COUNT(*) FROM environments
+                 WHERE status <> 'deleted' GROUP BY cluster_id, status ORDER BY cluster_id, status",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let mut summaries = Vec::with_capacity(clusters.len());
+            for (id, cluster, revision, acknowledged_revision) in clusters {
+                let mut environments = Vec::new();
+                for (_, status, n) in counts.iter().filter(|(c, _, _)| *c == id) {
+                    let status = EnvironmentStatus::parse(status).ok_or_else(|| {
+                        Error::Corrupt(format!("unknown environment status {status:?}"))
+                    })?;
+                    environments.push((status, from_db(*n)));
+                }
+                summaries.push(ClusterSummary {
+                    cluster,
+                    revision,
+                    acknowledged_revision,
+                    environments,
+                });
+            }
+            Ok(summaries)
         })
         .await
     }

@@ -13,6 +13,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::is_unique_violation;
+use crate::revisions::bump_cluster_revision;
 use crate::{ChangeContext, Error, Result, Store, audit, from_db, tenants, to_db};
 
 #[derive(Debug, Clone, Default)]
@@ -29,12 +30,8 @@ struct EnvironmentRow {
     cluster: String,
     profile: String,
     namespace: String,
-    cpu_millis: i64,
-    memory_bytes: i64,
-    storage_bytes: i64,
-    pods: i64,
-    services: i64,
-    persistent_volume_claims: i64,
+    #[sqlx(flatten)]
+    quota: QuotaColumns,
     status: String,
     reason: String,
     create_time: DateTime<Utc>,
@@ -43,6 +40,30 @@ struct EnvironmentRow {
     revision: i64,
     applied_revision: i64,
     ready_time: Option<DateTime<Utc>>,
+}
+
+/// The quota columns of an `environments` row, as every query selects them.
+#[derive(sqlx::FromRow)]
+pub(crate) struct QuotaColumns {
+    cpu_millis: i64,
+    memory_bytes: i64,
+    storage_bytes: i64,
+    pods: i64,
+    services: i64,
+    persistent_volume_claims: i64,
+}
+
+impl From<QuotaColumns> for EnvironmentQuota {
+    fn from(q: QuotaColumns) -> Self {
+        EnvironmentQuota {
+            cpu_millis: from_db(q.cpu_millis),
+            memory_bytes: from_db(q.memory_bytes),
+            storage_bytes: from_db(q.storage_bytes),
+            pods: from_db(q.pods),
+            services: from_db(q.services),
+            persistent_volume_claims: from_db(q.persistent_volume_claims),
+        }
+    }
 }
 
 impl TryFrom<EnvironmentRow> for Environment {
@@ -56,14 +77,7 @@ impl TryFrom<EnvironmentRow> for Environment {
             cluster: r.cluster,
             profile: r.profile,
             namespace: r.namespace,
-            quota: EnvironmentQuota {
-                cpu_millis: from_db(r.cpu_millis),
-                memory_bytes: from_db(r.memory_bytes),
-                storage_bytes: from_db(r.storage_bytes),
-                pods: from_db(r.pods),
-                services: from_db(r.services),
-                persistent_volume_claims: from_db(r.persistent_volume_claims),
-            },
+            quota: r.quota.into(),
             status,
             reason: r.reason,
             create_time: r.create_time,
@@ -81,29 +95,6 @@ const SELECT_ENVIRONMENT: &str = "
            e.storage_bytes, e.pods, e.services, e.persistent_volume_claims, e.status, e.reason,
            e.create_time, e.expire_time, e.delete_time, e.revision, e.applied_revision, e.ready_time
     FROM environments e JOIN tenants t ON t.id = e.tenant_id JOIN clusters c ON c.id = e.cluster_id";
-
-/// Bumps a cluster's revision and returns the new value. Takes the cluster row
-/// lock, so revisions of one cluster are handed out in commit order.
-/// Also queues a notification, delivered to every replica's listener when the
-/// transaction commits (and never if it rolls back), so agents connected to
-/// any replica hear about the change.
-pub(crate) async fn bump_cluster_revision(
-    tx: &mut Transaction<'_, Postgres>,
-    cluster_id: Uuid,
-) -> Result<i64> {
-    let revision: i64 = sqlx::query_scalar(
-        "UPDATE clusters SET revision = revision + 1 WHERE id = $1 RETURNING revision",
-    )
-    .bind(cluster_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crate::REVISION_CHANNEL)
-        .bind(format!("{cluster_id}:{revision}"))
-        .execute(&mut **tx)
-        .await?;
-    Ok(revision)
-}
 
 /// Marks one environment for deletion, bumping its cluster's revision, with its
 /// audit event. The namespace and quota stay held until an agent confirms.
@@ -178,8 +169,16 @@ async fn fetch_by_id(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Env
     row.try_into()
 }
 
+/// A create that passed admission: what its row is written with.
+struct Admitted {
+    tenant_id: Uuid,
+    cluster_id: Uuid,
+    quota: EnvironmentQuota,
+}
+
 impl Store {
-    /// Creates an environment if it fits the tenant's quota (invariant 1).
+    /// Creates an environment if it fits the tenant's quota
+    /// (docs/architecture.md, invariant 1).
     ///
     /// The tenant row lock serialises all creates of one tenant: each sees the
     /// sum left by the ones committed before it, so concurrent creates can
@@ -191,40 +190,7 @@ impl Store {
     ) -> Result<Environment> {
         self.timed("create_environment", async {
             let mut tx = self.begin().await?;
-            let tenant = tenants::lock_tenant(&mut tx, &new.tenant).await?;
-            if !tenant.spec.allows_profile(&new.profile) {
-                return Err(DomainError::invalid(
-                    "profile",
-                    format!(
-                        "tenant {:?} may only use profiles {}",
-                        new.tenant,
-                        tenant.spec.allowed_profiles.join(", ")
-                    ),
-                )
-                .into());
-            }
-            let profile = self
-                .profile_in(&mut tx, &new.profile)
-                .await?
-                .ok_or_else(|| DomainError::invalid("profile", format!("unknown profile {:?}", new.profile)))?;
-            let quota = quota_for(&profile, new)?;
-            let cluster_id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM clusters WHERE name = $1")
-                .bind(&new.cluster)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let cluster_id =
-                cluster_id.ok_or_else(|| DomainError::invalid("cluster", format!("unknown cluster {:?}", new.cluster)))?;
-            let exists: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM environments WHERE tenant_id = $1 AND name = $2 AND status <> 'deleted'")
-                    .bind(tenant.id)
-                    .bind(&new.name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if exists.is_some() {
-                return Err(DomainError::already_exists("environment", format!("{}/{}", new.tenant, new.name)).into());
-            }
-            tenant.spec.quota.admit(&new.tenant, &tenant.usage, &quota)?;
-
+            let Admitted { tenant_id, cluster_id, quota } = self.admit(&mut tx, new).await?;
             let namespace = self.free_namespace(&mut tx, &new.tenant, &new.name).await?;
             let revision = bump_cluster_revision(&mut tx, cluster_id).await?;
             let id = Uuid::new_v4();
@@ -234,7 +200,7 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15)",
             )
             .bind(id)
-            .bind(tenant.id)
+            .bind(tenant_id)
             .bind(&new.name)
             .bind(cluster_id)
             .bind(&new.profile)
@@ -277,6 +243,62 @@ impl Store {
             Ok(env)
         })
         .await
+    }
+
+    /// Everything that may refuse a create, under the tenant lock (taken
+    /// first): the profile, the cluster, the name, and the quota.
+    async fn admit(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        new: &NewEnvironment,
+    ) -> Result<Admitted> {
+        let tenant = tenants::lock_tenant(tx, &new.tenant).await?;
+        if !tenant.spec.allows_profile(&new.profile) {
+            return Err(DomainError::invalid(
+                "profile",
+                format!(
+                    "tenant {:?} may only use profiles {}",
+                    new.tenant,
+                    tenant.spec.allowed_profiles.join(", ")
+                ),
+            )
+            .into());
+        }
+        let profile = self.profile_in(tx, &new.profile).await?.ok_or_else(|| {
+            DomainError::invalid("profile", format!("unknown profile {:?}", new.profile))
+        })?;
+        let quota = quota_for(&profile, new)?;
+        let cluster_id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM clusters WHERE name = $1")
+                .bind(&new.cluster)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let cluster_id = cluster_id.ok_or_else(|| {
+            DomainError::invalid("cluster", format!("unknown cluster {:?}", new.cluster))
+        })?;
+        let exists: Option<Uuid> =
+                sqlx::query_scalar("SELECT id FROM environments WHERE tenant_id = $1 AND name = $2 AND status <> 'deleted'")
+                    .bind(tenant.id)
+                    .bind(&new.name)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+        if exists.is_some() {
+            return Err(DomainError::already_exists(
+                "environment",
+                format!("{}/{}", new.tenant, new.name),
+            )
+            .into());
+        }
+        tenant
+            .spec
+            .quota
+            .admit(&new.tenant, &tenant.usage, &quota)?;
+
+        Ok(Admitted {
+            tenant_id: tenant.id,
+            cluster_id,
+            quota,
+        })
     }
 
     async fn free_namespace(

@@ -13,6 +13,7 @@ mod clusters;
 mod environments;
 mod error;
 mod profiles;
+mod revisions;
 mod tenants;
 mod tokens;
 
@@ -23,17 +24,11 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
-pub use agents::{AgentIdentity, AgentRecord, DesiredState, NamespaceReport, NamespaceSpec};
+pub use agents::AckOutcome;
 pub use audit::{AuditFilter, AuditReport};
-pub use clusters::{Cluster, NewCluster};
 pub use environments::EnvironmentFilter;
 pub use error::{Error, Result};
-pub use tenants::{Tenant, TenantUpdate};
-pub use tokens::{NewToken, Token};
-
-/// The PostgreSQL notification channel carrying `<cluster id>:<revision>`
-/// whenever a cluster's revision moves.
-pub const REVISION_CHANNEL: &str = "mtp_cluster_revision";
+pub use revisions::{RevisionNotice, RevisionNotices};
 
 /// Who is changing state, for the audit event written with the change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,8 +117,9 @@ impl Store {
         .await
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// Closes every connection, waiting for the ones in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {

@@ -67,9 +67,9 @@ impl Store {
         Ok(row.map(|j| j.0))
     }
 
+    /// Defines a platform profile (validated by the caller).
     pub async fn create_profile(&self, ctx: &ChangeContext, profile: &Profile) -> Result<Profile> {
         self.timed("create_profile", async {
-            profile.validate()?;
             let mut stored = profile.clone();
             stored.builtin = false;
             let mut tx = self.begin().await?;

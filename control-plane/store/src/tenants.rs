@@ -3,33 +3,18 @@
 use chrono::{DateTime, Utc};
 use mtp_core::Error as DomainError;
 use mtp_core::quota::{TenantQuota, TenantUsage};
-use mtp_core::tenants::{Owners, TenantSpec};
+use mtp_core::tenants::{Owners, Tenant, TenantSpec, TenantUpdate};
 use serde_json::json;
 use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::is_unique_violation;
 use crate::{ChangeContext, Error, Result, Store, audit, environments, from_db, to_db};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant {
-    pub id: Uuid,
-    pub spec: TenantSpec,
-    pub usage: TenantUsage,
-    pub create_time: DateTime<Utc>,
-    pub update_time: DateTime<Utc>,
-}
-
-/// Changes to a tenant; `None` keeps the current value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TenantUpdate {
-    pub display_name: Option<String>,
-    pub owners: Option<Owners>,
-    pub quota: Option<TenantQuota>,
-    pub allowed_profiles: Option<Vec<String>>,
-}
-
+/// A `tenants` row with the sums of its live environments.
 #[derive(sqlx::FromRow)]
 struct TenantRow {
     id: Uuid,
@@ -142,31 +127,47 @@ async fn check_profiles_exist(
     Ok(())
 }
 
+/// Binds `$1` (id) to `$10` (the change time): the columns a tenant's insert
+/// and update both write, in that order.
+fn bind_spec<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    id: Uuid,
+    spec: &'q TenantSpec,
+    time: DateTime<Utc>,
+) -> Query<'q, Postgres, PgArguments> {
+    let q = &spec.quota;
+    query
+        .bind(id)
+        .bind(&spec.display_name)
+        .bind(sqlx::types::Json(&spec.owners))
+        .bind(to_db(q.cpu_millis))
+        .bind(to_db(q.memory_bytes))
+        .bind(to_db(q.storage_bytes))
+        .bind(to_db(q.pods))
+        .bind(to_db(q.max_environments))
+        .bind(&spec.allowed_profiles)
+        .bind(time)
+}
+
 impl Store {
+    /// Creates a tenant (validated by the caller) whose allowed profiles exist.
     pub async fn create_tenant(&self, ctx: &ChangeContext, spec: &TenantSpec) -> Result<Tenant> {
         self.timed("create_tenant", async {
-            spec.validate()?;
             let mut tx = self.begin().await?;
             check_profiles_exist(&mut tx, &spec.allowed_profiles).await?;
             let now = Utc::now();
             let id = Uuid::new_v4();
-            let q = &spec.quota;
-            let inserted = sqlx::query(
-                "INSERT INTO tenants (id, name, display_name, owners, cpu_millis, memory_bytes, storage_bytes, pods,
-                                      max_environments, allowed_profiles, create_time, update_time)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+            let inserted = bind_spec(
+                sqlx::query(
+                    "INSERT INTO tenants (id, display_name, owners, cpu_millis, memory_bytes, storage_bytes, pods,
+                                          max_environments, allowed_profiles, create_time, update_time, name)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+                ),
+                id,
+                spec,
+                now,
             )
-            .bind(id)
             .bind(&spec.name)
-            .bind(&spec.display_name)
-            .bind(sqlx::types::Json(&spec.owners))
-            .bind(to_db(q.cpu_millis))
-            .bind(to_db(q.memory_bytes))
-            .bind(to_db(q.storage_bytes))
-            .bind(to_db(q.pods))
-            .bind(to_db(q.max_environments))
-            .bind(&spec.allowed_profiles)
-            .bind(now)
             .execute(&mut *tx)
             .await;
             match inserted {
@@ -220,6 +221,8 @@ impl Store {
         .await
     }
 
+    /// Applies a validated update; a new quota must still cover the tenant's
+    /// usage, checked under the tenant lock.
     pub async fn update_tenant(
         &self,
         ctx: &ChangeContext,
@@ -243,24 +246,17 @@ impl Store {
             if let Some(p) = &update.allowed_profiles {
                 spec.allowed_profiles = p.clone();
             }
-            spec.validate()?;
             check_profiles_exist(&mut tx, &spec.allowed_profiles).await?;
-            let q = &spec.quota;
-            sqlx::query(
-                "UPDATE tenants SET display_name = $2, owners = $3, cpu_millis = $4, memory_bytes = $5,
-                        storage_bytes = $6, pods = $7, max_environments = $8, allowed_profiles = $9, update_time = $10
-                 WHERE id = $1",
+            bind_spec(
+                sqlx::query(
+                    "UPDATE tenants SET display_name = $2, owners = $3, cpu_millis = $4, memory_bytes = $5,
+                            storage_bytes = $6, pods = $7, max_environments = $8, allowed_profiles = $9, update_time = $10
+                     WHERE id = $1",
+                ),
+                current.id,
+                &spec,
+                Utc::now(),
             )
-            .bind(current.id)
-            .bind(&spec.display_name)
-            .bind(sqlx::types::Json(&spec.owners))
-            .bind(to_db(q.cpu_millis))
-            .bind(to_db(q.memory_bytes))
-            .bind(to_db(q.storage_bytes))
-            .bind(to_db(q.pods))
-            .bind(to_db(q.max_environments))
-            .bind(&spec.allowed_profiles)
-            .bind(Utc::now())
             .execute(&mut *tx)
             .await?;
             // Owners feed the RoleBindings of every namespace of the tenant, so an

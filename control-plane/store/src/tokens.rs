@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use mtp_core::Error as DomainError;
 use mtp_core::access::{Principal, Role};
-use mtp_core::tokens;
+use mtp_core::tokens::{self, NewToken, Token};
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
@@ -13,26 +13,7 @@ use crate::{ChangeContext, Error, Result, Store, audit};
 
 const PREFIX: &str = "mtp";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    pub id: String,
-    pub description: String,
-    pub role: Role,
-    pub tenant: Option<String>,
-    pub created_by: String,
-    pub create_time: DateTime<Utc>,
-    pub expire_time: Option<DateTime<Utc>>,
-    pub revoke_time: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewToken {
-    pub role: Role,
-    pub tenant: Option<String>,
-    pub description: String,
-    pub expire_time: Option<DateTime<Utc>>,
-}
-
+/// An `api_tokens` row joined with its tenant's name.
 #[derive(sqlx::FromRow)]
 struct TokenRow {
     id: String,
@@ -68,25 +49,14 @@ const SELECT_TOKEN: &str =
                             FROM api_tokens k LEFT JOIN tenants t ON t.id = k.tenant_id";
 
 impl Store {
-    /// Mints a token; the returned secret exists nowhere else afterwards.
+    /// Mints a token (validated by the caller); the returned secret exists
+    /// nowhere else afterwards.
     pub async fn create_token(
         &self,
         ctx: &ChangeContext,
         new: &NewToken,
     ) -> Result<(Token, String)> {
         self.timed("create_token", async {
-            if new.description.len() > 512 {
-                return Err(DomainError::invalid("description", "must be at most 512 characters").into());
-            }
-            if new.role == Role::TenantOwner && new.tenant.is_none() {
-                return Err(DomainError::invalid("tenant", "a tenant-owner token must name its tenant").into());
-            }
-            if new.role == Role::PlatformAdmin && new.tenant.is_some() {
-                return Err(DomainError::invalid("tenant", "a platform-admin token cannot be bound to a tenant").into());
-            }
-            if new.expire_time.is_some_and(|t| t <= Utc::now()) {
-                return Err(DomainError::invalid("expire_time", "must be in the future").into());
-            }
             let mut tx = self.begin().await?;
             let tenant_id: Option<Uuid> = match &new.tenant {
                 None => None,

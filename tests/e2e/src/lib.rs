@@ -62,7 +62,7 @@ impl TestPlane {
             Some((_, secret)) => secret,
             None => {
                 let ctx = mtp_store::ChangeContext::system("tests");
-                let new = mtp_store::NewToken {
+                let new = mtp_core::tokens::NewToken {
                     role: mtp_core::access::Role::PlatformAdmin,
                     tenant: None,
                     description: "test admin".into(),

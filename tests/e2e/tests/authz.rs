@@ -105,6 +105,13 @@ async fn a_tenant_owner_cannot_see_or_touch_another_tenant() {
         other.message().replace("team-b", "X"),
         missing.message().replace("team-zzz", "X")
     );
+    // Authorization is decided before the rest of the request is validated:
+    // a malformed request into another tenant still answers "not found".
+    let err = owner
+        .create_env("team-b", "Not A Name", "k3s-1", "no such profile")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let err = owner
         .create_env("team-b", "x", "k3s-1", "small")
         .await
@@ -179,6 +186,20 @@ async fn read_only_tokens_cannot_write() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    // Even with an expiry in the past: who may mint is decided first.
+    let err = ro
+        .tokens
+        .create_token(pb::CreateTokenRequest {
+            role: pb::TokenRole::ReadOnly as i32,
+            expire_time: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 }
 
 #[tokio::test]

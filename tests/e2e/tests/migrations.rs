@@ -9,14 +9,15 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     let store = Store::connect(&StoreConfig::new(db.url())).await.unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
+    let sql = sqlx::PgPool::connect(db.url()).await.unwrap();
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(store.pool())
+            .fetch_all(&sql)
             .await
             .unwrap();
     assert_eq!(applied, [1, 2]);
     let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE builtin")
-        .fetch_one(store.pool())
+        .fetch_one(&sql)
         .await
         .unwrap();
     assert_eq!(profiles, 3);
@@ -43,9 +44,10 @@ async fn a_changed_applied_migration_is_refused_not_reapplied() {
     let db = mtp_pg_harness::fresh_database().await;
     let store = Store::connect(&StoreConfig::new(db.url())).await.unwrap();
     store.migrate().await.unwrap();
+    let sql = sqlx::PgPool::connect(db.url()).await.unwrap();
     // Simulate an edited, already-released migration: its checksum differs.
     sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 1")
-        .execute(store.pool())
+        .execute(&sql)
         .await
         .unwrap();
     let err = store.migrate().await.unwrap_err();

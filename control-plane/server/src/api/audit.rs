@@ -7,7 +7,7 @@ use mtp_store::AuditFilter;
 use tonic::{Request, Response, Status};
 
 use super::Api;
-use super::convert::{audit_event_to_pb, non_empty};
+use super::convert::{audit_event_to_pb, audit_limit, non_empty};
 use super::error::ApiResult;
 
 impl Api {
@@ -17,20 +17,13 @@ impl Api {
     ) -> ApiResult<pb::ListAuditEventsResponse> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let mut tenant = non_empty(r.tenant);
-        if let Some(t) = &tenant {
-            caller.principal.check_read_tenant(t)?;
-        }
-        if let Some(scope) = caller.principal.tenant_scope() {
-            tenant = Some(scope.to_owned());
-        }
-        if r.limit < 0 || r.limit > 1000 {
-            return Err(mtp_core::Error::invalid("limit", "must be between 0 and 1000").into());
-        }
+        let tenant = caller
+            .principal
+            .list_scope(non_empty(r.tenant).as_deref())?;
         let filter = AuditFilter {
             tenant,
             after_sequence: r.after_sequence,
-            limit: i64::from(r.limit),
+            limit: audit_limit(r.limit)?,
         };
         let events = self.store.list_audit_events(&filter).await?;
         Ok(pb::ListAuditEventsResponse {

@@ -1,16 +1,15 @@
 //! `ClusterService`: platform admins register clusters; everyone may list them
 //! (cluster names are where environments go, not tenant data).
 
+use mtp_core::agents::join_token_ttl;
+use mtp_core::clusters::NewCluster;
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::cluster_service_server::ClusterService;
-use mtp_store::NewCluster;
 use tonic::{Request, Response, Status};
 
 use super::Api;
-use super::convert::{agent_to_pb, cluster_to_pb, non_empty, timestamp};
+use super::convert::{FromRequest, agent_to_pb, cluster_to_pb, non_empty, timestamp};
 use super::error::ApiResult;
-
-const DEFAULT_INGRESS_NAMESPACE: &str = "kube-system";
 
 impl Api {
     async fn create_cluster_inner(
@@ -19,17 +18,7 @@ impl Api {
     ) -> ApiResult<pb::Cluster> {
         let caller = self.caller(&request).await?;
         caller.principal.require_admin("registering clusters")?;
-        let r = request.into_inner();
-        let new = NewCluster {
-            name: r.name,
-            labels: r.labels.into_iter().collect(),
-            ingress_namespace: if r.ingress_namespace.is_empty() {
-                DEFAULT_INGRESS_NAMESPACE.to_owned()
-            } else {
-                r.ingress_namespace
-            },
-        };
-        new.validate()?;
+        let new = NewCluster::from_request(request.into_inner())?;
         let cluster = self.store.create_cluster(&caller.ctx, &new).await?;
         tracing::info!(cluster = %cluster.name, "cluster registered");
         Ok(cluster_to_pb(&cluster))
@@ -57,9 +46,6 @@ impl Api {
     }
 }
 
-/// Default lifetime of a join token: long enough to roll out a node pool.
-const DEFAULT_JOIN_TTL_SECONDS: i64 = 24 * 3600;
-
 impl Api {
     async fn create_join_token_inner(
         &self,
@@ -68,14 +54,10 @@ impl Api {
         let caller = self.caller(&request).await?;
         caller.principal.require_admin("minting join tokens")?;
         let r = request.into_inner();
-        let ttl = if r.ttl_seconds == 0 {
-            DEFAULT_JOIN_TTL_SECONDS
-        } else {
-            r.ttl_seconds
-        };
+        let ttl = join_token_ttl(r.ttl_seconds)?;
         let (secret, expire) = self
             .store
-            .create_join_token(&caller.ctx, &r.cluster, chrono::Duration::seconds(ttl))
+            .create_join_token(&caller.ctx, &r.cluster, ttl)
             .await?;
         tracing::info!(cluster = %r.cluster, "join token minted");
         Ok(pb::JoinToken {

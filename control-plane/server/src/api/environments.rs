@@ -2,14 +2,13 @@
 //! environments; quota admission happens in the store, under the tenant lock.
 
 use mtp_core::environments::NewEnvironment;
-use mtp_core::names::{validate_environment_name, validate_object_name, validate_tenant_name};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::environment_service_server::EnvironmentService;
 use mtp_store::EnvironmentFilter;
 use tonic::{Request, Response, Status};
 
 use super::Api;
-use super::convert::{environment_to_pb, from_timestamp, non_empty, quota_override};
+use super::convert::{FromRequest, environment_to_pb, non_empty};
 use super::error::ApiResult;
 
 impl Api {
@@ -19,27 +18,12 @@ impl Api {
     ) -> ApiResult<pb::Environment> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        validate_tenant_name("tenant", &r.tenant)?;
+        // Authorization comes before the rest of validation: a caller who may
+        // not write this tenant's environments learns nothing from the rest of
+        // its request. The tenant name has to be well-formed to be checked.
+        mtp_core::names::validate_tenant_name("tenant", &r.tenant)?;
         caller.principal.check_write_environments(&r.tenant)?;
-        validate_environment_name("name", &r.name)?;
-        validate_object_name("cluster", &r.cluster)?;
-        validate_object_name("profile", &r.profile)?;
-        let expire_time = r
-            .expire_time
-            .as_ref()
-            .map(|t| from_timestamp("expire_time", t))
-            .transpose()?;
-        if expire_time.is_some_and(|t| t <= chrono::Utc::now()) {
-            return Err(mtp_core::Error::invalid("expire_time", "must be in the future").into());
-        }
-        let new = NewEnvironment {
-            quota_override: quota_override("quota_override", &r.quota_override)?,
-            tenant: r.tenant,
-            name: r.name,
-            cluster: r.cluster,
-            profile: r.profile,
-            expire_time,
-        };
+        let new = NewEnvironment::from_request(r)?;
         let env = self.store.create_environment(&caller.ctx, &new).await?;
         Ok(environment_to_pb(&env))
     }
@@ -62,14 +46,9 @@ impl Api {
     ) -> ApiResult<pb::ListEnvironmentsResponse> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let mut tenant = non_empty(r.tenant);
-        if let Some(t) = &tenant {
-            caller.principal.check_read_tenant(t)?;
-        }
-        // Tenant-bound callers only ever see their own tenant.
-        if let Some(scope) = caller.principal.tenant_scope() {
-            tenant = Some(scope.to_owned());
-        }
+        let tenant = caller
+            .principal
+            .list_scope(non_empty(r.tenant).as_deref())?;
         let filter = EnvironmentFilter {
             tenant,
             cluster: non_empty(r.cluster),

@@ -5,7 +5,9 @@ use mtp_proto::v1::profile_service_server::ProfileService;
 use tonic::{Request, Response, Status};
 
 use super::Api;
-use super::convert::{profile, profile_to_pb};
+use mtp_core::profiles::Profile;
+
+use super::convert::{FromRequest, profile_to_pb};
 use super::error::ApiResult;
 
 impl Api {
@@ -36,7 +38,7 @@ impl Api {
     ) -> ApiResult<pb::Profile> {
         let caller = self.caller(&request).await?;
         caller.principal.require_admin("defining profiles")?;
-        let p = profile(&request.get_ref().profile)?;
+        let p = Profile::from_request(request.into_inner())?;
         let stored = self.store.create_profile(&caller.ctx, &p).await?;
         tracing::info!(profile = %stored.name, "profile created");
         Ok(profile_to_pb(&stored))

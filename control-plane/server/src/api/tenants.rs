@@ -1,14 +1,13 @@
 //! `TenantService`: tenants are created and changed by platform admins and
 //! read by anyone whose token can see them.
 
-use mtp_core::tenants::{TenantSpec, validate_display_name};
+use mtp_core::tenants::{TenantSpec, TenantUpdate};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::tenant_service_server::TenantService;
-use mtp_store::TenantUpdate;
 use tonic::{Request, Response, Status};
 
 use super::Api;
-use super::convert::{owners, tenant_quota, tenant_to_pb};
+use super::convert::{FromRequest, tenant_to_pb};
 use super::error::ApiResult;
 
 impl Api {
@@ -18,15 +17,7 @@ impl Api {
     ) -> ApiResult<pb::Tenant> {
         let caller = self.caller(&request).await?;
         caller.principal.require_admin("creating tenants")?;
-        let r = request.into_inner();
-        let spec = TenantSpec {
-            name: r.name,
-            display_name: r.display_name,
-            owners: owners(r.owners),
-            quota: tenant_quota("quota", &r.quota)?,
-            allowed_profiles: r.allowed_profiles,
-        };
-        spec.validate()?;
+        let spec = TenantSpec::from_request(request.into_inner())?;
         let tenant = self.store.create_tenant(&caller.ctx, &spec).await?;
         tracing::info!(tenant = %spec.name, "tenant created");
         Ok(tenant_to_pb(&tenant))
@@ -61,31 +52,15 @@ impl Api {
         request: Request<pb::UpdateTenantRequest>,
     ) -> ApiResult<pb::Tenant> {
         let caller = self.caller(&request).await?;
-        let r = request.into_inner();
-        caller.principal.check_read_tenant(&r.name)?;
+        let name = request.get_ref().name.clone();
+        caller.principal.check_read_tenant(&name)?;
         caller.principal.require_admin("changing tenants")?;
-        if let Some(d) = &r.display_name {
-            validate_display_name("display_name", d)?;
-        }
-        let owners = r.owners.map(|o| owners(Some(o)));
-        if let Some(o) = &owners {
-            o.validate("owners")?;
-        }
-        let update = TenantUpdate {
-            display_name: r.display_name,
-            owners,
-            quota: if r.quota.is_some() {
-                Some(tenant_quota("quota", &r.quota)?)
-            } else {
-                None
-            },
-            allowed_profiles: r.update_allowed_profiles.then_some(r.allowed_profiles),
-        };
+        let update = TenantUpdate::from_request(request.into_inner())?;
         let tenant = self
             .store
-            .update_tenant(&caller.ctx, &r.name, &update)
+            .update_tenant(&caller.ctx, &name, &update)
             .await?;
-        tracing::info!(tenant = %r.name, "tenant updated");
+        tracing::info!(tenant = %name, "tenant updated");
         Ok(tenant_to_pb(&tenant))
     }
 

@@ -1,12 +1,12 @@
 //! `TokenService`: minting (secret shown once), listing and revoking API tokens.
 
+use mtp_core::tokens::NewToken;
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::token_service_server::TokenService;
-use mtp_store::NewToken;
 use tonic::{Request, Response, Status};
 
 use super::Api;
-use super::convert::{from_timestamp, non_empty, role, token_to_pb};
+use super::convert::{FromRequest, token_to_pb};
 use super::error::ApiResult;
 
 impl Api {
@@ -15,27 +15,18 @@ impl Api {
         request: Request<pb::CreateTokenRequest>,
     ) -> ApiResult<pb::CreateTokenResponse> {
         let caller = self.caller(&request).await?;
-        let r = request.into_inner();
-        let role = role("role", r.role)?;
-        let tenant = non_empty(r.tenant);
-        if let Some(t) = &tenant {
+        let new = NewToken::from_request(request.into_inner())?;
+        if let Some(t) = &new.tenant {
             caller.principal.check_read_tenant(t)?;
         }
         caller
             .principal
-            .check_create_token(role, tenant.as_deref())?;
-        let new = NewToken {
-            role,
-            tenant,
-            description: r.description,
-            expire_time: r
-                .expire_time
-                .as_ref()
-                .map(|t| from_timestamp("expire_time", t))
-                .transpose()?,
-        };
+            .check_create_token(new.role, new.tenant.as_deref())?;
+        // The rest of validation only once the caller may mint this token, so
+        // an unauthorized caller learns nothing from its description or expiry.
+        new.validate(chrono::Utc::now())?;
         let (token, secret) = self.store.create_token(&caller.ctx, &new).await?;
-        tracing::info!(token = %token.id, role = role.as_str(), "token created");
+        tracing::info!(token = %token.id, role = new.role.as_str(), "token created");
         Ok(pb::CreateTokenResponse {
             token: Some(token_to_pb(&token)),
             secret,
