@@ -131,31 +131,10 @@ pub struct Config {
     pub metrics_interval: Duration,
 }
 
-/// Parses "500ms", "5s", "2m" or "1h".
+/// A duration in the grammar every mtp binary shares (`500ms`, `5s`, `2m`,
+/// `1h30m`; a bare number is refused).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s, 2m or 1h"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
+    mtp_proto::duration::parse(text)
 }
 
 impl std::fmt::Debug for Config {
