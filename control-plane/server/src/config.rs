@@ -132,9 +132,13 @@ pub struct Config {
 }
 
 /// A duration in the grammar every mtp binary shares (`500ms`, `5s`, `2m`,
-/// `1h30m`; a bare number is refused).
+/// `1h30m`). A bare number is still read as seconds, as these flags always
+/// did, so existing deployments keep starting; write `5s` in new settings.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    mtp_proto::duration::parse(text)
+    match text.trim().parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => mtp_proto::duration::parse(text),
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -225,5 +229,20 @@ impl Args {
             .enable_all()
             .build()?;
         runtime.block_on(crate::runtime::run_until_signal(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_shared_grammar_and_old_bare_seconds() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        // What MTP_AGENT_KEEPALIVE=5 always meant.
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
     }
 }

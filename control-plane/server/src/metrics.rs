@@ -119,7 +119,7 @@ impl Metrics {
             ),
             appliers: d.gauge(
                 "mtp_agent_appliers",
-                "Agent sessions on this replica whose agent is its cluster's applier (more than one across replicas: a split)",
+                "Agent sessions on this replica whose agent is its cluster's applier (more than one across replicas for longer than the half-open limit: a split; a reconnect briefly counts the old session too)",
                 &["cluster"],
             ),
             time_to_ready: d.histogram(

@@ -355,7 +355,7 @@ async fn operator_metrics_follow_sessions_environments_and_reports() {
             .await
             .contains("mtp_environment_expiries_total 0")
     );
-    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
     envs.create_environment(plane.admin(pb::CreateEnvironmentRequest {
         tenant: "team-a".into(),
         name: "short-lived".into(),

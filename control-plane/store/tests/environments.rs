@@ -79,6 +79,9 @@ async fn committed_changes_are_announced_and_refused_ones_are_not() {
         revisions.push(notice.revision);
     }
     assert_eq!(revisions, [1, 2]);
+    // And nothing after them: a refused create that bumped the counter would
+    // show as revision 3 here, with the notices above still reading [1, 2].
+    assert_eq!(store.get_cluster("k3s-1").await.unwrap().revision, 2);
 }
 
 #[tokio::test]

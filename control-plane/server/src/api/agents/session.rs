@@ -78,10 +78,6 @@ impl AgentSession {
     pub(super) async fn run(mut self, mut inbound: Streaming<pb::AgentMessage>) {
         let end = self.serve(&mut inbound).await;
         self.gauges = None;
-        let store = &self.channel.store;
-        if let Err(e) = store.agent_seen(&self.identity, false, false, None).await {
-            tracing::warn!(error = %e, "could not record the agent as disconnected");
-        }
         match end {
             SessionEnd::AgentClosed => tracing::info!("agent closed the session"),
             SessionEnd::AgentGone => tracing::info!("agent connection lost"),
@@ -95,9 +91,15 @@ impl AgentSession {
                 // database is away, error for anything else) and redacts.
                 let status = Status::from(ApiError::from(e));
                 tracing::warn!(code = ?status.code(), "session ended by a store failure");
-                // Never wait on a full queue: the session is over either way.
+                // Best effort, and before anything that may wait on the
+                // database: never block on a full queue, the session is over
+                // either way (the agent treats a plain end the same).
                 let _ = self.outbound.try_send(Err(status));
             }
+        }
+        let store = &self.channel.store;
+        if let Err(e) = store.agent_seen(&self.identity, false, false, None).await {
+            tracing::warn!(error = %e, "could not record the agent as disconnected");
         }
     }
 
