@@ -8,11 +8,49 @@ use std::path::{Path, PathBuf};
 use mtp_proto::v1::{DesiredChanges, DesiredSnapshot, NamespaceConfig};
 use prost::Message;
 
-/// Namespace name → its configuration, at one cluster revision.
+/// Namespace name → its configuration, at one cluster revision. (The
+/// control plane's store has its own `DesiredState`: a snapshot or changes
+/// on their way out; this is what the agent holds.)
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct DesiredState {
+pub struct DesiredNamespaces {
     pub revision: i64,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// The whole desired state of the cluster at `revision`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub revision: i64,
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// What changed between `from_revision` and `revision`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub from_revision: i64,
+    pub revision: i64,
+    pub upserts: Vec<NamespaceConfig>,
+    pub deletes: Vec<String>,
+}
+
+impl From<DesiredSnapshot> for Snapshot {
+    fn from(s: DesiredSnapshot) -> Self {
+        Snapshot {
+            revision: s.revision,
+            namespaces: s.namespaces,
+        }
+    }
+}
+
+impl From<DesiredChanges> for Changes {
+    fn from(c: DesiredChanges) -> Self {
+        Changes {
+            from_revision: c.from_revision,
+            revision: c.revision,
+            upserts: c.upserts,
+            deletes: c.deletes,
+        }
+    }
 }
 
 /// What an update changed: namespaces to (re)apply and namespaces to remove.
@@ -32,9 +70,9 @@ pub enum UpdateError {
     Gap { from: i64, have: i64 },
 }
 
-impl DesiredState {
+impl DesiredNamespaces {
     /// Replaces the state with a snapshot.
-    pub fn apply_snapshot(&mut self, snapshot: DesiredSnapshot) -> Delta {
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Delta {
         let new: BTreeMap<String, NamespaceConfig> = snapshot
             .namespaces
             .into_iter()
@@ -59,7 +97,7 @@ impl DesiredState {
     /// Folds in the changes after `from_revision`. Changes that do not start
     /// where this state is would leave a hole, so they are refused (the
     /// session then asks for a snapshot).
-    pub fn apply_changes(&mut self, changes: DesiredChanges) -> Result<Delta, UpdateError> {
+    pub fn apply_changes(&mut self, changes: Changes) -> Result<Delta, UpdateError> {
         if changes.from_revision != self.revision {
             return Err(UpdateError::Gap {
                 from: changes.from_revision,
@@ -177,22 +215,22 @@ impl StateDir {
     }
 
     /// The last desired state received, or an empty one.
-    pub fn desired(&self) -> std::io::Result<DesiredState> {
+    pub fn desired(&self) -> std::io::Result<DesiredNamespaces> {
         let bytes = match std::fs::read(self.root.join(DESIRED_FILE)) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DesiredState::default());
+                return Ok(DesiredNamespaces::default());
             }
             Err(e) => return Err(e),
         };
         let snapshot = DesiredSnapshot::decode(bytes.as_slice())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let mut state = DesiredState::default();
-        state.apply_snapshot(snapshot);
+        let mut state = DesiredNamespaces::default();
+        state.apply_snapshot(snapshot.into());
         Ok(state)
     }
 
-    pub fn save_desired(&self, state: &DesiredState) -> std::io::Result<()> {
+    pub fn save_desired(&self, state: &DesiredNamespaces) -> std::io::Result<()> {
         self.write_atomically(DESIRED_FILE, &state.to_snapshot().encode_to_vec(), false)
     }
 
@@ -265,12 +303,12 @@ mod tests {
 
     #[test]
     fn snapshot_replaces_and_reports_removals() {
-        let mut s = DesiredState::default();
-        s.apply_snapshot(DesiredSnapshot {
+        let mut s = DesiredNamespaces::default();
+        s.apply_snapshot(Snapshot {
             revision: 2,
             namespaces: vec![ns("a", 1), ns("b", 2)],
         });
-        let d = s.apply_snapshot(DesiredSnapshot {
+        let d = s.apply_snapshot(Snapshot {
             revision: 5,
             namespaces: vec![ns("b", 2), ns("c", 5)],
         });
@@ -285,12 +323,12 @@ mod tests {
 
     #[test]
     fn changes_must_continue_from_the_current_revision() {
-        let mut s = DesiredState::default();
-        s.apply_snapshot(DesiredSnapshot {
+        let mut s = DesiredNamespaces::default();
+        s.apply_snapshot(Snapshot {
             revision: 2,
             namespaces: vec![ns("a", 1)],
         });
-        let gap = s.apply_changes(DesiredChanges {
+        let gap = s.apply_changes(Changes {
             from_revision: 3,
             revision: 4,
             upserts: vec![ns("b", 4)],
@@ -299,7 +337,7 @@ mod tests {
         assert_eq!(gap, Err(UpdateError::Gap { from: 3, have: 2 }));
         assert_eq!(s.revision, 2, "a refused update changes nothing");
         let d = s
-            .apply_changes(DesiredChanges {
+            .apply_changes(Changes {
                 from_revision: 2,
                 revision: 4,
                 upserts: vec![ns("b", 4)],
@@ -316,10 +354,10 @@ mod tests {
     fn state_survives_a_restart_and_the_secret_file_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path()).unwrap();
-        assert_eq!(state.desired().unwrap(), DesiredState::default());
+        assert_eq!(state.desired().unwrap(), DesiredNamespaces::default());
         assert_eq!(state.credential().unwrap(), None);
-        let mut s = DesiredState::default();
-        s.apply_snapshot(DesiredSnapshot {
+        let mut s = DesiredNamespaces::default();
+        s.apply_snapshot(Snapshot {
             revision: 9,
             namespaces: vec![ns("a", 3), ns("b", 9)],
         });

@@ -5,28 +5,38 @@
 //! Tasks: `session` (control plane), `lease` (election), `watch` (drift
 //! prompts) feed the `reconciler`, the only one that writes to the cluster.
 
+pub mod admin;
 pub mod bundle;
+pub mod config;
 pub mod desired;
 pub mod kubernetes;
 pub mod lease;
+pub mod metrics;
+pub mod outbox;
 pub mod persist;
 pub mod reconciler;
+pub mod report;
+pub mod runtime;
 pub mod session;
+pub mod telemetry;
 pub mod verify;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch as channel};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::desired::StateDir;
+use crate::admin::Readiness;
+use crate::desired::{DesiredNamespaces, StateDir};
 use crate::kubernetes::ClusterApi;
-use crate::lease::{Elector, LeaseConfig};
+use crate::lease::{Elector, Fence, LeaseConfig};
+use crate::metrics::Metrics;
 pub use crate::reconciler::AgentStatus;
-use crate::reconciler::{Reconciler, ReconcilerConfig};
+use crate::reconciler::{Channels, Reconciler, ReconcilerConfig, Stored};
 use crate::session::{SessionConfig, Sessions};
 
 /// Everything an agent needs besides its Kubernetes client.
@@ -45,6 +55,8 @@ pub struct RunningAgent {
     tasks: JoinSet<()>,
     status: channel::Receiver<AgentStatus>,
     connected: channel::Receiver<bool>,
+    readiness: Readiness,
+    metrics: Metrics,
 }
 
 impl RunningAgent {
@@ -56,6 +68,21 @@ impl RunningAgent {
     /// Whether a session to the control plane is up.
     pub fn connected(&self) -> channel::Receiver<bool> {
         self.connected.clone()
+    }
+
+    /// What `/readyz` answers from.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// The agent's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// The admin HTTP routes (/healthz, /readyz, /metrics) of this agent.
+    pub fn admin_router(&self) -> axum::Router {
+        admin::router(self.readiness(), self.metrics())
     }
 
     /// Clean shutdown: close the session and hand back the lease.
@@ -84,70 +111,47 @@ pub async fn start(
     client: kube::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningAgent> {
-    let state_dir = StateDir::new(&config.state_dir)
-        .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
-    let desired = state_dir.desired().with_context(|| {
-        format!(
-            "reading the stored desired state in {} (delete desired.pb to start from a snapshot)",
-            config.state_dir.display()
-        )
-    })?;
-    if desired.revision > 0 {
-        tracing::info!(
-            revision = desired.revision,
-            namespaces = desired.namespaces.len(),
-            "enforcing the stored desired state on existing namespaces until the control plane answers"
-        );
-    }
+    let (state_dir, desired) = open_state_dir(&config.state_dir)?;
 
     let (inputs_tx, inputs_rx) = mpsc::channel(1024);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = channel::channel(AgentStatus::default());
-    let (role_tx, role_rx) = channel::channel(false);
+    // `None` until the elector's first round: the role is not known yet.
+    let (role_tx, role_rx) = channel::channel(None);
     let (connected_tx, connected_rx) = channel::channel(false);
+    let metrics = Metrics::new();
+    let node = config.session.node_name.clone();
 
-    let mut elector = Elector::new(
-        client.clone(),
-        config.session.node_name.clone(),
-        config.lease.clone(),
-    );
-    let fence = elector.fence();
     let mut tasks = JoinSet::new();
-
-    let lease_shutdown = shutdown.clone();
-    let retry = config.lease.retry_interval;
-    tasks.spawn(async move {
-        loop {
-            let held = elector.round().await;
-            role_tx.send_if_modified(|r| std::mem::replace(r, held) != held);
-            tokio::select! {
-                () = lease_shutdown.cancelled() => {
-                    elector.release().await;
-                    role_tx.send_replace(false);
-                    return;
-                }
-                () = tokio::time::sleep(retry) => {}
-            }
-        }
-    });
-
+    let elector = Elector::new(client.clone(), node.clone(), config.lease.clone());
+    let fence = spawn_elector(&mut tasks, elector, role_tx, &shutdown);
     let touched = watch::Touched::default();
     let (writer, write_task) = persist::StateWriter::new(state_dir.clone());
     // Ends after the reconciler (which owns the writer) with the last state written.
-    tasks.spawn(write_task);
+    tasks.spawn(write_task.instrument(tracing::info_span!("state_writer")));
+    let readiness = Readiness::new(connected_rx.clone(), role_rx.clone());
     let reconciler = Reconciler::new(
         ClusterApi::new(client.clone()),
-        state_dir.clone(),
-        writer,
-        desired,
         fence.clone(),
-        role_rx,
+        Stored {
+            dir: state_dir.clone(),
+            writer,
+            desired,
+        },
         config.reconciler.clone(),
-        out_tx,
-        status_tx,
-        touched.clone(),
+        Channels {
+            role: role_rx,
+            out: out_tx,
+            status: status_tx,
+            touched: touched.clone(),
+            metrics: metrics.clone(),
+        },
     );
-    tasks.spawn(reconciler.run(inputs_rx, shutdown.clone()));
+    tasks.spawn(
+        reconciler
+            .run(inputs_rx, shutdown.clone())
+            .instrument(tracing::info_span!("reconciler", %node)),
+    );
 
     watch::spawn_all(&client, &touched, &shutdown);
 
@@ -159,13 +163,72 @@ pub async fn start(
         status: status_rx.clone(),
         fence,
         connected: connected_tx,
+        metrics: metrics.clone(),
     };
-    tasks.spawn(sessions.run(shutdown.clone()));
+    tasks.spawn(
+        sessions
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("session", %node)),
+    );
 
     Ok(RunningAgent {
         shutdown,
         tasks,
         status: status_rx,
         connected: connected_rx,
+        readiness,
+        metrics,
     })
+}
+
+/// The state directory and the desired state stored in it.
+fn open_state_dir(path: &Path) -> anyhow::Result<(StateDir, DesiredNamespaces)> {
+    let state_dir = StateDir::new(path)
+        .with_context(|| format!("creating state directory {}", path.display()))?;
+    let desired = state_dir.desired().with_context(|| {
+        format!(
+            "reading the stored desired state in {} (delete desired.pb to start from a snapshot)",
+            path.display()
+        )
+    })?;
+    if desired.revision > 0 {
+        tracing::info!(
+            revision = desired.revision,
+            namespaces = desired.namespaces.len(),
+            "enforcing the stored desired state on existing namespaces until the control plane answers"
+        );
+    }
+    Ok((state_dir, desired))
+}
+
+/// Takes part in the lease election and publishes the role; on shutdown
+/// hands the lease back. Returns the elector's fence.
+fn spawn_elector(
+    tasks: &mut JoinSet<()>,
+    mut elector: Elector,
+    role_tx: channel::Sender<Option<bool>>,
+    shutdown: &CancellationToken,
+) -> Fence {
+    let fence = elector.fence();
+    let retry = elector.config().retry_interval;
+    let shutdown = shutdown.clone();
+    let span = tracing::info_span!("lease_elector", lease = %elector.config().name);
+    tasks.spawn(
+        async move {
+            loop {
+                let held = elector.round().await;
+                role_tx.send_if_modified(|r| r.replace(held) != Some(held));
+                tokio::select! {
+                    () = shutdown.cancelled() => {
+                        elector.release().await;
+                        role_tx.send_replace(Some(false));
+                        return;
+                    }
+                    () = tokio::time::sleep(retry) => {}
+                }
+            }
+        }
+        .instrument(span),
+    );
+    fence
 }

@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::desired::{DesiredState, StateDir};
+use crate::desired::{DesiredNamespaces, StateDir};
 
 #[derive(Default)]
 struct Slot {
-    pending: Option<Arc<DesiredState>>,
+    pending: Option<Arc<DesiredNamespaces>>,
     closed: bool,
 }
 
@@ -40,7 +40,7 @@ impl StateWriter {
     }
 
     /// Replaces whatever is waiting with this state.
-    pub fn submit(&self, desired: &Arc<DesiredState>) {
+    pub fn submit(&self, desired: &Arc<DesiredNamespaces>) {
         if let Ok(mut slot) = self.slot.lock() {
             slot.pending = Some(desired.clone());
         }
@@ -92,11 +92,12 @@ async fn write_loop(dir: StateDir, slot: Arc<Mutex<Slot>>, wake: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mtp_proto::v1::{DesiredSnapshot, NamespaceConfig};
+    use crate::desired::Snapshot;
+    use mtp_proto::v1::NamespaceConfig;
 
-    fn state(revision: i64, names: &[&str]) -> Arc<DesiredState> {
-        let mut s = DesiredState::default();
-        s.apply_snapshot(DesiredSnapshot {
+    fn state(revision: i64, names: &[&str]) -> Arc<DesiredNamespaces> {
+        let mut s = DesiredNamespaces::default();
+        s.apply_snapshot(Snapshot {
             revision,
             namespaces: names
                 .iter()
@@ -139,7 +140,7 @@ mod tests {
         let task = tokio::spawn(task);
         drop(writer);
         task.await.unwrap();
-        assert_eq!(dir.desired().unwrap(), DesiredState::default());
+        assert_eq!(dir.desired().unwrap(), DesiredNamespaces::default());
         assert!(!tmp.path().join("desired.pb").exists());
     }
 }

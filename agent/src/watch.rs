@@ -15,6 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::bundle::{MANAGED_SELECTOR, object_id};
 use crate::kubernetes::Versions;
@@ -174,7 +175,8 @@ where
                     .saw(object_id(&K::kind(&()), &object.name_any()), version, now);
             }
         }
-    });
+    }
+    .instrument(tracing::info_span!("watch", kind = K::kind(&()).as_ref())));
 }
 
 #[cfg(test)]

@@ -110,7 +110,9 @@ for variant in d o; do
             bash -c "grep -Eq '^ *requests:' '$f' && grep -Eq '^ *limits:' '$f'"
     done
     for f in $(docs_of "$work/$variant" DaemonSet); do
-        check "$label DaemonSet: opens no port (no containerPort/hostPort)" hasnt '^ *(- )?(containerPort|hostPort):' "$f"
+        check "$label DaemonSet: no hostPort" hasnt '^ *(- )?hostPort:' "$f"
+        check "$label DaemonSet: its only port is the admin port (9464, named admin)" \
+            bash -c "[ \"\$(grep -cE '^ *(- )?containerPort:' '$f')\" = 1 ] && grep -B1 -A1 -E '^ *(- )?containerPort: 9464$' '$f' | grep -Eq 'name: admin'"
         check "$label DaemonSet: tolerates every taint (runs on K3s servers too)" \
             bash -c "grep -A1 -E '^ *tolerations:' '$f' | grep -Eq -- '- operator: Exists'"
         check "$label DaemonSet: node name from spec.nodeName" \

@@ -180,6 +180,7 @@ else
   step "starting mtp-agent for cluster 'local'"
   nohup "$cargo_bin/mtp-agent" --control-plane "http://$grpc_addr" \
     --node-name local-node-1 --kubeconfig "$agent_kubeconfig" --state-dir "$state/agent" \
+    --admin-addr "${MTP_AGENT_ADMIN_ADDR:-127.0.0.1:9464}" \
     "${join_args[@]}" >"$state/logs/agent.log" 2>&1 &
   echo $! >"$agentpid"
   for _ in $(seq 1 100); do

@@ -1,26 +1,28 @@
 //! The connection to the control plane: registration with the join token,
 //! then sessions that say hello with the stored revision, pass desired state
-//! to the reconciler and its acks back, send keepalives, detect a half-open
-//! stream, and reconnect with jittered exponential backoff.
+//! to the reconciler and its reports back (through the `Outbox`), send
+//! keepalives, detect a half-open stream, and reconnect with jittered
+//! exponential backoff. `wire` is where reports become protobuf.
 
-use std::collections::VecDeque;
+mod wire;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use mtp_proto::v1 as pb;
-use mtp_proto::v1::agent_message::Kind as AgentKind;
 use mtp_proto::v1::agent_service_client::AgentServiceClient;
-use mtp_proto::v1::control_message::Kind as ControlKind;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Status};
+use tonic::{Code, Status, Streaming};
 
 use crate::desired::{Credential, StateDir};
 use crate::lease::Fence;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::reconciler::{AgentStatus, Input, Outbound};
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -40,10 +42,6 @@ pub struct SessionConfig {
     pub backoff_max: Duration,
 }
 
-/// Drift reports and role changes are kept across a disconnect (acks are
-/// not: a new session gets a full status ack instead).
-const BUFFER_LIMIT: usize = 10_000;
-
 pub struct Sessions {
     pub config: SessionConfig,
     pub state_dir: StateDir,
@@ -52,6 +50,7 @@ pub struct Sessions {
     pub status: watch::Receiver<AgentStatus>,
     pub fence: Fence,
     pub connected: watch::Sender<bool>,
+    pub metrics: Metrics,
 }
 
 /// How a session ended, and what the next one should do about it.
@@ -69,14 +68,24 @@ enum Ended {
     },
 }
 
+/// An opened session: the outbound stream and the inbound one.
+struct Open {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    inbound: Streaming<pb::ControlMessage>,
+}
+
 impl Sessions {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut attempt: u32 = 0;
-        let mut buffered: VecDeque<pb::AgentMessage> = VecDeque::new();
+        // Reports are kept across a disconnect by kind (see `outbox`); acks
+        // are not: a new session gets a full status ack instead.
+        let mut outbox = Outbox::new(self.metrics.clone());
         let mut want_snapshot = false;
         loop {
-            let ended = self.session(&mut buffered, want_snapshot, &shutdown).await;
-            let _ = self.connected.send(false);
+            outbox.session_ended();
+            let ended = self.session(&mut outbox, want_snapshot, &shutdown).await;
+            self.set_connected(false);
+            outbox.session_ended();
             want_snapshot = false;
             match ended {
                 Ended::Shutdown => return,
@@ -85,22 +94,7 @@ impl Sessions {
                     attempt = 0;
                     continue;
                 }
-                Ended::Unauthenticated(status) => {
-                    if self.config.join_token.is_some() {
-                        tracing::warn!(
-                            message = status.message(),
-                            "the control plane refused this agent's credential; registering again with the join token"
-                        );
-                        if let Err(e) = self.state_dir.forget_credential() {
-                            tracing::error!(error = %e, "could not remove the stored credential");
-                        }
-                    } else {
-                        tracing::error!(
-                            message = status.message(),
-                            "the control plane refused this agent's credential and no join token is configured; get one with `mtp cluster join-token` and restart with --join-token"
-                        );
-                    }
-                }
+                Ended::Unauthenticated(status) => self.refused(&status),
                 Ended::Lost { why, productive } => {
                     if productive {
                         attempt = 0;
@@ -127,12 +121,34 @@ impl Sessions {
                     () = tokio::time::sleep_until(until) => break,
                     m = self.outbound.recv() => match m {
                         None => return,
-                        Some(Outbound::Message(m)) => keep(&mut buffered, m),
+                        Some(Outbound::Report(r)) => outbox.push(r),
                         Some(Outbound::NeedSnapshot) => want_snapshot = true,
                     }
                 }
             }
         }
+    }
+
+    fn refused(&self, status: &Status) {
+        if self.config.join_token.is_some() {
+            tracing::warn!(
+                message = status.message(),
+                "the control plane refused this agent's credential; registering again with the join token"
+            );
+            if let Err(e) = self.state_dir.forget_credential() {
+                tracing::error!(error = %e, "could not remove the stored credential");
+            }
+        } else {
+            tracing::error!(
+                message = status.message(),
+                "the control plane refused this agent's credential and no join token is configured; get one with `mtp cluster join-token` and restart with --join-token"
+            );
+        }
+    }
+
+    fn set_connected(&self, connected: bool) {
+        let _ = self.connected.send(connected);
+        self.metrics.set_connected(connected);
     }
 
     async fn channel(&self) -> Result<Channel, String> {
@@ -213,78 +229,82 @@ impl Sessions {
 
     async fn session(
         &mut self,
-        buffered: &mut VecDeque<pb::AgentMessage>,
+        outbox: &mut Outbox,
         want_snapshot: bool,
         shutdown: &CancellationToken,
     ) -> Ended {
+        let open = match self.open(want_snapshot, shutdown).await {
+            Ok(open) => open,
+            Err(ended) => return ended,
+        };
+        self.set_connected(true);
+        if self.to_reconciler.send(Input::Connected).await.is_err() {
+            return Ended::Shutdown;
+        }
+        self.serve(open, outbox, shutdown).await
+    }
+
+    /// Connects, registers if need be, and says hello with the revision of
+    /// the desired state held (0 to ask for a snapshot).
+    async fn open(
+        &mut self,
+        want_snapshot: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Open, Ended> {
         let channel = tokio::select! {
-            () = shutdown.cancelled() => return Ended::Shutdown,
-            c = self.channel() => match c {
-                Ok(c) => c,
-                Err(why) => return Ended::Lost { why, productive: false },
-            },
+            () = shutdown.cancelled() => return Err(Ended::Shutdown),
+            c = self.channel() => c.map_err(|why| Ended::Lost { why, productive: false })?,
         };
-        let credential = match self.credential(&channel).await {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let credential = self.credential(&channel).await?;
 
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
-        let applied_revision = if want_snapshot {
+        let resume_revision = if want_snapshot {
             0
         } else {
             self.status.borrow().desired_revision
         };
-        let hello = pb::AgentMessage {
-            kind: Some(AgentKind::Hello(pb::AgentHello {
-                applied_revision,
-                agent_version: AGENT_VERSION.into(),
-                applier: self.fence.is_held(),
-                keepalive_ms: u32::try_from(self.config.keepalive.as_millis()).unwrap_or(u32::MAX),
-            })),
-        };
+        let hello = wire::hello(resume_revision, self.fence.is_held(), self.config.keepalive);
         let _ = tx.send(hello).await;
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        match format!("Bearer {}", credential.secret).parse() {
-            Ok(v) => {
-                request.metadata_mut().insert("authorization", v);
-            }
-            Err(_) => {
-                return Ended::Unauthenticated(Status::unauthenticated(
-                    "the stored credential is not a valid header value",
-                ));
-            }
-        }
-        let mut inbound = match AgentServiceClient::new(channel).session(request).await {
+        let Ok(bearer) = format!("Bearer {}", credential.secret).parse() else {
+            return Err(Ended::Unauthenticated(Status::unauthenticated(
+                "the stored credential is not a valid header value",
+            )));
+        };
+        request.metadata_mut().insert("authorization", bearer);
+        let inbound = match AgentServiceClient::new(channel).session(request).await {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::Unauthenticated => return Ended::Unauthenticated(s),
+            Err(s) if s.code() == Code::Unauthenticated => return Err(Ended::Unauthenticated(s)),
             Err(s) => {
-                return Ended::Lost {
+                return Err(Ended::Lost {
                     why: format!("opening the session: {}: {}", s.code(), s.message()),
                     productive: false,
-                };
+                });
             }
         };
-        tracing::info!(cluster = %credential.cluster, applied_revision, "connected to the control plane");
-        let _ = self.connected.send(true);
-        if self.to_reconciler.send(Input::Connected).await.is_err() {
-            return Ended::Shutdown;
-        }
-        while let Some(m) = buffered.pop_front() {
-            if tx.send(m).await.is_err() {
-                return Ended::Lost {
-                    why: "stream closed".into(),
-                    productive: false,
-                };
-            }
-        }
+        tracing::info!(cluster = %credential.cluster, applied_revision = resume_revision, "connected to the control plane");
+        Ok(Open { tx, inbound })
+    }
 
+    /// Runs an open session: desired state in, reports out (from the
+    /// outbox, as the stream takes them), keepalives both ways.
+    async fn serve(
+        &mut self,
+        open: Open,
+        outbox: &mut Outbox,
+        shutdown: &CancellationToken,
+    ) -> Ended {
+        let Open { tx, mut inbound } = open;
         let keepalive = self.config.keepalive;
         let silent_limit = keepalive * self.config.missed_keepalives.max(1);
         let mut ticker = tokio::time::interval(keepalive);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let mut productive = false;
+        let lost = |productive| Ended::Lost {
+            why: "stream closed".into(),
+            productive,
+        };
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ended::Shutdown,
@@ -297,32 +317,23 @@ impl Sessions {
                         Err(s) if s.code() == Code::Unauthenticated => return Ended::Unauthenticated(s),
                         Err(s) => return Ended::Lost { why: format!("{}: {}", s.code(), s.message()), productive },
                     };
-                    let input = match kind {
-                        ControlKind::Snapshot(s) => {
-                            productive = true;
-                            Input::Snapshot(s)
-                        }
-                        ControlKind::Changes(c) => {
-                            productive = true;
-                            Input::Changes(c)
-                        }
-                        ControlKind::AckRecorded(r) => Input::AckRecorded(r.sequence),
-                        ControlKind::Keepalive(_) => continue,
-                    };
-                    if self.to_reconciler.send(input).await.is_err() {
+                    let (input, desired) = wire::input(kind);
+                    productive |= desired;
+                    if let Some(input) = input && self.to_reconciler.send(input).await.is_err() {
                         return Ended::Shutdown;
                     }
                 }
                 out = self.outbound.recv() => match out {
                     None => return Ended::Shutdown,
                     Some(Outbound::NeedSnapshot) => return Ended::NeedSnapshot,
-                    Some(Outbound::Message(m)) => {
-                        if let Err(mpsc::error::SendError(m)) = tx.send(m).await {
-                            keep(buffered, m);
-                            return Ended::Lost { why: "stream closed".into(), productive };
-                        }
-                    }
+                    Some(Outbound::Report(r)) => outbox.push(r),
                 },
+                permit = tx.reserve(), if !outbox.is_empty() => {
+                    let Ok(permit) = permit else { return lost(productive) };
+                    if let Some(report) = outbox.pop() {
+                        permit.send(wire::message(report));
+                    }
+                }
                 _ = ticker.tick() => {
                     if last_heard.elapsed() > silent_limit {
                         return Ended::Lost {
@@ -330,32 +341,13 @@ impl Sessions {
                             productive,
                         };
                     }
-                    let beat = pb::AgentMessage { kind: Some(AgentKind::Keepalive(pb::Keepalive {
-                        time: Some(now_timestamp()),
-                    })) };
-                    if tx.send(beat).await.is_err() {
-                        return Ended::Lost { why: "stream closed".into(), productive };
+                    if tx.send(wire::keepalive()).await.is_err() {
+                        return lost(productive);
                     }
                 }
             }
         }
     }
-}
-
-/// Keeps a message for the next session; acks are dropped (the next session
-/// starts with a full status ack), the oldest of the rest go first when full.
-fn keep(buffer: &mut VecDeque<pb::AgentMessage>, m: pb::AgentMessage) {
-    if matches!(
-        m.kind,
-        Some(AgentKind::Ack(_)) | Some(AgentKind::Keepalive(_))
-    ) {
-        return;
-    }
-    if buffer.len() >= BUFFER_LIMIT {
-        buffer.pop_front();
-        tracing::warn!("outbound buffer full; dropped the oldest drift report");
-    }
-    buffer.push_back(m);
 }
 
 /// Exponential backoff with "equal jitter": half the step is fixed, half random,
@@ -367,14 +359,6 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let half = step / 2;
     let jitter = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
     half + Duration::from_millis(jitter)
-}
-
-fn now_timestamp() -> prost_types::Timestamp {
-    let now = chrono::Utc::now();
-    prost_types::Timestamp {
-        seconds: now.timestamp(),
-        nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }
 
 #[cfg(test)]
@@ -399,23 +383,5 @@ mod tests {
         let samples: std::collections::BTreeSet<_> =
             (0..50).map(|_| backoff(6, initial, max)).collect();
         assert!(samples.len() > 5, "jitter must spread reconnects");
-    }
-
-    #[test]
-    fn acks_are_not_buffered_but_drift_is() {
-        let mut b = VecDeque::new();
-        keep(
-            &mut b,
-            pb::AgentMessage {
-                kind: Some(AgentKind::Ack(pb::RevisionAck::default())),
-            },
-        );
-        keep(
-            &mut b,
-            pb::AgentMessage {
-                kind: Some(AgentKind::Drift(pb::DriftReport::default())),
-            },
-        );
-        assert_eq!(b.len(), 1);
     }
 }

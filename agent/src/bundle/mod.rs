@@ -1,5 +1,7 @@
 //! The pure mapping from one `NamespaceConfig` to the Kubernetes objects of its
-//! environment (DESIGN.md, "What the agent makes of one environment").
+//! environment (docs/architecture.md, "Bundle"): the namespace here, quota
+//! and limits in `quota`, network policies in `network`, the CI account and
+//! role bindings in `rbac`.
 //!
 //! No I/O here: the same config always gives the same objects, so the mapping
 //! is unit-tested field by field and checked against the Multi-Tenancy
@@ -7,18 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
-    ServiceAccount,
-};
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
-};
-use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+mod network;
+mod quota;
+mod rbac;
+
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
 use mtp_proto::v1::NamespaceConfig;
 use serde_json::Value;
@@ -47,12 +45,7 @@ pub const OWNERS_BINDING: &str = "mtp-owners";
 pub const CI_ACCOUNT: &str = "mtp-ci";
 pub const CI_BINDING: &str = "mtp-ci-edit";
 
-/// Namespace of the cluster DNS (CoreDNS on K3s) and its pod label.
-const DNS_NAMESPACE: &str = "kube-system";
-const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
-/// Set by the API server on every namespace since Kubernetes 1.21.
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
-const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+pub use quota::{bytes, cpu};
 
 /// The kinds the agent writes, in the order they are applied (the Namespace
 /// first: everything else lives in it).
@@ -141,165 +134,14 @@ impl Bundle {
     /// Maps a config to its objects. Mechanical: every decision was made by
     /// the control plane.
     pub fn render(config: &NamespaceConfig) -> Bundle {
-        let ns = config.namespace.as_str();
         let labels = common_labels(config);
-
-        let mut ns_labels = labels.clone();
-        for mode in ["enforce", "audit", "warn"] {
-            ns_labels.insert(
-                format!("pod-security.kubernetes.io/{mode}"),
-                "restricted".into(),
-            );
-            ns_labels.insert(
-                format!("pod-security.kubernetes.io/{mode}-version"),
-                "latest".into(),
-            );
-        }
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns.into()),
-                labels: Some(ns_labels),
-                annotations: Some(BTreeMap::from([(
-                    REVISION_ANNOTATION.to_string(),
-                    config.revision.to_string(),
-                )])),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-
-        let q = config.quota.unwrap_or_default();
-        let mut hard = BTreeMap::new();
-        let cpu_quota = cpu(q.cpu_millis);
-        let memory = bytes(q.memory_bytes);
-        hard.insert("requests.cpu".into(), cpu_quota.clone());
-        hard.insert("limits.cpu".into(), cpu_quota);
-        hard.insert("requests.memory".into(), memory.clone());
-        hard.insert("limits.memory".into(), memory);
-        hard.insert("requests.storage".into(), bytes(q.storage_bytes));
-        hard.insert("pods".into(), count(q.pods));
-        hard.insert("services".into(), count(q.services));
-        hard.insert(
-            "persistentvolumeclaims".into(),
-            count(q.persistent_volume_claims),
-        );
-        // Node ports and load balancers expose a tenant outside the cluster
-        // network policy; environments never get them.
-        hard.insert("services.nodeports".into(), count(0));
-        hard.insert("services.loadbalancers".into(), count(0));
-        // Node-local disk and the cluster's datastore: without these one
-        // environment can fill a node or etcd. Absent from an older control
-        // plane's configs (0 / no message): then not limited, as before.
-        // Requests only: limits are capped per container by the LimitRange;
-        // a summed limit would allow only a few default-sized containers.
-        if q.ephemeral_storage_bytes > 0 {
-            hard.insert(
-                "requests.ephemeral-storage".into(),
-                bytes(q.ephemeral_storage_bytes),
-            );
-        }
-        if let Some(o) = &q.objects {
-            for (resource, n) in [
-                ("configmaps", o.config_maps),
-                ("secrets", o.secrets),
-                ("serviceaccounts", o.service_accounts),
-                ("jobs.batch", o.jobs),
-                ("cronjobs.batch", o.cron_jobs),
-                ("deployments.apps", o.deployments),
-                ("replicasets.apps", o.replica_sets),
-                ("statefulsets.apps", o.stateful_sets),
-                ("ingresses.networking.k8s.io", o.ingresses),
-                ("roles.rbac.authorization.k8s.io", o.roles),
-                ("rolebindings.rbac.authorization.k8s.io", o.role_bindings),
-            ] {
-                hard.insert(format!("count/{resource}"), count(n));
-            }
-        }
-        let quota = ResourceQuota {
-            metadata: meta(QUOTA_NAME, ns, &labels),
-            spec: Some(ResourceQuotaSpec {
-                hard: Some(hard),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-
-        let d = config.container_defaults.unwrap_or_default();
-        let pair = |c: i64, m: i64, e: i64| {
-            let mut resources = BTreeMap::from([
-                ("cpu".to_string(), cpu(c)),
-                ("memory".to_string(), bytes(m)),
-            ]);
-            if e > 0 {
-                resources.insert("ephemeral-storage".to_string(), bytes(e));
-            }
-            resources
-        };
-        let limits = LimitRange {
-            metadata: meta(LIMITS_NAME, ns, &labels),
-            spec: Some(LimitRangeSpec {
-                limits: vec![LimitRangeItem {
-                    type_: "Container".into(),
-                    default: Some(pair(
-                        d.default_limit_cpu_millis,
-                        d.default_limit_memory_bytes,
-                        d.default_limit_ephemeral_storage_bytes,
-                    )),
-                    default_request: Some(pair(
-                        d.default_request_cpu_millis,
-                        d.default_request_memory_bytes,
-                        d.default_request_ephemeral_storage_bytes,
-                    )),
-                    max: Some(pair(
-                        d.max_cpu_millis,
-                        d.max_memory_bytes,
-                        d.max_ephemeral_storage_bytes,
-                    )),
-                    ..Default::default()
-                }],
-            }),
-        };
-
-        let network_policies = network_policies(config, &labels);
-
-        let service_account = ServiceAccount {
-            metadata: meta(CI_ACCOUNT, ns, &labels),
-            ..Default::default()
-        };
-
-        let owners = config.owners.clone().unwrap_or_default();
-        let mut owner_subjects: Vec<Subject> = Vec::new();
-        for user in &owners.users {
-            owner_subjects.push(rbac_subject("User", user));
-        }
-        for group in &owners.groups {
-            owner_subjects.push(rbac_subject("Group", group));
-        }
-        for sa in &owners.service_accounts {
-            if let Some((sa_ns, sa_name)) = sa.split_once('/') {
-                owner_subjects.push(service_account_subject(sa_ns, sa_name));
-            }
-        }
-        let role_bindings = vec![
-            RoleBinding {
-                metadata: meta(OWNERS_BINDING, ns, &labels),
-                role_ref: cluster_role("admin"),
-                subjects: Some(owner_subjects),
-            },
-            RoleBinding {
-                metadata: meta(CI_BINDING, ns, &labels),
-                role_ref: cluster_role("edit"),
-                subjects: Some(vec![service_account_subject(ns, CI_ACCOUNT)]),
-            },
-        ];
-
         Bundle {
-            namespace,
-            quota,
-            limits,
-            network_policies,
-            service_account,
-            role_bindings,
+            namespace: namespace(config, &labels),
+            quota: quota::quota(config, &labels),
+            limits: quota::limits(config, &labels),
+            network_policies: network::policies(config, &labels),
+            service_account: rbac::service_account(config, &labels),
+            role_bindings: rbac::role_bindings(config, &labels),
         }
     }
 
@@ -322,6 +164,33 @@ impl Bundle {
                 .map(|b| managed(Kind::RoleBinding, b)),
         );
         out
+    }
+}
+
+/// The namespace, with restricted Pod Security and the revision stamp.
+fn namespace(config: &NamespaceConfig, labels: &BTreeMap<String, String>) -> Namespace {
+    let mut ns_labels = labels.clone();
+    for mode in ["enforce", "audit", "warn"] {
+        ns_labels.insert(
+            format!("pod-security.kubernetes.io/{mode}"),
+            "restricted".into(),
+        );
+        ns_labels.insert(
+            format!("pod-security.kubernetes.io/{mode}-version"),
+            "latest".into(),
+        );
+    }
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(config.namespace.clone()),
+            labels: Some(ns_labels),
+            annotations: Some(BTreeMap::from([(
+                REVISION_ANNOTATION.to_string(),
+                config.revision.to_string(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
     }
 }
 
@@ -361,193 +230,14 @@ fn meta(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> Objec
     }
 }
 
-fn network_policies(
-    config: &NamespaceConfig,
-    labels: &BTreeMap<String, String>,
-) -> Vec<NetworkPolicy> {
-    let ns = config.namespace.as_str();
-    let all_pods = || Some(LabelSelector::default());
-    let policy = |name: &str, spec: NetworkPolicySpec| NetworkPolicy {
-        metadata: meta(name, ns, labels),
-        spec: Some(spec),
-    };
-    let same_namespace_peer = NetworkPolicyPeer {
-        pod_selector: all_pods(),
-        ..Default::default()
-    };
-    let mut out = vec![
-        // No rules: everything in and out is denied unless another policy allows it.
-        policy(
-            DEFAULT_DENY,
-            NetworkPolicySpec {
-                pod_selector: all_pods(),
-                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-                ..Default::default()
-            },
-        ),
-        policy(
-            ALLOW_SAME_NAMESPACE,
-            NetworkPolicySpec {
-                pod_selector: all_pods(),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![same_namespace_peer.clone()]),
-                    ..Default::default()
-                }]),
-                egress: Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![same_namespace_peer]),
-                    ..Default::default()
-                }]),
-                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            },
-        ),
-        policy(
-            ALLOW_DNS,
-            NetworkPolicySpec {
-                pod_selector: all_pods(),
-                egress: Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: Some(match_labels(NAMESPACE_NAME_LABEL, DNS_NAMESPACE)),
-                        pod_selector: Some(match_labels(DNS_POD_LABEL.0, DNS_POD_LABEL.1)),
-                        ..Default::default()
-                    }]),
-                    ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
-                }]),
-                policy_types: Some(vec!["Egress".into()]),
-                ..Default::default()
-            },
-        ),
-    ];
-    let net = config.network.clone().unwrap_or_default();
-    if net.allow_ingress_controller && !net.ingress_namespace.is_empty() {
-        out.push(policy(
-            ALLOW_INGRESS_CONTROLLER,
-            NetworkPolicySpec {
-                pod_selector: all_pods(),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: Some(match_labels(
-                            NAMESPACE_NAME_LABEL,
-                            &net.ingress_namespace,
-                        )),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }]),
-                policy_types: Some(vec!["Ingress".into()]),
-                ..Default::default()
-            },
-        ));
-    }
-    if net.allow_same_tenant {
-        // Both ends must be mtp namespaces of this tenant: the managed-by
-        // label keeps a tenant from joining another's traffic by labelling
-        // its own namespace (it cannot label namespaces at all with `admin`).
-        let tenant_peer = NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([
-                    (MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
-                    (TENANT_LABEL.to_string(), config.tenant.clone()),
-                ])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        out.push(policy(
-            ALLOW_SAME_TENANT,
-            NetworkPolicySpec {
-                pod_selector: all_pods(),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![tenant_peer.clone()]),
-                    ..Default::default()
-                }]),
-                egress: Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![tenant_peer]),
-                    ..Default::default()
-                }]),
-                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            },
-        ));
-    }
-    out
-}
-
-fn match_labels(key: &str, value: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(BTreeMap::from([(key.to_string(), value.to_string())])),
-        ..Default::default()
-    }
-}
-
-fn dns_port(protocol: &str) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        protocol: Some(protocol.into()),
-        port: Some(IntOrString::Int(53)),
-        ..Default::default()
-    }
-}
-
-fn cluster_role(name: &str) -> RoleRef {
-    RoleRef {
-        api_group: RBAC_GROUP.into(),
-        kind: "ClusterRole".into(),
-        name: name.into(),
-    }
-}
-
-fn rbac_subject(kind: &str, name: &str) -> Subject {
-    Subject {
-        api_group: Some(RBAC_GROUP.into()),
-        kind: kind.into(),
-        name: name.into(),
-        namespace: None,
-    }
-}
-
-fn service_account_subject(namespace: &str, name: &str) -> Subject {
-    Subject {
-        api_group: Some(String::new()),
-        kind: "ServiceAccount".into(),
-        name: name.into(),
-        namespace: Some(namespace.into()),
-    }
-}
-
-/// CPU in the API server's canonical form: whole cores as `2`, else `500m`.
-pub fn cpu(millis: i64) -> Quantity {
-    if millis % 1000 == 0 {
-        Quantity((millis / 1000).to_string())
-    } else {
-        Quantity(format!("{millis}m"))
-    }
-}
-
-/// Bytes in the API server's canonical binary form: the largest of Ki..Ei
-/// that divides exactly, else plain bytes.
-pub fn bytes(n: i64) -> Quantity {
-    const SUFFIXES: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-    if n == 0 {
-        return Quantity("0".into());
-    }
-    let mut value = n;
-    let mut suffix = "";
-    for s in SUFFIXES {
-        if value % 1024 != 0 {
-            break;
-        }
-        value /= 1024;
-        suffix = s;
-    }
-    Quantity(format!("{value}{suffix}"))
-}
-
-fn count(n: i64) -> Quantity {
-    Quantity(n.to_string())
-}
-
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use mtp_proto::v1::{ContainerDefaults, NamespaceQuota, NetworkConfig, TenantOwners};
 
+    use super::network::NAMESPACE_NAME_LABEL;
     use super::*;
 
     pub(crate) fn sample() -> NamespaceConfig {

@@ -1,0 +1,569 @@
+//! The reconciler driven directly on kube-sim, with no control plane and no
+//! PostgreSQL: desired state, role changes and confirmations go in as
+//! `Input`s and role values, and the test reads the `Report`s that come out
+//! and the objects that end up in the cluster — the acknowledgement ledger
+//! (acks never ahead of the work; deletions confirmed, then forgotten) and
+//! the tombstones (a deletion survives a restart; stale state never
+//! re-creates what was deleted).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube_sim::{SimCluster, SimOptions};
+use mtp_agent::AgentStatus;
+use mtp_agent::bundle;
+use mtp_agent::desired::{Changes, DesiredNamespaces, Snapshot, StateDir};
+use mtp_agent::kubernetes::ClusterApi;
+use mtp_agent::lease::{Elector, LeaseConfig};
+use mtp_agent::metrics::Metrics;
+use mtp_agent::persist::StateWriter;
+use mtp_agent::reconciler::{Channels, Input, Outbound, Reconciler, ReconcilerConfig, Stored};
+use mtp_agent::report::{Ack, NamespaceReport, Report};
+use mtp_agent::watch::Touched;
+use mtp_proto::v1::NamespaceConfig;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[allow(dead_code)]
+mod support;
+
+/// Only guards against a hang; nothing here asserts how fast anything is.
+const HANG: Duration = Duration::from_secs(60);
+
+static LEASES: AtomicUsize = AtomicUsize::new(0);
+
+/// One reconciler process on a state directory.
+struct Agent {
+    inputs: mpsc::Sender<Input>,
+    out: mpsc::UnboundedReceiver<Outbound>,
+    role: watch::Sender<Option<bool>>,
+    status: watch::Receiver<AgentStatus>,
+    touched: Touched,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Agent {
+    /// Starts a reconciler on `dir`; as applier it holds a lease of its own
+    /// first (long enough to outlast the test).
+    async fn start(sim: &SimCluster, dir: &Path, applier: bool) -> Agent {
+        let client = sim.client();
+        ensure_namespace(&client, "kube-system").await;
+        let lease = format!("applier-{}", LEASES.fetch_add(1, Ordering::SeqCst));
+        let mut elector = Elector::new(
+            client.clone(),
+            "node-1".into(),
+            LeaseConfig {
+                namespace: "kube-system".into(),
+                name: lease,
+                duration: Duration::from_secs(3600),
+                retry_interval: Duration::from_secs(1),
+            },
+        );
+        if applier {
+            assert!(elector.round().await, "a free lease is taken");
+        }
+        let state_dir = StateDir::new(dir).unwrap();
+        let desired = state_dir.desired().unwrap();
+        let (writer, write_task) = StateWriter::new(state_dir.clone());
+        let (inputs, inputs_rx) = mpsc::channel(64);
+        let (out_tx, out) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(AgentStatus::default());
+        let (role, role_rx) = watch::channel(None);
+        let touched = Touched::default();
+        let metrics = Metrics::new();
+        let reconciler = Reconciler::new(
+            ClusterApi::new(client),
+            elector.fence(),
+            Stored {
+                dir: state_dir,
+                writer,
+                desired,
+            },
+            ReconcilerConfig {
+                // Never on its own during a test: a resync comes when asked
+                // for (a re-listed watch), retries come back quickly.
+                resync_interval: Duration::from_secs(3600),
+                retry_interval: Duration::from_millis(100),
+                drift_quiet: Duration::from_millis(50),
+                concurrency: 4,
+            },
+            Channels {
+                role: role_rx,
+                out: out_tx,
+                status: status_tx,
+                touched: touched.clone(),
+                metrics: metrics.clone(),
+            },
+        );
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(write_task);
+        tasks.spawn(reconciler.run(inputs_rx, shutdown.clone()));
+        role.send_replace(Some(applier));
+        let mut agent = Agent {
+            inputs,
+            out,
+            role,
+            status,
+            touched,
+            metrics,
+            shutdown,
+            tasks,
+        };
+        if applier {
+            // Reported as the role changes, before the new applier's pass.
+            assert_eq!(agent.next().await, Report::Role { applier: true });
+        }
+        agent
+    }
+
+    async fn send(&self, input: Input) {
+        self.inputs.send(input).await.unwrap();
+    }
+
+    /// The next report, skipping none.
+    async fn next(&mut self) -> Report {
+        match tokio::time::timeout(HANG, self.out.recv()).await {
+            Ok(Some(Outbound::Report(r))) => r,
+            other => panic!("expected a report, got {other:?}"),
+        }
+    }
+
+    /// Reports up to and including the first one `wanted` accepts.
+    async fn until(&mut self, wanted: impl Fn(&Report) -> bool) -> Vec<Report> {
+        let mut seen = Vec::new();
+        loop {
+            let r = self.next().await;
+            let done = wanted(&r);
+            seen.push(r);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Reports up to the first acknowledgement of `revision`, and that ack.
+    async fn ack_of(&mut self, revision: i64) -> (Vec<Report>, Ack) {
+        let mut seen = self
+            .until(|r| matches!(r, Report::Ack(a) if a.revision == revision))
+            .await;
+        let Some(Report::Ack(ack)) = seen.pop() else {
+            unreachable!("until returns the matching report last")
+        };
+        (seen, ack)
+    }
+
+    /// Everything the reconciler handled before this has been reported by
+    /// the time this returns: a new session's role report marks the point
+    /// (an applier's status ack follows it and is left for later reads).
+    async fn barrier(&mut self) -> Vec<Report> {
+        self.send(Input::Connected).await;
+        self.until(|r| matches!(r, Report::Role { .. })).await
+    }
+
+    /// A clean stop: the last desired state is on disk afterwards.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn sim() -> SimCluster {
+    SimCluster::start(SimOptions::default())
+        .await
+        .expect("kube-sim starts")
+}
+
+async fn ensure_namespace(client: &kube::Client, name: &str) {
+    let api = Api::<Namespace>::all(client.clone());
+    if api.get_opt(name).await.unwrap().is_none() {
+        let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating {name}: {e}"),
+        }
+    }
+}
+
+fn ns(name: &str, revision: i64) -> NamespaceConfig {
+    NamespaceConfig {
+        revision,
+        ..support::config(name, "team-a")
+    }
+}
+
+fn snapshot(revision: i64, namespaces: &[&str]) -> Input {
+    Input::Snapshot(Snapshot {
+        revision,
+        namespaces: namespaces.iter().map(|n| ns(n, revision)).collect(),
+    })
+}
+
+fn changes(from: i64, to: i64, upserts: &[&str], deletes: &[&str]) -> Input {
+    Input::Changes(Changes {
+        from_revision: from,
+        revision: to,
+        upserts: upserts.iter().map(|n| ns(n, to)).collect(),
+        deletes: deletes.iter().map(|n| n.to_string()).collect(),
+    })
+}
+
+fn exists(sim: &SimCluster, name: &str) -> bool {
+    sim.object("namespaces", "", name).unwrap().is_some()
+}
+
+fn report_of<'a>(ack: &'a Ack, ns: &str) -> Option<&'a NamespaceReport> {
+    ack.results.iter().find(|(n, _)| n == ns).map(|(_, r)| r)
+}
+
+fn acks(reports: &[Report]) -> Vec<&Ack> {
+    reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Ack(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tombstones(dir: &Path) -> Vec<String> {
+    StateDir::new(dir)
+        .unwrap()
+        .tombstones()
+        .unwrap()
+        .into_keys()
+        .collect()
+}
+
+#[tokio::test]
+async fn an_applier_acknowledges_a_revision_once_it_is_in_the_cluster() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+
+    agent.send(snapshot(3, &["team-a-dev", "team-a-qa"])).await;
+    let (before, ack) = agent.ack_of(3).await;
+    assert!(
+        acks(&before).is_empty(),
+        "nothing acknowledged before: {before:?}"
+    );
+    assert_eq!(
+        ack.results,
+        [
+            ("team-a-dev".to_string(), NamespaceReport::Verified),
+            ("team-a-qa".to_string(), NamespaceReport::Verified),
+        ]
+    );
+    for name in ["team-a-dev", "team-a-qa"] {
+        assert!(
+            exists(&sim, name),
+            "{name} applied before it was acknowledged"
+        );
+        assert!(
+            sim.object("resourcequotas", name, bundle::QUOTA_NAME)
+                .unwrap()
+                .is_some()
+        );
+    }
+    let status = agent.status.borrow().clone();
+    assert_eq!(
+        (status.desired_revision, status.acknowledged_revision),
+        (3, 3)
+    );
+    assert_eq!(status.snapshots_received, 1);
+
+    // A later change acknowledges the later revision, with what it touched.
+    agent.send(changes(3, 4, &["team-a-stg"], &[])).await;
+    let (_, ack) = agent.ack_of(4).await;
+    assert_eq!(
+        ack.results,
+        [("team-a-stg".to_string(), NamespaceReport::Verified)]
+    );
+    assert!(exists(&sim, "team-a-stg"));
+
+    let text = agent.metrics.render();
+    assert!(text.contains("mtp_agent_applier 1"), "{text}");
+    assert!(text.contains("mtp_agent_applied_revision 4"), "{text}");
+    assert!(
+        !text.contains("mtp_agent_reconcile_pass_duration_seconds_count{pass=\"delta\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mtp_agent_reconcile_pass_duration_seconds_count{pass=\"delta\"}"),
+        "{text}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_standby_applies_and_acknowledges_nothing_until_it_is_the_applier() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&sim, dir.path(), false).await;
+    agent.send(snapshot(2, &["team-a-dev"])).await;
+    let seen = agent.barrier().await;
+    assert!(acks(&seen).is_empty(), "{seen:?}");
+    assert_eq!(seen, [Report::Role { applier: false }]);
+    assert!(!exists(&sim, "team-a-dev"));
+    assert_eq!(
+        agent.status.borrow().desired_revision,
+        2,
+        "held, not applied"
+    );
+    agent.stop().await;
+
+    // The same state directory, now holding the lease: the held state is
+    // applied by the new applier's full pass and acknowledged.
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    agent.send(snapshot(2, &["team-a-dev"])).await;
+    let (_, ack) = agent.ack_of(2).await;
+    assert_eq!(
+        report_of(&ack, "team-a-dev"),
+        Some(&NamespaceReport::Verified)
+    );
+    assert!(exists(&sim, "team-a-dev"));
+    agent.role.send_replace(Some(false));
+    let seen = agent
+        .until(|r| matches!(r, Report::Role { applier: false }))
+        .await;
+    assert!(acks(&seen).is_empty(), "{seen:?}");
+    agent.stop().await;
+}
+
+/// The ledger's guard: with stored state the control plane has not
+/// confirmed, a missing namespace is withheld and the revision is not
+/// acknowledged — not on the pass, not on a new session — until the state
+/// is confirmed; then the owed results go out with the acknowledgement.
+#[tokio::test]
+async fn acknowledgements_never_run_ahead_of_what_is_applied() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stored = DesiredNamespaces::default();
+    stored.apply_snapshot(Snapshot {
+        revision: 5,
+        namespaces: vec![ns("team-a-dev", 5)],
+    });
+    StateDir::new(dir.path())
+        .unwrap()
+        .save_desired(&stored)
+        .unwrap();
+
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    let seen = agent.barrier().await;
+    assert!(
+        acks(&seen).is_empty(),
+        "a revision with a withheld namespace is not acknowledged: {seen:?}"
+    );
+    assert!(!exists(&sim, "team-a-dev"), "stale state creates nothing");
+    assert_eq!(
+        agent.status.borrow().withheld,
+        ["team-a-dev".to_string()].into()
+    );
+    assert_eq!(agent.status.borrow().acknowledged_revision, 0);
+
+    // Confirmed by changes that continue it: created, and acknowledged
+    // at the new revision with what the withheld pass owed.
+    agent.send(changes(5, 6, &["team-a-qa"], &[])).await;
+    let (before, ack) = agent.ack_of(6).await;
+    assert!(acks(&before).is_empty(), "{before:?}");
+    assert_eq!(
+        report_of(&ack, "team-a-dev"),
+        Some(&NamespaceReport::Verified)
+    );
+    assert_eq!(
+        report_of(&ack, "team-a-qa"),
+        Some(&NamespaceReport::Verified)
+    );
+    assert!(exists(&sim, "team-a-dev") && exists(&sim, "team-a-qa"));
+    assert!(agent.status.borrow().withheld.is_empty());
+    agent.stop().await;
+}
+
+/// A deletion is reported, reported again on every new session until the
+/// control plane confirms the acknowledgement that carried it, and then
+/// forgotten (also on disk).
+#[tokio::test]
+async fn deletions_are_reported_until_confirmed_then_forgotten() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    agent.send(snapshot(2, &["team-a-dev", "team-a-qa"])).await;
+    agent.ack_of(2).await;
+
+    agent.send(changes(2, 3, &[], &["team-a-qa"])).await;
+    let deleted = agent
+        .until(|r| {
+            matches!(r, Report::Ack(a) if a.results.contains(&("team-a-qa".into(), NamespaceReport::Deleted)))
+        })
+        .await;
+    let Some(Report::Ack(first)) = deleted.last() else {
+        unreachable!()
+    };
+    assert_eq!(first.revision, 3);
+    assert!(!exists(&sim, "team-a-qa"));
+    assert_eq!(
+        tombstones(dir.path()),
+        ["team-a-qa"],
+        "kept until confirmed"
+    );
+
+    // The ack may have been lost in a cut: a new session reports it again.
+    agent.send(Input::Connected).await;
+    let (_, again) = agent.ack_of(3).await;
+    assert_eq!(
+        report_of(&again, "team-a-qa"),
+        Some(&NamespaceReport::Deleted)
+    );
+    assert_eq!(
+        report_of(&again, "team-a-dev"),
+        Some(&NamespaceReport::Verified)
+    );
+
+    // Confirming an ack that carried no deletion changes nothing; confirming
+    // the one that did forgets the tombstone.
+    agent.send(Input::AckRecorded(again.sequence + 100)).await;
+    agent.send(Input::AckRecorded(again.sequence)).await;
+    agent.barrier().await;
+    assert!(tombstones(dir.path()).is_empty());
+    agent.send(Input::Connected).await;
+    let (_, after) = agent.ack_of(3).await;
+    assert_eq!(
+        report_of(&after, "team-a-qa"),
+        None,
+        "confirmed: not reported again"
+    );
+    agent.stop().await;
+}
+
+/// The tombstone survives a restart: a namespace deleted from the desired
+/// state while this agent could not act on it is removed (and reported) by
+/// the restarted agent, though no update mentions it again.
+#[tokio::test]
+async fn a_deletion_survives_a_restart_through_its_tombstone() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut applier = Agent::start(&sim, dir.path(), true).await;
+    applier
+        .send(snapshot(2, &["team-a-dev", "team-a-qa"]))
+        .await;
+    applier.ack_of(2).await;
+    applier.stop().await;
+
+    // As a standby it hears of the deletion but may not act.
+    let mut standby = Agent::start(&sim, dir.path(), false).await;
+    standby.send(changes(2, 3, &[], &["team-a-qa"])).await;
+    standby.barrier().await;
+    assert!(exists(&sim, "team-a-qa"));
+    standby.stop().await;
+    assert_eq!(tombstones(dir.path()), ["team-a-qa"]);
+
+    // Restarted as applier with no word from the control plane.
+    let mut restarted = Agent::start(&sim, dir.path(), true).await;
+    let seen = restarted
+        .until(|r| {
+            matches!(r, Report::Ack(a) if a.results.contains(&("team-a-qa".into(), NamespaceReport::Deleted)))
+        })
+        .await;
+    assert!(
+        !exists(&sim, "team-a-qa"),
+        "the stored tombstone was acted on"
+    );
+    assert!(exists(&sim, "team-a-dev"));
+    for ack in acks(&seen) {
+        assert!(
+            ack.revision <= 3,
+            "never ahead of the stored state: {ack:?}"
+        );
+    }
+    restarted.stop().await;
+}
+
+/// Stale stored state (this agent was away while another applier deleted a
+/// namespace) never brings the deleted namespace back, and once the newer
+/// state arrives the deletion is reported.
+#[tokio::test]
+async fn stale_stored_state_never_recreates_a_deleted_namespace() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    agent.send(snapshot(2, &["team-a-dev", "team-a-qa"])).await;
+    agent.ack_of(2).await;
+    agent.stop().await;
+
+    // Meanwhile another applier deleted team-a-qa at revision 3.
+    Api::<Namespace>::all(sim.client())
+        .delete("team-a-qa", &DeleteParams::background())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + HANG;
+    while exists(&sim, "team-a-qa") {
+        assert!(tokio::time::Instant::now() < deadline, "kube-sim finalizes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    let seen = agent.barrier().await;
+    assert!(
+        !exists(&sim, "team-a-qa"),
+        "stale state re-created a deleted namespace"
+    );
+    assert!(acks(&seen).is_empty(), "{seen:?}");
+
+    agent.send(changes(2, 3, &[], &["team-a-qa"])).await;
+    let (_, ack) = agent.ack_of(3).await;
+    assert_eq!(
+        report_of(&ack, "team-a-qa"),
+        Some(&NamespaceReport::Deleted)
+    );
+    assert!(!exists(&sim, "team-a-qa"));
+    agent.stop().await;
+}
+
+/// A drifted object of a verified namespace is put back, reported as drift
+/// (repaired) and counted; the outcome does not change, so no new ack.
+#[tokio::test]
+async fn drift_is_repaired_reported_and_counted() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    agent.send(snapshot(2, &["team-a-dev"])).await;
+    agent.ack_of(2).await;
+
+    Api::<ResourceQuota>::namespaced(sim.client(), "team-a-dev")
+        .delete(bundle::QUOTA_NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    // As after a watch lost its place: one full check.
+    agent.touched.mark_relisted();
+    let seen = agent.until(|r| matches!(r, Report::Drift(_))).await;
+    let Some(Report::Drift(drift)) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(drift.namespace, "team-a-dev");
+    assert!(drift.object.contains(bundle::QUOTA_NAME), "{drift:?}");
+    assert!(drift.repaired);
+    assert!(
+        sim.object("resourcequotas", "team-a-dev", bundle::QUOTA_NAME)
+            .unwrap()
+            .is_some()
+    );
+    let text = agent.metrics.render();
+    assert!(text.contains("mtp_agent_drift_repairs_total 1"), "{text}");
+    assert!(
+        text.contains("mtp_agent_reconcile_pass_duration_seconds_count{pass=\"resync\"}"),
+        "{text}"
+    );
+    let seen = agent.barrier().await;
+    assert!(
+        acks(&seen).is_empty(),
+        "an unchanged outcome is not acknowledged again: {seen:?}"
+    );
+    agent.stop().await;
+}
