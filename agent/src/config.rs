@@ -304,7 +304,8 @@ const DRIFT_QUIET: Setting = Setting {
     flag: "--drift-quiet",
     old: "--drift-quiet-ms / MTP_AGENT_DRIFT_QUIET_MS",
     default: Duration::from_millis(500),
-    min: Duration::ZERO,
+    // Zero would make the reconciler's tick interval zero, which tokio refuses.
+    min: Duration::from_millis(1),
     max: FOREVER,
 };
 
@@ -433,7 +434,12 @@ impl ReconcileArgs {
                 old.resync_secs.map(Duration::from_secs),
                 deprecated,
             )?,
-            retry_interval: self.retry_interval,
+            retry_interval: within(
+                "--retry-interval",
+                self.retry_interval,
+                Duration::from_millis(1),
+                FOREVER,
+            )?,
             drift_quiet: DRIFT_QUIET.resolve(
                 self.drift_quiet,
                 old.drift_quiet_ms.map(Duration::from_millis),

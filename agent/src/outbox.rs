@@ -156,11 +156,18 @@ impl Outbox {
     /// results merge, the later winning per namespace, and it leaves in the
     /// newer one's place (later, never earlier). An older ack with a higher
     /// revision is dropped: the control plane's history went back.
+    ///
+    /// An ack that carries deletions is never merged away: the control plane
+    /// confirms an ack by its own sequence number, and the agent forgets a
+    /// tombstone only on that confirmation, so both acks go out.
     fn supersede_ack(&mut self, report: Report) -> Report {
         let Report::Ack(newer) = report else {
             return report;
         };
-        let queued = self.queue.iter().position(|r| Kind::of(r) == Kind::Ack);
+        let queued = self
+            .queue
+            .iter()
+            .position(|r| matches!(r, Report::Ack(a) if a.deletions().is_empty()));
         let Some(Report::Ack(older)) = queued.and_then(|i| self.remove(i)) else {
             return Report::Ack(newer);
         };
@@ -278,13 +285,28 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_that_carries_a_deletion_keeps_its_own_sequence() {
+        // The deletion is confirmed by sequence 1 only; merged into 2, the
+        // agent would never hear that confirmation and keep the tombstone.
+        let mut outbox = Outbox::new(Metrics::new());
+        let deleted = ack(4, 1, &[("a", NamespaceReport::Deleted)]);
+        outbox.push(deleted.clone());
+        outbox.push(ack(5, 2, &[("b", NamespaceReport::Verified)]));
+        outbox.push(ack(6, 3, &[("b", NamespaceReport::Verified)]));
+        assert_eq!(
+            drain(&mut outbox),
+            [deleted, ack(6, 3, &[("b", NamespaceReport::Verified)])]
+        );
+    }
+
+    #[test]
     fn the_latest_ack_carries_the_results_of_the_ones_it_supersedes() {
         let mut outbox = Outbox::new(Metrics::new());
         outbox.push(ack(
             4,
             1,
             &[
-                ("a", NamespaceReport::Deleted),
+                ("a", NamespaceReport::Verified),
                 ("b", NamespaceReport::Failed("x".into())),
             ],
         ));
@@ -298,7 +320,7 @@ mod tests {
                     5,
                     2,
                     &[
-                        ("a", NamespaceReport::Deleted),
+                        ("a", NamespaceReport::Verified),
                         ("b", NamespaceReport::Verified)
                     ]
                 ),
