@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::{agent, cluster, ctx, env, store, tenant};
-use mtp_core::agents::NamespaceReport;
-use mtp_core::environments::EnvironmentStatus;
+use mtp_core::agents::{AgentIdentity, NamespaceReport};
+use mtp_core::environments::{Environment, EnvironmentStatus};
 use mtp_core::tenants::{Owners, TenantUpdate};
-use mtp_store::AuditFilter;
+use mtp_store::{AuditFilter, Store};
 
 fn namespaces(update: &mtp_core::agents::DesiredUpdate) -> Vec<&str> {
     update
@@ -67,13 +67,20 @@ async fn desired_state_is_a_snapshot_or_the_changes_since_a_revision() {
     }
 }
 
-#[tokio::test]
-async fn a_stale_acknowledgement_never_moves_state_back() {
+/// Cluster `k3s-1`, tenant `team-a` with environment `e` on it, and an
+/// agent of the cluster.
+async fn one_env_and_its_applier() -> (Store, Environment, AgentIdentity) {
     let store = store().await;
     cluster(&store, "k3s-1").await;
     tenant(&store, "team-a", 10).await;
     let e = env(&store, "team-a", "e", "k3s-1").await;
     let applier = agent(&store, "k3s-1", "node-1").await;
+    (store, e, applier)
+}
+
+#[tokio::test]
+async fn a_stale_acknowledgement_never_moves_state_back() {
+    let (store, e, applier) = one_env_and_its_applier().await;
     let verified = [(e.namespace.clone(), NamespaceReport::Verified)];
     store.record_ack(&applier, 1, &verified).await.unwrap();
     let ready = store.get_environment("team-a", "e").await.unwrap();
@@ -129,11 +136,7 @@ async fn a_stale_acknowledgement_never_moves_state_back() {
 
 #[tokio::test]
 async fn only_the_first_ready_report_counts_as_time_to_ready() {
-    let store = store().await;
-    cluster(&store, "k3s-1").await;
-    tenant(&store, "team-a", 10).await;
-    let e = env(&store, "team-a", "e", "k3s-1").await;
-    let applier = agent(&store, "k3s-1", "node-1").await;
+    let (store, e, applier) = one_env_and_its_applier().await;
     let verified = [(e.namespace.clone(), NamespaceReport::Verified)];
     let first = store.record_ack(&applier, 1, &verified).await.unwrap();
     assert_eq!(first.first_ready.len(), 1);
