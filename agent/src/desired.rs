@@ -123,6 +123,7 @@ impl DesiredNamespaces {
         DesiredSnapshot {
             revision: self.revision,
             namespaces: self.namespaces.values().cloned().collect(),
+            ..Default::default()
         }
     }
 }

@@ -201,6 +201,7 @@ impl Sessions {
                 join_token: token.clone(),
                 node_name: self.config.node_name.clone(),
                 agent_version: AGENT_VERSION.into(),
+                ..Default::default()
             })
             .await
             .map_err(|s| Ended::Lost {
@@ -215,7 +216,7 @@ impl Sessions {
         let credential = Credential {
             agent_id: response.agent_id,
             cluster: response.cluster,
-            secret: response.credential,
+            secret: response.certificate_pem,
         };
         self.state_dir
             .save_credential(&credential)

@@ -42,6 +42,7 @@ fn namespace_result(namespace: String, report: NamespaceReport) -> pb::Namespace
         namespace,
         outcome: outcome as i32,
         reason,
+        ..Default::default()
     }
 }
 
@@ -62,6 +63,7 @@ pub fn hello(resume_revision: i64, applier: bool, keepalive: Duration) -> pb::Ag
             agent_version: super::AGENT_VERSION.into(),
             applier,
             keepalive_ms: u32::try_from(keepalive.as_millis()).unwrap_or(u32::MAX),
+            ..Default::default()
         })),
     }
 }
@@ -82,6 +84,7 @@ pub fn input(kind: ControlKind) -> (Option<Input>, bool) {
         ControlKind::Changes(c) => (Some(Input::Changes(c.into())), true),
         ControlKind::AckRecorded(r) => (Some(Input::AckRecorded(r.sequence)), false),
         ControlKind::Keepalive(_) => (None, false),
+        _ => (None, false),
     }
 }
 

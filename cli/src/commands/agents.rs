@@ -142,6 +142,7 @@ mod tests {
             acknowledged_revision: 12,
             agent_version: "0.1.0".into(),
             register_time: None,
+            ..Default::default()
         }
     }
 

@@ -202,6 +202,7 @@ async fn join_token(
     let req = CreateJoinTokenRequest {
         cluster: cluster.to_string(),
         ttl_seconds: ttl.map(|d| d.num_seconds()).unwrap_or(0),
+        ..Default::default()
     };
     ctx.api
         .call(

@@ -25,6 +25,7 @@ pub async fn register(
             join_token: join_token.into(),
             node_name: node.into(),
             agent_version: "scripted".into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -124,6 +125,7 @@ impl ScriptedAgent {
                 namespace,
                 outcome: outcome as i32,
                 reason: reason.into(),
+                ..Default::default()
             })
             .collect();
         self.send(AgentKind::Ack(pb::RevisionAck {
@@ -142,6 +144,7 @@ pub fn hello(applied_revision: i64, applier: bool) -> pb::AgentMessage {
             agent_version: "scripted".into(),
             applier,
             keepalive_ms: 0,
+            ..Default::default()
         })),
     }
 }
@@ -151,7 +154,7 @@ pub fn namespaces(kind: &ControlKind) -> Vec<String> {
     match kind {
         ControlKind::Snapshot(s) => s.namespaces.iter().map(|n| n.namespace.clone()).collect(),
         ControlKind::Changes(c) => c.upserts.iter().map(|n| n.namespace.clone()).collect(),
-        ControlKind::Keepalive(_) | ControlKind::AckRecorded(_) => vec![],
+        _ => vec![],
     }
 }
 
@@ -159,7 +162,7 @@ pub fn revision(kind: &ControlKind) -> i64 {
     match kind {
         ControlKind::Snapshot(s) => s.revision,
         ControlKind::Changes(c) => c.revision,
-        ControlKind::Keepalive(_) => 0,
         ControlKind::AckRecorded(r) => r.revision,
+        _ => 0,
     }
 }

@@ -254,6 +254,7 @@ impl Clients {
     pub async fn join_token(&mut self, cluster: &str) -> String {
         self.clusters
             .create_join_token(pb::CreateJoinTokenRequest {
+                max_uses: 0,
                 cluster: cluster.into(),
                 ttl_seconds: 0,
             })

@@ -64,6 +64,7 @@ impl Api {
             cluster: r.cluster,
             secret,
             expire_time: Some(timestamp(expire)),
+            ..Default::default()
         })
     }
 
@@ -87,6 +88,34 @@ impl ClusterService for Api {
         request: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::JoinToken>, Status> {
         Ok(Response::new(self.create_join_token_inner(request).await?))
+    }
+
+    async fn list_join_tokens(
+        &self,
+        _request: Request<pb::ListJoinTokensRequest>,
+    ) -> Result<Response<pb::ListJoinTokensResponse>, Status> {
+        Err(Status::unimplemented("todo(issue 11)"))
+    }
+
+    async fn revoke_join_token(
+        &self,
+        _request: Request<pb::RevokeJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        Err(Status::unimplemented("todo(issue 11)"))
+    }
+
+    async fn revoke_agent(
+        &self,
+        _request: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        Err(Status::unimplemented("todo(issue 11)"))
+    }
+
+    async fn confirm_prune(
+        &self,
+        _request: Request<pb::ConfirmPruneRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        Err(Status::unimplemented("todo(issue 11)"))
     }
 
     async fn list_agents(

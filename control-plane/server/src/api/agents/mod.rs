@@ -83,7 +83,8 @@ impl AgentService for AgentChannel {
         Ok(Response::new(pb::RegisterAgentResponse {
             agent_id: identity.agent_id,
             cluster: identity.cluster,
-            credential,
+            certificate_pem: credential,
+            ..Default::default()
         }))
     }
 

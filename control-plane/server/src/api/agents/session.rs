@@ -279,6 +279,7 @@ impl AgentSession {
             // Answered at once: the agent detects a half-open stream by its
             // own interval, whatever ours is.
             Some(AgentKind::Keepalive(_)) => self.keepalive(),
+            Some(AgentKind::Renew(_)) | Some(AgentKind::PruneHeld(_)) => Ok(()),
             Some(AgentKind::Hello(_)) | None => Err(self
                 .refuse("unexpected message in an established session")
                 .await),

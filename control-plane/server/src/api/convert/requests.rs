@@ -384,6 +384,7 @@ mod tests {
     #[test]
     fn acknowledged_outcomes_decode_and_unknown_ones_are_skipped() {
         let result = |namespace: &str, outcome: i32| pb::NamespaceResult {
+            live_revision: 0,
             namespace: namespace.into(),
             outcome,
             reason: "quota rejected".into(),

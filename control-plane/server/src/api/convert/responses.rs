@@ -122,6 +122,7 @@ pub fn cluster_to_pb(c: &Cluster) -> pb::Cluster {
         ingress_namespace: c.ingress_namespace.clone(),
         revision: c.revision,
         create_time: Some(timestamp(c.create_time)),
+        ..Default::default()
     }
 }
 
@@ -194,6 +195,7 @@ pub fn agent_to_pb(a: &Agent) -> pb::Agent {
         acknowledged_revision: a.acknowledged_revision,
         agent_version: a.agent_version.clone(),
         register_time: Some(timestamp(a.register_time)),
+        ..Default::default()
     }
 }
 
@@ -206,12 +208,14 @@ pub fn desired_to_pb(update: &DesiredUpdate) -> pb::ControlMessage {
         None => Kind::Snapshot(pb::DesiredSnapshot {
             revision: update.revision,
             namespaces: upserts,
+            ..Default::default()
         }),
         Some(from) => Kind::Changes(pb::DesiredChanges {
             from_revision: from,
             revision: update.revision,
             upserts,
             deletes: update.deletes.clone(),
+            ..Default::default()
         }),
     };
     pb::ControlMessage { kind: Some(kind) }
