@@ -24,7 +24,7 @@ async fn agent_for(plane: &TestPlane, admin: &mut Clients, cluster: &str, node: 
     let token = admin.join_token(cluster).await;
     let registered = register(&plane.url(), &token, node).await.unwrap();
     assert_eq!(registered.cluster, cluster);
-    registered.credential
+    registered.certificate_pem
 }
 
 #[tokio::test]
@@ -221,11 +221,11 @@ async fn join_tokens_are_checked_and_re_registering_replaces_the_credential() {
     let first = register(&plane.url(), &token, "node-1")
         .await
         .unwrap()
-        .credential;
+        .certificate_pem;
     let second = register(&plane.url(), &token, "node-1")
         .await
         .unwrap()
-        .credential;
+        .certificate_pem;
     assert_eq!(
         ScriptedAgent::connect(&plane.url(), &first, 0, true)
             .await
@@ -556,6 +556,7 @@ async fn keepalives_are_answered_and_an_agents_longer_interval_is_respected() {
             agent_version: "scripted".into(),
             applier: true,
             keepalive_ms: 5_000,
+        ..Default::default()
         })),
     };
     let mut slow_agent = ScriptedAgent::connect_with(&fast.url(), &credential, hello)
