@@ -385,7 +385,7 @@ async fn applier_agent(url: &str, join_token: &str, node: &str) -> (ScriptedAgen
     let reg = agent::register(url, join_token, node)
         .await
         .expect("the printed join token registers an agent");
-    let mut a = ScriptedAgent::connect(url, &reg.credential, 0, true)
+    let mut a = ScriptedAgent::connect(url, &reg.certificate_pem, 0, true)
         .await
         .expect("session opens");
     let first = a.next_desired(Duration::from_secs(10)).await;
