@@ -157,6 +157,7 @@ impl FakeAgent {
             .create_join_token(plane.admin(pb::CreateJoinTokenRequest {
                 cluster: cluster.into(),
                 ttl_seconds: 0,
+                max_uses: 0,
             }))
             .await
             .expect("join token")
@@ -167,17 +168,19 @@ impl FakeAgent {
                 join_token: join.secret,
                 node_name: "node-1".into(),
                 agent_version: "hand-driven".into(),
+                ..Default::default()
             })
             .await
             .expect("registers")
             .into_inner();
         let (to_plane, outbound) = mpsc::channel(16);
-        let session = plane.authed(&registered.credential, ReceiverStream::new(outbound));
+        let session = plane.authed(&registered.certificate_pem, ReceiverStream::new(outbound));
         let hello = AgentKind::Hello(pb::AgentHello {
             applied_revision: 0,
             agent_version: "hand-driven".into(),
             applier: true,
             keepalive_ms: 1000,
+            ..Default::default()
         });
         to_plane
             .send(pb::AgentMessage { kind: Some(hello) })
@@ -303,6 +306,7 @@ async fn operator_metrics_follow_sessions_environments_and_reports() {
         namespace: env.namespace.clone(),
         outcome: pb::NamespaceOutcome::Verified as i32,
         reason: String::new(),
+        live_revision: 0,
     };
     agent.ack(1, 1, vec![verified]).await;
     let page = plane.metrics().await;
