@@ -28,7 +28,7 @@ pub use agents::AckOutcome;
 pub use audit::{AuditFilter, AuditReport};
 pub use environments::EnvironmentFilter;
 pub use error::{Error, Result};
-pub use revisions::{RevisionNotice, RevisionNotices};
+pub use revisions::{AgentNotice, RevisionNotice, RevisionNotices};
 
 /// Who is changing state, for the audit event written with the change.
 #[derive(Debug, Clone, PartialEq, Eq)]

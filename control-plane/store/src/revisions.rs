@@ -1,7 +1,8 @@
-//! Cluster revisions: the counter agents follow, its bump inside a change's
-//! transaction, and the PostgreSQL NOTIFY that announces each bump to every
-//! replica. This module writes the notification payload and is the only one
-//! that reads it.
+//! Cluster revisions and agent events: the counter agents follow, its bump
+//! inside a change's transaction, and the PostgreSQL NOTIFYs that announce
+//! each bump, and each agent session replaced or agent revoked, to every
+//! replica. This module writes the notification payloads and is the only one
+//! that reads them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,11 @@ use crate::{Result, Store};
 /// The PostgreSQL notification channel carrying `<cluster id>:<revision>`
 /// whenever a cluster's revision moves.
 const REVISION_CHANNEL: &str = "mtp_cluster_revision";
+
+/// The channel carrying `<agent id>:<session id>` when an agent's live
+/// session changes (a newer one replaces it) and `<agent id>:revoked` when it
+/// is revoked: sessions of that agent on every replica end.
+const AGENT_CHANNEL: &str = "mtp_agent_session";
 
 /// How many notices a slow session may fall behind before it is told it
 /// lagged (it then catches up from what it last sent).
@@ -42,6 +48,58 @@ impl RevisionNotice {
             revision: revision.parse().ok()?,
         })
     }
+}
+
+/// What happened to an agent that its open sessions must hear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentNotice {
+    /// `session` is now the agent's one live session; any other ends.
+    Session { agent_id: String, session: Uuid },
+    /// The agent was revoked: every session of it ends.
+    Revoked { agent_id: String },
+}
+
+impl AgentNotice {
+    pub fn agent_id(&self) -> &str {
+        match self {
+            AgentNotice::Session { agent_id, .. } | AgentNotice::Revoked { agent_id } => agent_id,
+        }
+    }
+
+    fn payload(&self) -> String {
+        match self {
+            AgentNotice::Session { agent_id, session } => format!("{agent_id}:{session}"),
+            AgentNotice::Revoked { agent_id } => format!("{agent_id}:revoked"),
+        }
+    }
+
+    fn parse(payload: &str) -> Option<Self> {
+        let (agent, what) = payload.rsplit_once(':')?;
+        if agent.is_empty() {
+            return None;
+        }
+        let agent_id = agent.to_owned();
+        if what == "revoked" {
+            return Some(AgentNotice::Revoked { agent_id });
+        }
+        Some(AgentNotice::Session {
+            agent_id,
+            session: what.parse().ok()?,
+        })
+    }
+}
+
+/// Queues an agent notice, sent on commit.
+pub(crate) async fn notify_agent(
+    tx: &mut Transaction<'_, Postgres>,
+    notice: &AgentNotice,
+) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(AGENT_CHANNEL)
+        .bind(notice.payload())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Bumps a cluster's revision and returns the new value. Takes the cluster row
@@ -90,6 +148,7 @@ pub(crate) async fn notify(
 #[derive(Clone, Debug)]
 pub struct RevisionNotices {
     sender: broadcast::Sender<RevisionNotice>,
+    agents: broadcast::Sender<AgentNotice>,
     _listener: Arc<AbortOnDrop>,
 }
 
@@ -97,6 +156,11 @@ impl RevisionNotices {
     /// Notices committed after this call (and after the listener is up).
     pub fn subscribe(&self) -> broadcast::Receiver<RevisionNotice> {
         self.sender.subscribe()
+    }
+
+    /// Agent notices (session replaced, agent revoked) committed after this call.
+    pub fn subscribe_agents(&self) -> broadcast::Receiver<AgentNotice> {
+        self.agents.subscribe()
     }
 }
 
@@ -115,22 +179,29 @@ impl Store {
     /// unless that attempt failed (it is then retried with backoff, logged).
     pub async fn revision_notices(&self) -> RevisionNotices {
         let (sender, _) = broadcast::channel(NOTICE_BACKLOG);
+        let (agents, _) = broadcast::channel(NOTICE_BACKLOG);
         let first = self.listen().await;
         let store = self.clone();
-        let relay = sender.clone();
+        let relay = Relay {
+            revisions: sender.clone(),
+            agents: agents.clone(),
+        };
         let task = tokio::spawn(
             async move { store.relay_notices(first, relay).await }
                 .instrument(tracing::info_span!("revision_notices")),
         );
         RevisionNotices {
             sender,
+            agents,
             _listener: Arc::new(AbortOnDrop(task)),
         }
     }
 
     async fn listen(&self) -> Result<PgListener, sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(REVISION_CHANNEL).await?;
+        listener
+            .listen_all([REVISION_CHANNEL, AGENT_CHANNEL])
+            .await?;
         Ok(listener)
     }
 
@@ -139,7 +210,7 @@ impl Store {
     async fn relay_notices(
         &self,
         mut attempt: Result<PgListener, sqlx::Error>,
-        notices: broadcast::Sender<RevisionNotice>,
+        notices: Relay,
     ) {
         const FIRST_RETRY: Duration = Duration::from_millis(200);
         let mut backoff = FIRST_RETRY;
@@ -160,14 +231,7 @@ impl Store {
             backoff = FIRST_RETRY;
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(n)) => match RevisionNotice::parse(n.payload()) {
-                        // No receiver (no session on this replica) is fine.
-                        Some(notice) => drop(notices.send(notice)),
-                        None => tracing::warn!(
-                            payload = n.payload(),
-                            "ignoring a malformed revision notice"
-                        ),
-                    },
+                    Ok(Some(n)) => notices.forward(n.channel(), n.payload()),
                     Ok(None) => {
                         tracing::warn!("notification connection lost; reconnecting");
                         break;
@@ -179,6 +243,26 @@ impl Store {
                 }
             }
             attempt = self.listen().await;
+        }
+    }
+}
+
+/// Where the listener forwards what it hears, by channel.
+struct Relay {
+    revisions: broadcast::Sender<RevisionNotice>,
+    agents: broadcast::Sender<AgentNotice>,
+}
+
+impl Relay {
+    fn forward(&self, channel: &str, payload: &str) {
+        // No receiver (no session on this replica) is fine.
+        let sent = match channel {
+            REVISION_CHANNEL => RevisionNotice::parse(payload).map(|n| drop(self.revisions.send(n))),
+            AGENT_CHANNEL => AgentNotice::parse(payload).map(|n| drop(self.agents.send(n))),
+            _ => None,
+        };
+        if sent.is_none() {
+            tracing::warn!(channel, payload, "ignoring a malformed notice");
         }
     }
 }
@@ -199,5 +283,16 @@ mod tests {
             RevisionNotice::parse(&format!("{}:x", notice.cluster_id)),
             None
         );
+        let session = AgentNotice::Session {
+            agent_id: "mtpagent_0123".into(),
+            session: Uuid::new_v4(),
+        };
+        assert_eq!(AgentNotice::parse(&session.payload()), Some(session));
+        let revoked = AgentNotice::Revoked {
+            agent_id: "mtpagent_0123".into(),
+        };
+        assert_eq!(AgentNotice::parse(&revoked.payload()), Some(revoked));
+        assert_eq!(AgentNotice::parse(":revoked"), None);
+        assert_eq!(AgentNotice::parse("a:not-a-uuid"), None);
     }
 }
