@@ -12,6 +12,7 @@ mod audit;
 mod clusters;
 mod environments;
 mod error;
+mod identities;
 mod profiles;
 mod revisions;
 mod tenants;

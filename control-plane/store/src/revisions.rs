@@ -207,11 +207,7 @@ impl Store {
 
     /// Forwards notifications until aborted or the store is closed;
     /// reconnects with backoff.
-    async fn relay_notices(
-        &self,
-        mut attempt: Result<PgListener, sqlx::Error>,
-        notices: Relay,
-    ) {
+    async fn relay_notices(&self, mut attempt: Result<PgListener, sqlx::Error>, notices: Relay) {
         const FIRST_RETRY: Duration = Duration::from_millis(200);
         let mut backoff = FIRST_RETRY;
         loop {
@@ -257,7 +253,9 @@ impl Relay {
     fn forward(&self, channel: &str, payload: &str) {
         // No receiver (no session on this replica) is fine.
         let sent = match channel {
-            REVISION_CHANNEL => RevisionNotice::parse(payload).map(|n| drop(self.revisions.send(n))),
+            REVISION_CHANNEL => {
+                RevisionNotice::parse(payload).map(|n| drop(self.revisions.send(n)))
+            }
             AGENT_CHANNEL => AgentNotice::parse(payload).map(|n| drop(self.agents.send(n))),
             _ => None,
         };

@@ -556,7 +556,7 @@ async fn keepalives_are_answered_and_an_agents_longer_interval_is_respected() {
             agent_version: "scripted".into(),
             applier: true,
             keepalive_ms: 5_000,
-        ..Default::default()
+            ..Default::default()
         })),
     };
     let mut slow_agent = ScriptedAgent::connect_with(&fast.url(), &credential, hello)

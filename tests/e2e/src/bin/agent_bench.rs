@@ -303,7 +303,8 @@ async fn bench_config_for(
     let token = admin.join_token("bench-1").await;
     let reg = mtp_e2e::agent::register(&plane.url(), &token, "bench-reader").await?;
     let mut reader =
-        mtp_e2e::agent::ScriptedAgent::connect(&plane.url(), &reg.certificate_pem, 0, false).await?;
+        mtp_e2e::agent::ScriptedAgent::connect(&plane.url(), &reg.certificate_pem, 0, false)
+            .await?;
     match reader.next_desired(Duration::from_secs(10)).await {
         pb::control_message::Kind::Snapshot(s) => s
             .namespaces
