@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::claims::HeldPrune;
 use crate::environments::EnvironmentStatus;
 use crate::names::{validate_k8s_label, validate_object_name};
 use crate::{Error, Result};
@@ -51,6 +52,12 @@ pub struct Cluster {
     /// The latest revision of the cluster's desired state.
     pub revision: i64,
     pub create_time: DateTime<Utc>,
+    /// The agent the control plane fenced in as applier, if any.
+    pub applier_agent_id: Option<String>,
+    /// The epoch of the latest applier grant (only grows; 0: never granted).
+    pub applier_epoch: i64,
+    /// A prune pass the applier holds for an operator's confirmation.
+    pub held_prune: Option<HeldPrune>,
 }
 
 /// What an operator watches per cluster (for the metrics).

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod agents;
 pub mod audit;
+pub mod claims;
 pub mod clusters;
 pub mod environments;
 pub mod error;

@@ -30,10 +30,20 @@ CREATE TABLE agent_ca (
     create_time      TIMESTAMPTZ NOT NULL
 );
 
--- The applier of each cluster, fenced here: granting moves the epoch up, and
--- only reports of the granted agent at the current epoch are heard. A prune
--- pass the applier held waits in `held_prune` for an operator's confirmation.
-ALTER TABLE clusters
-    ADD COLUMN applier_agent_id  TEXT REFERENCES agents (id) ON DELETE SET NULL,
-    ADD COLUMN applier_epoch     BIGINT NOT NULL DEFAULT 0 CHECK (applier_epoch >= 0),
-    ADD COLUMN held_prune        JSONB;
+-- The applier of each cluster, fenced here: a grant moves the epoch up (it
+-- never goes down, also when the applier lets go: agent_id is then NULL), and
+-- only reports of the granted agent at the current epoch are heard. A table
+-- of its own, so that checking the fence (FOR SHARE, first in a report's
+-- transaction) never waits on the locks that environment changes take on
+-- clusters and environments rows. Revoking an agent needs no change here:
+-- the fence check joins the agent and ignores a revoked one.
+CREATE TABLE cluster_appliers (
+    cluster_id  UUID PRIMARY KEY REFERENCES clusters (id),
+    agent_id    TEXT REFERENCES agents (id) ON DELETE SET NULL,
+    epoch       BIGINT NOT NULL CHECK (epoch >= 0),
+    grant_time  TIMESTAMPTZ NOT NULL
+);
+
+-- A prune pass the applier held (it would delete more than its configured
+-- share of the managed namespaces), waiting for an operator's confirmation.
+ALTER TABLE clusters ADD COLUMN held_prune JSONB;

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use mtp_core::agents::{Agent, AgentIdentity, DesiredUpdate, NamespaceReport, NamespaceSpec};
+use mtp_core::claims::{self, AckClaim, DriftClaim, HeldPrune};
 use mtp_core::environments::EnvironmentStatus;
 use mtp_core::profiles::Profile;
 use mtp_core::tenants::Owners;
@@ -12,6 +13,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::appliers;
 use crate::environments::{self, QuotaColumns};
 use crate::revisions::{self, RevisionNotice};
 use crate::{ChangeContext, Error, Result, Store, audit};
@@ -153,58 +155,73 @@ impl Store {
         .await
     }
 
-    /// Records an applier's acknowledgement of `revision` with its results.
-    /// A result only moves an environment whose latest change is covered by
-    /// the acknowledged revision, so a stale ack never marks a newer change Ready.
+    /// Records an acknowledgement of the applier fenced at `epoch`, with its
+    /// results. `None`: the agent is not that applier (any more); nothing
+    /// changed. A result only moves an environment whose latest change is
+    /// covered by the acknowledged revision, so a stale ack never marks a
+    /// newer change Ready. Every namespace the agent reports deleted is
+    /// audited: an environment's deletion confirmed, or (its claim) a
+    /// namespace it pruned that no environment here owns.
     pub async fn record_ack(
         &self,
         agent: &AgentIdentity,
-        revision: i64,
-        results: &[(String, NamespaceReport)],
-    ) -> Result<AckOutcome> {
+        epoch: i64,
+        ack: &AckClaim,
+    ) -> Result<Option<AckOutcome>> {
         self.timed("record_ack", async {
             let mut outcome = AckOutcome::default();
             let mut tx = self.begin().await?;
+            if !appliers::fenced(&mut tx, agent, epoch).await? {
+                tx.rollback().await?;
+                return Ok(None);
+            }
             sqlx::query(
                 "UPDATE agents SET acknowledged_revision = GREATEST(acknowledged_revision, $2), last_seen_time = now()
                  WHERE id = $1",
             )
             .bind(&agent.agent_id)
-            .bind(revision)
+            .bind(ack.revision)
             .execute(&mut *tx)
             .await?;
-            for (namespace, report) in results {
-                if let Some(after) = record_result(&mut tx, agent, revision, namespace, report).await? {
+            for (namespace, report) in &ack.results {
+                if let Some(after) = record_result(&mut tx, agent, ack.revision, namespace, report).await? {
                     outcome.first_ready.push(after);
                 }
             }
             tx.commit().await?;
-            Ok(outcome)
+            Ok(Some(outcome))
         })
         .await
     }
 
-    /// Records a repaired drift in the audit log.
+    /// Records a drift the fenced applier reports, in the audit log, as its
+    /// claim. False: not that applier; nothing written.
     pub async fn record_drift(
         &self,
         agent: &AgentIdentity,
-        namespace: &str,
-        object: &str,
-        description: &str,
-    ) -> Result<()> {
+        epoch: i64,
+        drift: &DriftClaim,
+    ) -> Result<bool> {
         self.timed("record_drift", async {
             let mut tx = self.begin().await?;
+            if !appliers::fenced(&mut tx, agent, epoch).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             let env: Option<(String, String)> = sqlx::query_as(
                 "SELECT t.name, e.name FROM environments e JOIN tenants t ON t.id = e.tenant_id
                  WHERE e.cluster_id = $1 AND e.namespace = $2 AND e.status <> 'deleted'",
             )
             .bind(agent.cluster_id)
-            .bind(namespace)
+            .bind(&drift.namespace)
             .fetch_optional(&mut *tx)
             .await?;
             let (tenant, target) = match &env {
                 Some((t, e)) => (Some(t.as_str()), format!("environment/{t}/{e}")),
-                None => (None, format!("namespace/{}/{namespace}", agent.cluster)),
+                None => (
+                    None,
+                    format!("namespace/{}/{}", agent.cluster, drift.namespace),
+                ),
             };
             audit::append(
                 &mut tx,
@@ -212,35 +229,52 @@ impl Store {
                 "environment.drift_repaired",
                 target,
                 tenant,
-                json!({ "namespace": namespace, "object": object, "description": description, "node": agent.node_name }),
+                json!({
+                    "namespace": drift.namespace,
+                    "object": drift.object,
+                    "description": drift.description,
+                    "repaired": drift.repaired,
+                    "node": agent.node_name,
+                    "reported_by": "agent",
+                }),
             )
             .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(true)
         })
         .await
     }
 
-    /// An agent holds a revision above the cluster's: this database was
-    /// restored from a backup, and the revisions it will issue next were
-    /// already used, for other content. Every live environment is re-issued
-    /// at a revision above anything the agents hold, so that their stored
-    /// state and the revisions stamped on namespaces can never be mistaken
-    /// for the new history. Returns the cluster revision afterwards; audited.
-    pub async fn reissue_revisions(&self, agent: &AgentIdentity, above: i64) -> Result<i64> {
+    /// The fenced applier holds a revision (or found a namespace stamped
+    /// with one) above the cluster's: this database was restored from a
+    /// backup, and the revisions it would issue next were already used, for
+    /// other content. Every live environment is re-issued above `claimed`,
+    /// so that stored state and stamps can never be mistaken for the new
+    /// history. Bounded (see `claims::reissue_above`: a claim too far ahead
+    /// is refused), checked arithmetic, audited. `None`: not the applier.
+    /// Returns the cluster revision afterwards.
+    pub async fn reissue_revisions(
+        &self,
+        agent: &AgentIdentity,
+        epoch: i64,
+        claimed: i64,
+    ) -> Result<Option<i64>> {
         self.timed("reissue_revisions", async {
             let mut tx = self.begin().await?;
+            if !appliers::fenced(&mut tx, agent, epoch).await? {
+                tx.rollback().await?;
+                return Ok(None);
+            }
             let current: i64 =
                 sqlx::query_scalar("SELECT revision FROM clusters WHERE id = $1 FOR UPDATE")
                     .bind(agent.cluster_id)
                     .fetch_one(&mut *tx)
                     .await?;
-            if current > above {
-                // Another session got there first.
+            let Some(revision) = claims::reissue_above(current, claimed)? else {
+                // Already above (another session got there first).
                 tx.rollback().await?;
-                return Ok(current);
-            }
-            let revision = above + 1;
+                return Ok(Some(current));
+            };
             sqlx::query("UPDATE clusters SET revision = $2 WHERE id = $1")
                 .bind(agent.cluster_id)
                 .bind(revision)
@@ -262,10 +296,11 @@ impl Store {
                 None,
                 json!({
                     "database_revision": current,
-                    "agent_revision": above,
+                    "agent_revision": claimed,
                     "revision": revision,
                     "environments": reissued,
                     "node": agent.node_name,
+                    "epoch": epoch,
                 }),
             )
             .await?;
@@ -278,32 +313,60 @@ impl Store {
             )
             .await?;
             tx.commit().await?;
-            Ok(revision)
+            Ok(Some(revision))
         })
         .await
     }
 
-    /// Updates an agent's liveness and role as seen by this replica.
-    pub async fn agent_seen(
+    /// The fenced applier held a prune pass: kept on the cluster (shown by
+    /// `mtp cluster get`) until an operator confirms it, audited once per
+    /// held revision. False: not the applier.
+    pub async fn hold_prune(
         &self,
         agent: &AgentIdentity,
-        connected: bool,
-        applier: bool,
-        version: Option<&str>,
-    ) -> Result<()> {
-        self.timed("agent_seen", async {
-            sqlx::query(
-                "UPDATE agents SET connected = $2, applier = $3, last_seen_time = now(),
-                        agent_version = COALESCE($4, agent_version)
-                 WHERE id = $1",
+        epoch: i64,
+        held: &HeldPrune,
+    ) -> Result<bool> {
+        self.timed("hold_prune", async {
+            let mut tx = self.begin().await?;
+            if !appliers::fenced(&mut tx, agent, epoch).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            let held = HeldPrune {
+                hold_time: Some(chrono::Utc::now()),
+                ..held.clone()
+            };
+            let changed = sqlx::query(
+                "UPDATE clusters SET held_prune = $2
+                 WHERE id = $1 AND (held_prune IS NULL OR (held_prune->>'revision')::bigint <> $3)",
             )
-            .bind(&agent.agent_id)
-            .bind(connected)
-            .bind(applier && connected)
-            .bind(version)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
+            .bind(agent.cluster_id)
+            .bind(Json(&held))
+            .bind(held.revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                audit::append(
+                    &mut tx,
+                    &agent_context(agent),
+                    "cluster.prune_held",
+                    format!("cluster/{}", agent.cluster),
+                    None,
+                    json!({
+                        "revision": held.revision,
+                        "would_delete": held.would_delete,
+                        "managed": held.managed,
+                        "sample": held.sample,
+                        "node": agent.node_name,
+                        "reported_by": "agent",
+                    }),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
         })
         .await
     }
@@ -394,6 +457,8 @@ async fn record_result(
             .execute(&mut **tx)
             .await?;
         }
+        // Left alone by the agent; the session re-issues above the stamp.
+        NamespaceReport::Superseded { .. } => {}
         NamespaceReport::Deleted => {
             let confirmed: Option<(String, String)> = sqlx::query_as(
                 "UPDATE environments e
@@ -420,10 +485,59 @@ async fn record_result(
                     details,
                 )
                 .await?;
+            } else {
+                audit_unclaimed_deletion(tx, agent, revision, namespace).await?;
             }
         }
     }
     Ok(None)
+}
+
+/// A namespace the agent says it deleted that no `deleting` environment of
+/// this cluster owns (a prune of something the desired state does not
+/// hold): audited per namespace, as the agent's claim, so that no deletion
+/// on a cluster goes unrecorded. A repeat of an already confirmed deletion
+/// (re-sent after a cut) is not audited twice.
+async fn audit_unclaimed_deletion(
+    tx: &mut Transaction<'_, Postgres>,
+    agent: &AgentIdentity,
+    revision: i64,
+    namespace: &str,
+) -> Result<()> {
+    let owner: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT t.name, e.name, e.status FROM environments e JOIN tenants t ON t.id = e.tenant_id
+         WHERE e.cluster_id = $1 AND e.namespace = $2
+         ORDER BY e.create_time DESC LIMIT 1",
+    )
+    .bind(agent.cluster_id)
+    .bind(namespace)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if matches!(&owner, Some((_, _, status)) if status == "deleted") {
+        return Ok(());
+    }
+    let (tenant, target) = match &owner {
+        Some((t, e, _)) => (Some(t.as_str()), format!("environment/{t}/{e}")),
+        None => (None, format!("namespace/{}/{namespace}", agent.cluster)),
+    };
+    let details = json!({
+        "namespace": namespace,
+        "revision": revision,
+        "node": agent.node_name,
+        "status": owner.as_ref().map(|(_, _, s)| s.as_str()),
+        "reported_by": "agent",
+    });
+    tracing::warn!(cluster = %agent.cluster, namespace, status = ?owner.as_ref().map(|o| &o.2), "the applier deleted a namespace no deleting environment owns");
+    audit::append(
+        tx,
+        &agent_context(agent),
+        "namespace.deleted_by_agent",
+        target,
+        tenant,
+        details,
+    )
+    .await?;
+    Ok(())
 }
 
 fn agent_context(agent: &AgentIdentity) -> ChangeContext {

@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use mtp_core::Error as DomainError;
+use mtp_core::claims::HeldPrune;
 use mtp_core::clusters::{Cluster, ClusterSummary, NewCluster};
 use mtp_core::environments::EnvironmentStatus;
 use serde_json::json;
+use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -22,7 +24,16 @@ struct ClusterRow {
     ingress_namespace: String,
     revision: i64,
     create_time: DateTime<Utc>,
+    applier_agent_id: Option<String>,
+    applier_epoch: i64,
+    held_prune: Option<Json<HeldPrune>>,
 }
+
+/// A cluster with its applier fence.
+const SELECT_CLUSTER: &str =
+    "SELECT c.id, c.name, c.labels, c.ingress_namespace, c.revision, c.create_time,
+        f.agent_id AS applier_agent_id, COALESCE(f.epoch, 0) AS applier_epoch, c.held_prune
+ FROM clusters c LEFT JOIN cluster_appliers f ON f.cluster_id = c.id";
 
 impl From<ClusterRow> for Cluster {
     fn from(r: ClusterRow) -> Self {
@@ -33,6 +44,9 @@ impl From<ClusterRow> for Cluster {
             ingress_namespace: r.ingress_namespace,
             revision: r.revision,
             create_time: r.create_time,
+            applier_agent_id: r.applier_agent_id,
+            applier_epoch: r.applier_epoch,
+            held_prune: r.held_prune.map(|j| j.0),
         }
     }
 }
@@ -44,7 +58,9 @@ impl Store {
             let mut tx = self.begin().await?;
             let inserted: Result<ClusterRow, sqlx::Error> = sqlx::query_as(
                 "INSERT INTO clusters (id, name, labels, ingress_namespace, revision, create_time)
-                 VALUES ($1, $2, $3, $4, 0, $5) RETURNING *",
+                 VALUES ($1, $2, $3, $4, 0, $5)
+                 RETURNING id, name, labels, ingress_namespace, revision, create_time,
+                           NULL::text AS applier_agent_id, 0::bigint AS applier_epoch, held_prune",
             )
             .bind(Uuid::new_v4())
             .bind(&new.name)
@@ -76,21 +92,76 @@ impl Store {
 
     pub async fn get_cluster(&self, name: &str) -> Result<Cluster> {
         self.timed("get_cluster", async {
-            let row: Option<ClusterRow> = sqlx::query_as("SELECT * FROM clusters WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row: Option<ClusterRow> =
+                sqlx::query_as(AssertSqlSafe(format!("{SELECT_CLUSTER} WHERE c.name = $1")))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
             row.map(Cluster::from)
                 .ok_or_else(|| DomainError::not_found("cluster", name).into())
         })
         .await
     }
 
+    /// An operator lets the applier carry out the prune pass it held at
+    /// `revision` (the held pass must be that one: a confirmation never
+    /// covers a pass nobody has looked at). Audited; the applier's session
+    /// passes it on.
+    pub async fn confirm_prune(
+        &self,
+        ctx: &ChangeContext,
+        cluster: &str,
+        revision: i64,
+    ) -> Result<Cluster> {
+        self.timed("confirm_prune", async {
+            let mut tx = self.begin().await?;
+            let held: Option<(Uuid, Option<Json<HeldPrune>>)> =
+                sqlx::query_as("SELECT id, held_prune FROM clusters WHERE name = $1 FOR UPDATE")
+                    .bind(cluster)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (id, held) = held.ok_or_else(|| DomainError::not_found("cluster", cluster))?;
+            let Some(Json(mut held)) = held else {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "cluster {cluster:?} has no held prune pass to confirm"
+                ))
+                .into());
+            };
+            if held.revision != revision {
+                return Err(DomainError::invalid(
+                    "revision",
+                    format!("the held prune pass is at revision {}, not {revision}", held.revision),
+                )
+                .into());
+            }
+            held.confirmed_revision = revision;
+            sqlx::query("UPDATE clusters SET held_prune = $2 WHERE id = $1")
+                .bind(id)
+                .bind(Json(&held))
+                .execute(&mut *tx)
+                .await?;
+            audit::append(
+                &mut tx,
+                ctx,
+                "cluster.prune_confirmed",
+                format!("cluster/{cluster}"),
+                None,
+                json!({ "revision": revision, "would_delete": held.would_delete, "managed": held.managed }),
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::warn!(cluster, revision, would_delete = held.would_delete, "held prune pass confirmed by an operator");
+            self.get_cluster(cluster).await
+        })
+        .await
+    }
+
     pub async fn list_clusters(&self) -> Result<Vec<Cluster>> {
         self.timed("list_clusters", async {
-            let rows: Vec<ClusterRow> = sqlx::query_as("SELECT * FROM clusters ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+            let rows: Vec<ClusterRow> =
+                sqlx::query_as(AssertSqlSafe(format!("{SELECT_CLUSTER} ORDER BY c.name")))
+                    .fetch_all(&self.pool)
+                    .await?;
             Ok(rows.into_iter().map(Cluster::from).collect())
         })
         .await

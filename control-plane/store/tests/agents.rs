@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{agent, cluster, ctx, env, store, tenant};
+use common::{ack, applier, cluster, ctx, env, store, tenant};
 use mtp_core::agents::{AgentIdentity, NamespaceReport};
 use mtp_core::environments::{Environment, EnvironmentStatus};
 use mtp_core::tenants::{Owners, TenantUpdate};
@@ -69,12 +69,12 @@ async fn desired_state_is_a_snapshot_or_the_changes_since_a_revision() {
 
 /// Cluster `k3s-1`, tenant `team-a` with environment `e` on it, and an
 /// agent of the cluster.
-async fn one_env_and_its_applier() -> (Store, Environment, AgentIdentity) {
+async fn one_env_and_its_applier() -> (Store, Environment, (AgentIdentity, i64)) {
     let store = store().await;
     cluster(&store, "k3s-1").await;
     tenant(&store, "team-a", 10).await;
     let e = env(&store, "team-a", "e", "k3s-1").await;
-    let applier = agent(&store, "k3s-1", "node-1").await;
+    let applier = applier(&store, "k3s-1", "node-1").await;
     (store, e, applier)
 }
 
@@ -82,7 +82,7 @@ async fn one_env_and_its_applier() -> (Store, Environment, AgentIdentity) {
 async fn a_stale_acknowledgement_never_moves_state_back() {
     let (store, e, applier) = one_env_and_its_applier().await;
     let verified = [(e.namespace.clone(), NamespaceReport::Verified)];
-    store.record_ack(&applier, 1, &verified).await.unwrap();
+    ack(&store, &applier, 1, &verified).await.unwrap();
     let ready = store.get_environment("team-a", "e").await.unwrap();
     assert_eq!(ready.status, EnvironmentStatus::Ready);
     assert_eq!(ready.applied_revision, 1);
@@ -106,15 +106,15 @@ async fn a_stale_acknowledgement_never_moves_state_back() {
 
     // A late result about revision 1 says nothing about revision 2.
     let failed = [(e.namespace.clone(), NamespaceReport::Failed("old".into()))];
-    store.record_ack(&applier, 1, &failed).await.unwrap();
+    ack(&store, &applier, 1, &failed).await.unwrap();
     let after = store.get_environment("team-a", "e").await.unwrap();
     assert_eq!(after.status, EnvironmentStatus::Ready);
     assert_eq!((after.applied_revision, after.reason.as_str()), (1, ""));
 
     // Revision 2 acknowledged, then a replayed ack of 1: the agent's
     // acknowledged revision stays at 2.
-    store.record_ack(&applier, 2, &verified).await.unwrap();
-    store.record_ack(&applier, 1, &[]).await.unwrap();
+    ack(&store, &applier, 2, &verified).await.unwrap();
+    ack(&store, &applier, 1, &[]).await.unwrap();
     let agents = store.list_agents(Some("k3s-1")).await.unwrap();
     assert_eq!(agents[0].acknowledged_revision, 2);
     let after = store.get_environment("team-a", "e").await.unwrap();
@@ -126,10 +126,10 @@ async fn a_stale_acknowledgement_never_moves_state_back() {
         .await
         .unwrap();
     let deleted = [(e.namespace.clone(), NamespaceReport::Deleted)];
-    store.record_ack(&applier, 2, &deleted).await.unwrap();
+    ack(&store, &applier, 2, &deleted).await.unwrap();
     let still = store.get_environment("team-a", "e").await.unwrap();
     assert_eq!(still.status, EnvironmentStatus::Deleting);
-    store.record_ack(&applier, 3, &deleted).await.unwrap();
+    ack(&store, &applier, 3, &deleted).await.unwrap();
     let gone = store.get_environment("team-a", "e").await.unwrap();
     assert_eq!(gone.status, EnvironmentStatus::Deleted);
 }
@@ -138,9 +138,9 @@ async fn a_stale_acknowledgement_never_moves_state_back() {
 async fn only_the_first_ready_report_counts_as_time_to_ready() {
     let (store, e, applier) = one_env_and_its_applier().await;
     let verified = [(e.namespace.clone(), NamespaceReport::Verified)];
-    let first = store.record_ack(&applier, 1, &verified).await.unwrap();
+    let first = ack(&store, &applier, 1, &verified).await.unwrap();
     assert_eq!(first.first_ready.len(), 1);
-    let again = store.record_ack(&applier, 1, &verified).await.unwrap();
+    let again = ack(&store, &applier, 1, &verified).await.unwrap();
     assert!(again.first_ready.is_empty());
 }
 
@@ -151,12 +151,16 @@ async fn revisions_are_reissued_above_what_an_agent_holds() {
     tenant(&store, "team-a", 10).await;
     env(&store, "team-a", "a", "k3s-1").await;
     env(&store, "team-a", "b", "k3s-1").await;
-    let holder = agent(&store, "k3s-1", "node-1").await;
+    let (holder, epoch) = applier(&store, "k3s-1", "node-1").await;
     let notices = store.revision_notices().await;
     let mut heard = notices.subscribe();
 
     // The database (at 2) was restored from a backup; the agent holds 10.
-    let revision = store.reissue_revisions(&holder, 10).await.unwrap();
+    let revision = store
+        .reissue_revisions(&holder, epoch, 10)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(revision, 11);
     let snapshot = store.desired_state(c.id, None).await.unwrap();
     assert_eq!(snapshot.revision, 11);
@@ -173,7 +177,10 @@ async fn revisions_are_reissued_above_what_an_agent_holds() {
     assert_eq!((notice.cluster_id, notice.revision), (c.id, 11));
 
     // A second session racing with a lower revision changes nothing.
-    assert_eq!(store.reissue_revisions(&holder, 5).await.unwrap(), 11);
+    assert_eq!(
+        store.reissue_revisions(&holder, epoch, 5).await.unwrap(),
+        Some(11)
+    );
     let events = store
         .list_audit_events(&AuditFilter {
             limit: 1000,

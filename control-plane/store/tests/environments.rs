@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{agent, cluster, ctx, env, new_env, store, tenant};
+use common::{cluster, ctx, env, new_env, store, tenant};
 use mtp_core::agents::NamespaceReport;
 use mtp_core::environments::EnvironmentStatus;
 
@@ -97,9 +97,9 @@ async fn cluster_summaries_count_live_environments_and_the_revision_lag() {
         .delete_environment(&ctx(), "team-a", "c")
         .await
         .unwrap();
-    let applier = agent(&store, "k3s-1", "node-1").await;
+    let applier = common::applier(&store, "k3s-1", "node-1").await;
     let verified = [(a.namespace.clone(), NamespaceReport::Verified)];
-    store.record_ack(&applier, 2, &verified).await.unwrap();
+    common::ack(&store, &applier, 2, &verified).await.unwrap();
 
     let summaries = store.cluster_summaries().await.unwrap();
     assert_eq!(summaries.len(), 2);
