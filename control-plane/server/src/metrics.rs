@@ -39,6 +39,8 @@ pub struct Metrics {
     appliers: IntGaugeVec,
     time_to_ready: HistogramVec,
     drift_repairs: IntCounterVec,
+    reports_ignored: IntCounterVec,
+    sessions_ended: IntCounterVec,
     expiries: IntCounter,
 }
 
@@ -133,6 +135,16 @@ impl Metrics {
                 "Drifted objects an agent reported repaired, by cluster",
                 &["cluster"],
             ),
+            reports_ignored: d.counter(
+                "mtp_agent_reports_ignored_total",
+                "Agent reports that changed nothing, by cluster, kind (ack, drift, prune_held, reissue) and why (not_applier: not the fenced applier at the current epoch; rate: over the drift budget)",
+                &["cluster", "kind", "why"],
+            ),
+            sessions_ended: d.counter(
+                "mtp_agent_sessions_ended_total",
+                "Agent sessions this replica ended, by cluster and why (closed, lost, half_open, shutdown, refused, replaced, revoked, stuck, store)",
+                &["cluster", "why"],
+            ),
             expiries: d.add(IntCounter::new(
                 "mtp_environment_expiries_total",
                 "Environments whose expiry time passed and that this replica marked for deletion",
@@ -197,6 +209,16 @@ impl Metrics {
 
     pub fn drift_repaired(&self, cluster: &str) {
         self.drift_repairs.with_label_values(&[cluster]).inc();
+    }
+
+    pub fn report_ignored(&self, cluster: &str, kind: &str, why: &str) {
+        self.reports_ignored
+            .with_label_values(&[cluster, kind, why])
+            .inc();
+    }
+
+    pub fn session_ended(&self, cluster: &str, why: &str) {
+        self.sessions_ended.with_label_values(&[cluster, why]).inc();
     }
 
     pub fn expired(&self, environments: usize) {

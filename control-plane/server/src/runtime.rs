@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::api::Api;
 use crate::api::agents::AgentChannel;
 use crate::api::request::RequestLayer;
+use crate::ca::{AgentCa, AgentCaSource};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -40,6 +41,10 @@ pub struct ControlPlane;
 pub struct RunningControlPlane {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Whether the gRPC port serves TLS (agent sessions need it).
+    pub tls: bool,
+    /// The agent CA's certificate (public).
+    pub agent_ca_pem: String,
     pub store: Store,
     cancel: CancellationToken,
     /// Cancelled only by `kill`: every open connection fails at once.
@@ -66,19 +71,24 @@ impl ControlPlane {
         let cancel = CancellationToken::new();
         let sever = CancellationToken::new();
 
+        let agent_ca = agent_ca(&config, &store).await?;
         let agents = AgentChannel::new(
             store.clone(),
             store.revision_notices().await,
             metrics.clone(),
             config.agent_keepalive,
             cancel.clone(),
-        );
+        )
+        .with_identity(agent_ca.clone(), config.tls.is_some());
         let (health, health_service) = tonic_health::server::health_reporter();
         let routes = routes(&config, Api::new(store.clone()), agents)?;
-        let router = crate::tls::server_builder(config.tls.as_ref())?
-            .layer(RequestLayer::new(metrics.clone()))
-            .add_routes(routes)
-            .add_service(health_service);
+        let router = with_limits(crate::tls::server_builder(
+            config.tls.as_ref(),
+            agent_ca.certificate_pem(),
+        )?)
+        .layer(RequestLayer::new(metrics.clone()))
+        .add_routes(routes)
+        .add_service(health_service);
 
         let tasks = vec![
             serve_grpc(router, grpc_listener, cancel.clone(), sever.clone()),
@@ -113,6 +123,8 @@ impl ControlPlane {
         Ok(RunningControlPlane {
             grpc_addr,
             admin_addr,
+            tls: config.tls.is_some(),
+            agent_ca_pem: agent_ca.certificate_pem().to_owned(),
             store,
             cancel,
             sever,
@@ -139,6 +151,25 @@ async fn connect(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
         .context("running database migrations")?;
     tracing::info!("database schema is up to date");
     Ok(store)
+}
+
+/// Loads (or creates) the agent CA and checks it is the one every replica
+/// uses: the first start records its certificate; a differing one is refused
+/// rather than issuing certificates the other replicas would not accept.
+async fn agent_ca(config: &Config, store: &Store) -> anyhow::Result<Arc<AgentCa>> {
+    let ca = AgentCa::load(&config.agent_ca, config.agent_certificate_lifetime)?;
+    let stored = store
+        .record_agent_ca(ca.certificate_pem(), ca.fingerprint())
+        .await
+        .context("recording the agent CA")?;
+    if stored != ca.fingerprint() && config.agent_ca != AgentCaSource::Ephemeral {
+        anyhow::bail!(
+            "the agent CA (--agent-ca-cert, SHA-256 {}) is not the one this database's control plane uses (SHA-256 {stored}): give every replica the same --agent-ca-cert and --agent-ca-key",
+            ca.fingerprint()
+        );
+    }
+    tracing::info!(fingerprint = %ca.fingerprint(), lifetime = %mtp_proto::duration::format(ca.lifetime()), "agent CA loaded");
+    Ok(Arc::new(ca))
 }
 
 /// Mints the first platform-admin token into `path` unless one exists.
@@ -186,7 +217,11 @@ pub fn routes(config: &Config, api: Api, agents: AgentChannel) -> anyhow::Result
         .add_service(EnvironmentServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(TokenServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(AuditServiceServer::new(api).max_decoding_message_size(limit))
-        .add_service(AgentServiceServer::new(agents).max_decoding_message_size(limit));
+        .add_service(
+            AgentServiceServer::new(agents)
+                .max_decoding_message_size(limit.max(AGENT_MESSAGE_BYTES))
+                .max_encoding_message_size(AGENT_MESSAGE_BYTES),
+        );
     Ok(routes.routes())
 }
 
@@ -202,6 +237,38 @@ const HEALTH_NAMES: [&str; 8] = [
     <TokenServiceServer<Api> as NamedService>::NAME,
     <AuditServiceServer<Api> as NamedService>::NAME,
 ];
+
+/// Limits every connection to the gRPC port lives by: TCP and HTTP/2
+/// keepalives (a dead peer's connection and the sessions on it go within a
+/// minute even if nothing is sent), a bound on concurrent streams and on
+/// in-flight requests per connection (one client cannot hold every handler),
+/// and a bound on streams reset before they are handled (HTTP/2 rapid
+/// reset).
+fn with_limits(server: tonic::transport::Server) -> tonic::transport::Server {
+    server
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .http2_max_pending_accept_reset_streams(Some(100))
+}
+
+/// The largest message either side of the agent channel sends: an ack of
+/// at most 500 results with 1 KiB reasons is about 560 KiB, and a page of
+/// desired state aims at 512 KiB (one namespace of a tenant with the most
+/// owners is about 70 KiB), so 4 MiB leaves room and is far below what
+/// would hurt.
+const AGENT_MESSAGE_BYTES: usize = 4 << 20;
+
+/// How long shutdown waits for open calls and sessions to finish before it
+/// closes their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Streams one connection may have open (an agent needs one; a CLI a few;
+/// a busy service client sharing a connection a few hundred).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 fn serve_grpc(
     router: Router<tower::layer::util::Stack<RequestLayer, tower::layer::util::Identity>>,
@@ -314,16 +381,27 @@ fn spawn_fleet_metrics(
 }
 
 impl RunningControlPlane {
-    /// The gRPC endpoint as a URL (`http://` — tests and `--dev` run plaintext).
+    /// The gRPC endpoint as a URL: `https://` when serving TLS, `http://`
+    /// in plaintext `--dev` mode.
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc_addr)
     }
 
     /// Stops serving: open streams close, in-flight calls finish.
     pub async fn shutdown(self) {
         self.cancel.cancel();
-        for task in self.tasks {
-            let _ = task.await;
+        // Graceful first; a connection still open after the grace period
+        // (a peer that stopped reading keeps its stream from finishing) is
+        // cut, so shutdown never hangs on someone else's socket.
+        let mut tasks = std::pin::pin!(futures::future::join_all(self.tasks));
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut tasks)
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+            self.sever.cancel();
+            tasks.await;
         }
         self.store.close().await;
     }

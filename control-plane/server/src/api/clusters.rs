@@ -1,7 +1,7 @@
 //! `ClusterService`: platform admins register clusters; everyone may list them
 //! (cluster names are where environments go, not tenant data).
 
-use mtp_core::agents::join_token_ttl;
+use mtp_core::agents::{JoinToken, join_token_ttl};
 use mtp_core::clusters::NewCluster;
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::cluster_service_server::ClusterService;
@@ -21,6 +21,27 @@ impl Api {
         let new = NewCluster::from_request(request.into_inner())?;
         let cluster = self.store.create_cluster(&caller.ctx, &new).await?;
         tracing::info!(cluster = %cluster.name, "cluster registered");
+        Ok(cluster_to_pb(&cluster))
+    }
+
+    async fn confirm_prune_inner(
+        &self,
+        request: Request<pb::ConfirmPruneRequest>,
+    ) -> ApiResult<pb::Cluster> {
+        let caller = self.caller(&request).await?;
+        caller.principal.require_admin("confirming a held prune")?;
+        let r = request.into_inner();
+        if r.revision <= 0 {
+            return Err(mtp_core::Error::invalid(
+                "revision",
+                "must be positive (see the cluster's held_prune)",
+            )
+            .into());
+        }
+        let cluster = self
+            .store
+            .confirm_prune(&caller.ctx, &r.cluster, r.revision)
+            .await?;
         Ok(cluster_to_pb(&cluster))
     }
 
@@ -55,16 +76,62 @@ impl Api {
         caller.principal.require_admin("minting join tokens")?;
         let r = request.into_inner();
         let ttl = join_token_ttl(r.ttl_seconds)?;
-        let (secret, expire) = self
+        let (secret, token) = self
             .store
-            .create_join_token(&caller.ctx, &r.cluster, ttl)
+            .create_join_token(&caller.ctx, &r.cluster, ttl, r.max_uses)
             .await?;
-        tracing::info!(cluster = %r.cluster, "join token minted");
+        tracing::info!(cluster = %r.cluster, join_token = %token.id, max_uses = r.max_uses, "join token minted");
         Ok(pb::JoinToken {
-            cluster: r.cluster,
             secret,
-            expire_time: Some(timestamp(expire)),
-            ..Default::default()
+            ..join_token_to_pb(&token)
+        })
+    }
+
+    async fn list_join_tokens_inner(
+        &self,
+        request: Request<pb::ListJoinTokensRequest>,
+    ) -> ApiResult<pb::ListJoinTokensResponse> {
+        let caller = self.caller(&request).await?;
+        // Who may join a cluster is the platform team's business.
+        caller.principal.require_admin("listing join tokens")?;
+        let cluster = non_empty(request.into_inner().cluster);
+        let tokens = self.store.list_join_tokens(cluster.as_deref()).await?;
+        Ok(pb::ListJoinTokensResponse {
+            join_tokens: tokens.iter().map(join_token_to_pb).collect(),
+        })
+    }
+
+    async fn revoke_join_token_inner(
+        &self,
+        request: Request<pb::RevokeJoinTokenRequest>,
+    ) -> ApiResult<pb::JoinToken> {
+        let caller = self.caller(&request).await?;
+        caller.principal.require_admin("revoking join tokens")?;
+        let id = request.into_inner().id;
+        let token = self.store.revoke_join_token(&caller.ctx, id.trim()).await?;
+        tracing::info!(cluster = %token.cluster, join_token = %token.id, "join token revoked");
+        Ok(join_token_to_pb(&token))
+    }
+
+    async fn revoke_agent_inner(
+        &self,
+        request: Request<pb::RevokeAgentRequest>,
+    ) -> ApiResult<pb::Agent> {
+        let caller = self.caller(&request).await?;
+        caller.principal.require_admin("revoking agents")?;
+        let id = request.into_inner().id;
+        let id = id.trim();
+        let (cluster, revoke_time) = self.store.revoke_agent(&caller.ctx, id).await?;
+        let agent = self
+            .store
+            .list_agents(Some(&cluster))
+            .await?
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| mtp_core::Error::not_found("agent", id))?;
+        Ok(pb::Agent {
+            revoke_time: Some(timestamp(revoke_time)),
+            ..agent_to_pb(&agent)
         })
     }
 
@@ -81,6 +148,21 @@ impl Api {
     }
 }
 
+/// A join token as listed (never its secret).
+fn join_token_to_pb(t: &JoinToken) -> pb::JoinToken {
+    pb::JoinToken {
+        cluster: t.cluster.clone(),
+        secret: String::new(),
+        expire_time: Some(timestamp(t.expire_time)),
+        id: t.id.clone(),
+        create_time: Some(timestamp(t.create_time)),
+        revoke_time: t.revoke_time.map(timestamp),
+        max_uses: t.max_uses,
+        uses: t.uses,
+        created_by: t.created_by.clone(),
+    }
+}
+
 #[tonic::async_trait]
 impl ClusterService for Api {
     async fn create_join_token(
@@ -92,30 +174,30 @@ impl ClusterService for Api {
 
     async fn list_join_tokens(
         &self,
-        _request: Request<pb::ListJoinTokensRequest>,
+        request: Request<pb::ListJoinTokensRequest>,
     ) -> Result<Response<pb::ListJoinTokensResponse>, Status> {
-        Err(Status::unimplemented("todo(issue 11)"))
+        Ok(Response::new(self.list_join_tokens_inner(request).await?))
     }
 
     async fn revoke_join_token(
         &self,
-        _request: Request<pb::RevokeJoinTokenRequest>,
+        request: Request<pb::RevokeJoinTokenRequest>,
     ) -> Result<Response<pb::JoinToken>, Status> {
-        Err(Status::unimplemented("todo(issue 11)"))
+        Ok(Response::new(self.revoke_join_token_inner(request).await?))
     }
 
     async fn revoke_agent(
         &self,
-        _request: Request<pb::RevokeAgentRequest>,
+        request: Request<pb::RevokeAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        Err(Status::unimplemented("todo(issue 11)"))
+        Ok(Response::new(self.revoke_agent_inner(request).await?))
     }
 
     async fn confirm_prune(
         &self,
-        _request: Request<pb::ConfirmPruneRequest>,
+        request: Request<pb::ConfirmPruneRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
-        Err(Status::unimplemented("todo(issue 11)"))
+        Ok(Response::new(self.confirm_prune_inner(request).await?))
     }
 
     async fn list_agents(

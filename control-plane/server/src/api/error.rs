@@ -15,6 +15,17 @@ impl From<mtp_core::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A peer held off after too many failed authentications
+    /// (RESOURCE_EXHAUSTED, like any other exhausted allowance).
+    pub fn held_off(wait: std::time::Duration) -> Self {
+        ApiError(StoreError::Domain(mtp_core::Error::QuotaExceeded(format!(
+            "too many failed authentications from this address; retry in {}s",
+            wait.as_secs().max(1)
+        ))))
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(ApiError(e): ApiError) -> Status {
         use mtp_core::Error as D;

@@ -10,6 +10,7 @@ pub mod error;
 mod profiles;
 pub mod request;
 mod tenants;
+pub mod throttle;
 mod tokens;
 
 use mtp_core::access::Principal;
@@ -22,6 +23,7 @@ use self::error::ApiResult;
 #[derive(Clone, Debug)]
 pub struct Api {
     store: Store,
+    throttle: throttle::AuthThrottle,
 }
 
 /// The authenticated caller of one request and what its changes are recorded as.
@@ -33,14 +35,29 @@ pub(crate) struct Caller {
 
 impl Api {
     pub fn new(store: Store) -> Self {
-        Api { store }
+        Api {
+            store,
+            throttle: throttle::AuthThrottle::default(),
+        }
     }
 
     /// Establishes who is calling from the `authorization: Bearer …` metadata.
     pub(crate) async fn caller<T>(&self, request: &Request<T>) -> ApiResult<Caller> {
         let request_id = request::request_id(request.metadata());
         let secret = bearer(request.metadata())?;
-        let principal = self.store.authenticate(secret).await?;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let now = std::time::Instant::now();
+        if let Err(wait) = self.throttle.check(peer, now) {
+            return Err(error::ApiError::held_off(wait));
+        }
+        let principal = match self.store.authenticate(secret).await {
+            Ok(p) => p,
+            Err(mtp_store::Error::Domain(e @ mtp_core::Error::Unauthenticated(_))) => {
+                self.throttle.failed(peer, now);
+                return Err(mtp_store::Error::Domain(e).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::Span::current().record("actor", principal.actor());
         Ok(Caller {
             ctx: ChangeContext {

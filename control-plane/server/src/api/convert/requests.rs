@@ -3,6 +3,7 @@
 
 use mtp_core::access::Role;
 use mtp_core::agents::{AgentRegistration, NamespaceReport};
+use mtp_core::claims::{AckClaim, DriftClaim, HeldPrune};
 use mtp_core::clusters::{DEFAULT_INGRESS_NAMESPACE, NewCluster};
 use mtp_core::environments::NewEnvironment;
 use mtp_core::names::{validate_environment_name, validate_object_name, validate_tenant_name};
@@ -327,22 +328,41 @@ pub fn audit_limit(limit: i32) -> Result<i64> {
     Ok(i64::from(limit))
 }
 
-/// An acknowledgement's per-namespace results. Outcomes this control plane
-/// does not know (a newer agent) are skipped, not refused: the ack itself
-/// still counts.
-pub fn namespace_results(results: Vec<pb::NamespaceResult>) -> Vec<(String, NamespaceReport)> {
-    results
-        .into_iter()
-        .filter_map(|r| {
-            let report = match pb::NamespaceOutcome::try_from(r.outcome) {
-                Ok(pb::NamespaceOutcome::Verified) => NamespaceReport::Verified,
-                Ok(pb::NamespaceOutcome::Failed) => NamespaceReport::Failed(r.reason),
-                Ok(pb::NamespaceOutcome::Deleted) => NamespaceReport::Deleted,
-                _ => return None,
-            };
-            Some((r.namespace, report))
-        })
-        .collect()
+/// An acknowledgement, checked whole (revision, size, every text). Outcomes
+/// this control plane does not know (a newer agent) are skipped, not
+/// refused: the ack itself still counts.
+impl FromRequest<pb::RevisionAck> for AckClaim {
+    fn from_request(ack: pb::RevisionAck) -> Result<Self> {
+        let results = ack
+            .results
+            .into_iter()
+            .filter_map(|r| {
+                let report = match pb::NamespaceOutcome::try_from(r.outcome) {
+                    Ok(pb::NamespaceOutcome::Verified) => NamespaceReport::Verified,
+                    Ok(pb::NamespaceOutcome::Failed) => NamespaceReport::Failed(r.reason),
+                    Ok(pb::NamespaceOutcome::Deleted) => NamespaceReport::Deleted,
+                    Ok(pb::NamespaceOutcome::Superseded) => NamespaceReport::Superseded {
+                        live_revision: r.live_revision,
+                    },
+                    _ => return None,
+                };
+                Some((r.namespace, report))
+            })
+            .collect();
+        AckClaim::new(ack.revision, results, ack.sequence)
+    }
+}
+
+impl FromRequest<pb::DriftReport> for DriftClaim {
+    fn from_request(d: pb::DriftReport) -> Result<Self> {
+        DriftClaim::new(d.namespace, d.object, d.description, d.repaired)
+    }
+}
+
+impl FromRequest<pb::PruneHeld> for HeldPrune {
+    fn from_request(p: pb::PruneHeld) -> Result<Self> {
+        HeldPrune::new(p.revision, p.would_delete, p.managed, p.sample)
+    }
 }
 
 #[cfg(test)]
@@ -384,19 +404,26 @@ mod tests {
     #[test]
     fn acknowledged_outcomes_decode_and_unknown_ones_are_skipped() {
         let result = |namespace: &str, outcome: i32| pb::NamespaceResult {
-            live_revision: 0,
+            live_revision: 7,
             namespace: namespace.into(),
             outcome,
             reason: "quota rejected".into(),
         };
-        let decoded = namespace_results(vec![
-            result("a", pb::NamespaceOutcome::Verified as i32),
-            result("b", pb::NamespaceOutcome::Failed as i32),
-            result("c", pb::NamespaceOutcome::Deleted as i32),
-            result("d", 999),
-        ]);
+        let ack = pb::RevisionAck {
+            revision: 5,
+            sequence: 2,
+            results: vec![
+                result("a", pb::NamespaceOutcome::Verified as i32),
+                result("b", pb::NamespaceOutcome::Failed as i32),
+                result("c", pb::NamespaceOutcome::Deleted as i32),
+                result("d", pb::NamespaceOutcome::Superseded as i32),
+                result("e", 999),
+            ],
+        };
+        let decoded = AckClaim::from_request(ack.clone()).unwrap();
+        assert_eq!((decoded.revision, decoded.sequence), (5, 2));
         assert_eq!(
-            decoded,
+            decoded.results,
             [
                 ("a".to_owned(), NamespaceReport::Verified),
                 (
@@ -404,8 +431,16 @@ mod tests {
                     NamespaceReport::Failed("quota rejected".into())
                 ),
                 ("c".to_owned(), NamespaceReport::Deleted),
+                (
+                    "d".to_owned(),
+                    NamespaceReport::Superseded { live_revision: 7 }
+                ),
             ]
         );
+        let mut hostile = ack;
+        hostile.results[1].reason = "x\0y".into();
+        let err = AckClaim::from_request(hostile).unwrap_err();
+        assert_eq!(err.to_string(), "ack.results.reason: must not contain NUL");
     }
 
     #[test]

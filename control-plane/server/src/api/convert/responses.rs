@@ -12,6 +12,7 @@ use mtp_core::quota::EnvironmentQuota;
 use mtp_core::tenants::Tenant;
 use mtp_core::tokens::Token;
 use mtp_proto::v1 as pb;
+use prost::Message;
 
 use super::timestamp;
 
@@ -122,7 +123,17 @@ pub fn cluster_to_pb(c: &Cluster) -> pb::Cluster {
         ingress_namespace: c.ingress_namespace.clone(),
         revision: c.revision,
         create_time: Some(timestamp(c.create_time)),
-        ..Default::default()
+        id: c.id.to_string(),
+        applier_agent_id: c.applier_agent_id.clone().unwrap_or_default(),
+        applier_epoch: c.applier_epoch,
+        held_prune: c.held_prune.as_ref().map(|h| pb::HeldPrune {
+            revision: h.revision,
+            would_delete: h.would_delete,
+            managed: h.managed,
+            sample: h.sample.clone(),
+            hold_time: h.hold_time.map(timestamp),
+            confirmed_revision: h.confirmed_revision,
+        }),
     }
 }
 
@@ -199,26 +210,104 @@ pub fn agent_to_pb(a: &Agent) -> pb::Agent {
     }
 }
 
-/// The desired state for an agent: a snapshot, or the changes after the
-/// revision it holds (empty when it is current, which tells it so).
-pub fn desired_to_pb(update: &DesiredUpdate) -> pb::ControlMessage {
-    use pb::control_message::Kind;
-    let upserts = update.upserts.iter().map(namespace_config).collect();
-    let kind = match update.since {
-        None => Kind::Snapshot(pb::DesiredSnapshot {
-            revision: update.revision,
-            namespaces: upserts,
-            ..Default::default()
-        }),
-        Some(from) => Kind::Changes(pb::DesiredChanges {
-            from_revision: from,
-            revision: update.revision,
-            upserts,
-            deletes: update.deletes.clone(),
-            ..Default::default()
-        }),
+/// Encoded bytes a page of desired state aims to stay under. A page holds at
+/// least one namespace, and one namespace with its tenant's owners at their
+/// maximum is about 70 KiB, so no page comes near the agent's decode limit.
+pub const DESIRED_PAGE_BYTES: usize = 512 * 1024;
+
+/// The desired state for an agent, as pages: a snapshot, or the changes
+/// after the revision it holds (one empty page when it is current, which
+/// tells it so). Every page but the last says `more`; each carries the
+/// owners of the tenants of its namespaces once, and its namespaces none.
+pub fn desired_pages(update: &DesiredUpdate, page_bytes: usize) -> Vec<pb::ControlMessage> {
+    let mut pages = Vec::new();
+    let mut page = Page::default();
+    for spec in &update.upserts {
+        let mut config = namespace_config(spec);
+        config.owners = None;
+        let tenant = (!page.tenants.contains_key(&spec.tenant)).then(|| pb::TenantConfig {
+            tenant: spec.tenant.clone(),
+            owners: Some(owners_to_pb(&spec.owners)),
+        });
+        let size = config.encoded_len() + tenant.as_ref().map_or(0, |t| t.encoded_len()) + 8;
+        if !page.is_empty() && page.bytes + size > page_bytes {
+            pages.push(std::mem::take(&mut page));
+            // The tenant travels again in the next page, once.
+            return_tenant(&mut page, spec);
+        } else if let Some(t) = tenant {
+            page.tenants.insert(spec.tenant.clone(), t);
+        }
+        page.bytes += size;
+        page.upserts.push(config);
+    }
+    for namespace in &update.deletes {
+        let size = namespace.len() + 4;
+        if !page.is_empty() && page.bytes + size > page_bytes {
+            pages.push(std::mem::take(&mut page));
+        }
+        page.bytes += size;
+        page.deletes.push(namespace.clone());
+    }
+    pages.push(page);
+    let last = pages.len() - 1;
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, page)| page.into_message(update, i < last))
+        .collect()
+}
+
+fn return_tenant(page: &mut Page, spec: &NamespaceSpec) {
+    let tenant = pb::TenantConfig {
+        tenant: spec.tenant.clone(),
+        owners: Some(owners_to_pb(&spec.owners)),
     };
-    pb::ControlMessage { kind: Some(kind) }
+    page.bytes += tenant.encoded_len();
+    page.tenants.insert(spec.tenant.clone(), tenant);
+}
+
+#[derive(Default)]
+struct Page {
+    upserts: Vec<pb::NamespaceConfig>,
+    deletes: Vec<String>,
+    tenants: std::collections::BTreeMap<String, pb::TenantConfig>,
+    bytes: usize,
+}
+
+impl Page {
+    fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty()
+    }
+
+    fn into_message(self, update: &DesiredUpdate, more: bool) -> pb::ControlMessage {
+        use pb::control_message::Kind;
+        let tenants = self.tenants.into_values().collect();
+        let kind = match update.since {
+            None => Kind::Snapshot(pb::DesiredSnapshot {
+                revision: update.revision,
+                namespaces: self.upserts,
+                tenants,
+                more,
+            }),
+            Some(from) => Kind::Changes(pb::DesiredChanges {
+                from_revision: from,
+                revision: update.revision,
+                upserts: self.upserts,
+                deletes: self.deletes,
+                tenants,
+                more,
+            }),
+        };
+        pb::ControlMessage { kind: Some(kind) }
+    }
+}
+
+fn owners_to_pb(o: &mtp_core::tenants::Owners) -> pb::TenantOwners {
+    pb::TenantOwners {
+        users: o.users.clone(),
+        groups: o.groups.clone(),
+        service_accounts: o.service_accounts.clone(),
+    }
 }
 
 /// The typed configuration an agent renders mechanically into objects.
@@ -253,15 +342,162 @@ pub fn namespace_config(n: &NamespaceSpec) -> pb::NamespaceConfig {
             default_limit_ephemeral_storage_bytes: i(e.default_limit_ephemeral_storage_bytes),
             max_ephemeral_storage_bytes: i(e.max_ephemeral_storage_bytes),
         }),
-        owners: Some(pb::TenantOwners {
-            users: n.owners.users.clone(),
-            groups: n.owners.groups.clone(),
-            service_accounts: n.owners.service_accounts.clone(),
-        }),
+        owners: Some(owners_to_pb(&n.owners)),
         network: Some(pb::NetworkConfig {
             allow_same_tenant: n.profile.network.allow_same_tenant,
             allow_ingress_controller: n.profile.network.allow_ingress_controller,
             ingress_namespace: n.ingress_namespace.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mtp_core::profiles::builtin_profiles;
+    use mtp_core::quota::EnvironmentQuota;
+    use mtp_core::tenants::{MAX_OWNERS, Owners};
+    use pb::control_message::Kind;
+
+    use super::*;
+
+    fn spec(tenant: &str, i: usize, owners: &Owners) -> NamespaceSpec {
+        NamespaceSpec {
+            namespace: format!("{tenant}-env-{i}"),
+            tenant: tenant.into(),
+            environment: format!("env-{i}"),
+            revision: i as i64 + 1,
+            quota: EnvironmentQuota {
+                cpu_millis: 1000,
+                memory_bytes: 1 << 30,
+                storage_bytes: 1 << 30,
+                pods: 10,
+                services: 5,
+                persistent_volume_claims: 5,
+            },
+            profile: builtin_profiles().remove(0),
+            owners: owners.clone(),
+            ingress_namespace: "kube-system".into(),
+        }
+    }
+
+    /// The biggest owners a tenant may have: 100 of each, names at 256 bytes.
+    fn most_owners() -> Owners {
+        let long = |c: char, i: usize| format!("{i:03}{}", c.to_string().repeat(253));
+        Owners {
+            users: (0..MAX_OWNERS).map(|i| long('u', i)).collect(),
+            groups: (0..MAX_OWNERS).map(|i| long('g', i)).collect(),
+            service_accounts: (0..MAX_OWNERS)
+                .map(|i| format!("ns-{i}/{}", "s".repeat(240)))
+                .collect(),
+        }
+    }
+
+    /// Checks every page is bounded, `more` is set on all but the last, each
+    /// tenant's owners travel once per page and never on a namespace, and
+    /// returns the namespaces in the order sent.
+    fn check_pages(update: &DesiredUpdate) -> (Vec<String>, usize) {
+        let pages = desired_pages(update, DESIRED_PAGE_BYTES);
+        let last = pages.len() - 1;
+        let mut namespaces = Vec::new();
+        for (i, page) in pages.iter().enumerate() {
+            assert!(
+                page.encoded_len() <= DESIRED_PAGE_BYTES + 80 * 1024,
+                "page {i}: {} bytes",
+                page.encoded_len()
+            );
+            let Some(Kind::Snapshot(s)) = &page.kind else {
+                panic!("a snapshot page")
+            };
+            assert_eq!(s.more, i < last, "page {i} of {last}");
+            assert_eq!(s.revision, update.revision);
+            let mut tenants: Vec<&str> = s.tenants.iter().map(|t| t.tenant.as_str()).collect();
+            let all = tenants.len();
+            tenants.dedup();
+            assert_eq!(tenants.len(), all, "a tenant once per page");
+            for n in &s.namespaces {
+                assert!(n.owners.is_none(), "owners travel with the tenant");
+                assert!(
+                    tenants.contains(&n.tenant.as_str()),
+                    "the page names {}'s owners",
+                    n.tenant
+                );
+                namespaces.push(n.namespace.clone());
+            }
+        }
+        (namespaces, pages.len())
+    }
+
+    #[test]
+    fn fifty_thousand_environments_go_in_bounded_pages() {
+        let owners = Owners {
+            users: vec!["alice@example.com".into()],
+            ..Owners::default()
+        };
+        let upserts: Vec<NamespaceSpec> = (0..50_000)
+            .map(|i| spec(&format!("team-{}", i % 40), i, &owners))
+            .collect();
+        let update = DesiredUpdate {
+            since: None,
+            revision: 50_000,
+            upserts: upserts.clone(),
+            deletes: vec![],
+        };
+        let (sent, pages) = check_pages(&update);
+        let expected: Vec<String> = upserts.iter().map(|u| u.namespace.clone()).collect();
+        assert_eq!(sent, expected);
+        assert!(pages > 10, "{pages} pages");
+    }
+
+    #[test]
+    fn a_tenant_with_the_most_owners_sends_them_once_per_page() {
+        let owners = most_owners();
+        let upserts: Vec<NamespaceSpec> = (0..300).map(|i| spec("big", i, &owners)).collect();
+        let update = DesiredUpdate {
+            since: None,
+            revision: 300,
+            upserts,
+            deletes: vec![],
+        };
+        let (sent, pages) = check_pages(&update);
+        assert_eq!(sent.len(), 300);
+        // Owners once per page, not once per namespace: a few pages at most.
+        assert!(pages <= 3, "{pages} pages");
+    }
+
+    #[test]
+    fn changes_page_their_deletions_and_an_empty_update_is_one_page() {
+        let update = DesiredUpdate {
+            since: Some(3),
+            revision: 9,
+            upserts: vec![],
+            deletes: (0..40_000).map(|i| format!("team-a-env-{i}")).collect(),
+        };
+        let pages = desired_pages(&update, DESIRED_PAGE_BYTES);
+        assert!(pages.len() > 1);
+        let mut deletes = 0;
+        for (i, page) in pages.iter().enumerate() {
+            let Some(Kind::Changes(c)) = &page.kind else {
+                panic!("changes")
+            };
+            assert_eq!(
+                (c.from_revision, c.revision, c.more),
+                (3, 9, i + 1 < pages.len())
+            );
+            assert!(page.encoded_len() <= DESIRED_PAGE_BYTES + 1024);
+            deletes += c.deletes.len();
+        }
+        assert_eq!(deletes, 40_000);
+        let current = DesiredUpdate {
+            since: Some(9),
+            revision: 9,
+            upserts: vec![],
+            deletes: vec![],
+        };
+        let pages = desired_pages(&current, DESIRED_PAGE_BYTES);
+        assert_eq!(pages.len(), 1);
+        let Some(Kind::Changes(c)) = &pages[0].kind else {
+            panic!("changes")
+        };
+        assert!(!c.more && c.upserts.is_empty() && c.deletes.is_empty());
     }
 }
