@@ -39,6 +39,8 @@ pub struct Args {
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
     #[command(flatten)]
+    pub prune: PruneArgs,
+    #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
     pub log: LogArgs,
@@ -49,15 +51,20 @@ pub struct Args {
 #[derive(Debug, ClapArgs)]
 #[command(next_help_heading = "Control plane")]
 pub struct ControlPlaneArgs {
-    /// Control plane gRPC URL (http:// only with a --dev control plane).
+    /// Control plane gRPC URL: https:// (sessions use the agent's client
+    /// certificate). http:// only reaches a --dev control plane, which
+    /// refuses agent sessions; to a non-loopback host it is logged loudly.
     #[arg(long, env = "MTP_AGENT_CONTROL_PLANE", value_name = "URL")]
     pub control_plane: String,
-    /// PEM CA certificate to trust for an https:// control plane.
+    /// PEM CA certificate that signed the control plane's TLS certificate
+    /// (needed for https://).
     #[arg(long, env = "MTP_AGENT_CA_CERT", value_name = "PATH")]
     pub ca_cert: Option<PathBuf>,
-    /// Join token from `mtp cluster create` / `mtp cluster join-token`; only
-    /// needed until the agent has registered (the credential is then kept in
-    /// --state-dir). Prefer --join-token-file or the environment variable.
+    /// Join token from `mtp cluster create` / `mtp cluster join-token create`;
+    /// needed to register (the agent's key and client certificate are then
+    /// kept in --state-dir) and to register again after the control plane
+    /// refused that certificate (revoked, expired). Prefer --join-token-file:
+    /// a secret in argv is visible in `ps`.
     #[arg(
         long,
         env = "MTP_AGENT_JOIN_TOKEN",
@@ -65,7 +72,8 @@ pub struct ControlPlaneArgs {
         value_name = "TOKEN"
     )]
     pub join_token: Option<String>,
-    /// File holding the join token.
+    /// File holding the join token (e.g. a mounted Secret). Read at start; a
+    /// missing file only matters while the agent has no identity yet.
     #[arg(
         long,
         env = "MTP_AGENT_JOIN_TOKEN_FILE",
@@ -96,7 +104,9 @@ pub struct ClusterArgs {
     /// Kubeconfig to use; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
     #[arg(long, env = "MTP_AGENT_KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
-    /// Directory for the agent credential and the last desired state.
+    /// Directory for the agent's identity (key, client certificate; mode 0600)
+    /// and the last desired state. Must outlive restarts (DaemonSet: a
+    /// hostPath), or the agent registers again and snapshots from scratch.
     #[arg(
         long,
         env = "MTP_AGENT_STATE_DIR",
@@ -143,6 +153,27 @@ pub struct ReconcileArgs {
     /// Namespaces applied in parallel.
     #[arg(long, env = "MTP_AGENT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub concurrency: u64,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Pruning")]
+pub struct PruneArgs {
+    /// Hold a prune pass (deleting managed namespaces the desired state does
+    /// not list) that would delete more than this share of the managed
+    /// namespaces, or all of them, until `mtp cluster confirm-prune`
+    /// (more than 0, at most 1).
+    #[arg(long, env = "MTP_AGENT_PRUNE_MAX_SHARE", value_name = "SHARE", default_value_t = crate::reconciler::DEFAULT_PRUNE_MAX_SHARE)]
+    pub prune_max_share: f64,
+}
+
+impl PruneArgs {
+    fn share(&self) -> anyhow::Result<f64> {
+        let share = self.prune_max_share;
+        if !(share > 0.0 && share <= 1.0) {
+            bail!("--prune-max-share must be more than 0 and at most 1 (got {share})");
+        }
+        Ok(share)
+    }
 }
 
 #[derive(Debug, ClapArgs)]
@@ -318,7 +349,8 @@ impl Args {
             self.control_plane
                 .into_session(self.cluster.node_name, old, &mut deprecated)?;
         let lease = self.lease.into_lease(old, &mut deprecated)?;
-        let reconciler = self.reconcile.into_reconciler(old, &mut deprecated)?;
+        let mut reconciler = self.reconcile.into_reconciler(old, &mut deprecated)?;
+        reconciler.prune_max_share = self.prune.share()?;
         Ok(Config {
             agent: AgentConfig {
                 session,
@@ -388,12 +420,16 @@ impl ControlPlaneArgs {
     fn join_token_value(&self) -> anyhow::Result<Option<String>> {
         Ok(match (&self.join_token, &self.join_token_file) {
             (Some(t), _) => Some(t.trim().to_string()),
+            // An optional Secret deleted after the agent registered: fine
+            // until the agent needs to register again (it then says so).
+            (None, Some(p)) if !p.exists() => None,
             (None, Some(p)) => Some(
                 std::fs::read_to_string(p)
                     .with_context(|| format!("--join-token-file {}", p.display()))?
                     .trim()
                     .to_string(),
-            ),
+            )
+            .filter(|t| !t.is_empty()),
             (None, None) => None,
         })
     }
@@ -446,6 +482,7 @@ impl ReconcileArgs {
                 deprecated,
             )?,
             concurrency: usize::try_from(self.concurrency).context("--concurrency")?,
+            ..ReconcilerConfig::default()
         })
     }
 }
@@ -566,5 +603,16 @@ mod tests {
         assert!(e.contains("--backoff-initial"), "{e}");
         let e = parse(&["--lease-retry-interval", "1ms"]).unwrap_err();
         assert!(e.contains("--lease-retry-interval"), "{e}");
+    }
+
+    #[test]
+    fn the_prune_share_defaults_to_half_and_is_bounded() {
+        assert_eq!(parse(&[]).unwrap().agent.reconciler.prune_max_share, 0.5);
+        let c = parse(&["--prune-max-share", "0.2"]).unwrap();
+        assert_eq!(c.agent.reconciler.prune_max_share, 0.2);
+        for bad in ["0", "1.5", "-1", "NaN"] {
+            let e = parse(&[&format!("--prune-max-share={bad}")]).unwrap_err();
+            assert!(e.contains("--prune-max-share"), "{bad}: {e}");
+        }
     }
 }

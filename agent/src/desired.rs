@@ -57,10 +57,16 @@ impl From<DesiredChanges> for Changes {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delta {
     pub upserts: BTreeSet<String>,
+    /// Deletions the control plane asked for (a change set's `deletes`):
+    /// carried out as asked.
     pub removals: BTreeSet<String>,
     /// A snapshot replaced everything: managed namespaces that are not
     /// desired must be pruned, even ones this agent never heard of.
     pub full: bool,
+    /// Namespaces the stored state had and a snapshot no longer lists. Not
+    /// removals: they are pruned (under the prune guard), and reported
+    /// deleted if they are already gone.
+    pub dropped: BTreeSet<String>,
 }
 
 /// Why an update could not be folded in.
@@ -78,7 +84,7 @@ impl DesiredNamespaces {
             .into_iter()
             .map(|n| (n.namespace.clone(), n))
             .collect();
-        let removals = self
+        let dropped = self
             .namespaces
             .keys()
             .filter(|k| !new.contains_key(*k))
@@ -89,8 +95,9 @@ impl DesiredNamespaces {
         self.revision = snapshot.revision;
         Delta {
             upserts,
-            removals,
+            removals: BTreeSet::new(),
             full: true,
+            dropped,
         }
     }
 
@@ -128,31 +135,13 @@ impl DesiredNamespaces {
     }
 }
 
-/// The agent's state directory: its credential and the last desired state.
+/// The agent's state directory: its identity (see `crate::identity`), the
+/// last desired state and the tombstones.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
 }
 
-/// What `Register` gave this agent.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credential {
-    pub agent_id: String,
-    pub cluster: String,
-    pub secret: String,
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credential")
-            .field("agent_id", &self.agent_id)
-            .field("cluster", &self.cluster)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-const CREDENTIAL_FILE: &str = "credential";
 const DESIRED_FILE: &str = "desired.pb";
 const TOMBSTONES_FILE: &str = "tombstones";
 
@@ -165,54 +154,6 @@ impl StateDir {
 
     pub fn path(&self) -> &Path {
         &self.root
-    }
-
-    /// The stored credential, if this agent registered before.
-    pub fn credential(&self) -> std::io::Result<Option<Credential>> {
-        let text = match std::fs::read_to_string(self.root.join(CREDENTIAL_FILE)) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut fields = BTreeMap::new();
-        for line in text.lines() {
-            if let Some((k, v)) = line.split_once('=') {
-                fields.insert(k.trim(), v.trim().to_string());
-            }
-        }
-        match (
-            fields.get("agent_id"),
-            fields.get("cluster"),
-            fields.get("secret"),
-        ) {
-            (Some(a), Some(c), Some(s)) => Ok(Some(Credential {
-                agent_id: a.clone(),
-                cluster: c.clone(),
-                secret: s.clone(),
-            })),
-            _ => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "{} is incomplete (needs agent_id, cluster and secret); delete it to register again",
-                    self.root.join(CREDENTIAL_FILE).display()
-                ),
-            )),
-        }
-    }
-
-    pub fn save_credential(&self, c: &Credential) -> std::io::Result<()> {
-        let text = format!(
-            "agent_id={}\ncluster={}\nsecret={}\n",
-            c.agent_id, c.cluster, c.secret
-        );
-        self.write_atomically(CREDENTIAL_FILE, text.as_bytes(), true)
-    }
-
-    pub fn forget_credential(&self) -> std::io::Result<()> {
-        match std::fs::remove_file(self.root.join(CREDENTIAL_FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
     }
 
     /// The last desired state received, or an empty one.
@@ -256,7 +197,12 @@ impl StateDir {
 
     /// Write to a temporary file, fsync, rename: a crash leaves the old or
     /// the new file, never half of one.
-    fn write_atomically(&self, name: &str, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+    pub(crate) fn write_atomically(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        secret: bool,
+    ) -> std::io::Result<()> {
         use std::io::Write;
         let tmp = self.root.join(format!(".{name}.tmp"));
         let mut options = std::fs::OpenOptions::new();
@@ -315,7 +261,8 @@ mod tests {
         });
         assert_eq!(s.revision, 5);
         assert!(d.full);
-        assert_eq!(d.removals, BTreeSet::from(["a".to_string()]));
+        assert!(d.removals.is_empty(), "a snapshot asks for no deletion");
+        assert_eq!(d.dropped, BTreeSet::from(["a".to_string()]));
         assert_eq!(
             d.upserts,
             BTreeSet::from(["b".to_string(), "c".to_string()])
@@ -352,37 +299,19 @@ mod tests {
     }
 
     #[test]
-    fn state_survives_a_restart_and_the_secret_file_is_private() {
+    fn state_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path()).unwrap();
         assert_eq!(state.desired().unwrap(), DesiredNamespaces::default());
-        assert_eq!(state.credential().unwrap(), None);
         let mut s = DesiredNamespaces::default();
         s.apply_snapshot(Snapshot {
             revision: 9,
             namespaces: vec![ns("a", 3), ns("b", 9)],
         });
         state.save_desired(&s).unwrap();
-        let c = Credential {
-            agent_id: "id".into(),
-            cluster: "c1".into(),
-            secret: "s3cret".into(),
-        };
-        state.save_credential(&c).unwrap();
 
         let reopened = StateDir::new(dir.path()).unwrap();
         assert_eq!(reopened.desired().unwrap(), s);
-        assert_eq!(reopened.credential().unwrap(), Some(c.clone()));
-        assert!(!format!("{c:?}").contains("s3cret"));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(CREDENTIAL_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
         std::fs::write(dir.path().join(DESIRED_FILE), b"\xff\xff garbage").unwrap();
         assert!(reopened.desired().is_err());
     }

@@ -12,7 +12,8 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::{Client, ResourceExt};
 
 use crate::bundle::{
-    Bundle, Kind, MANAGED_BY, MANAGED_BY_VALUE, MANAGED_SELECTOR, ManagedObject, stamped_revision,
+    Bundle, CLUSTER_ID_ANNOTATION, Kind, MANAGED_BY, MANAGED_BY_VALUE, MANAGED_SELECTOR,
+    ManagedObject, stamped_cluster_id, stamped_revision,
 };
 use crate::verify::first_difference;
 
@@ -89,16 +90,48 @@ impl LiveObjects {
     }
 
     pub fn namespaces(&self) -> BTreeSet<String> {
+        self.namespace_stamps().into_keys().collect()
+    }
+
+    /// The managed namespaces with the cluster identity each is stamped with.
+    pub fn namespace_stamps(&self) -> Stamps {
         self.objects
-            .keys()
-            .filter(|(kind, _, _)| *kind == Kind::Namespace)
-            .map(|(_, _, name)| name.clone())
+            .iter()
+            .filter(|((kind, _, _), _)| *kind == Kind::Namespace)
+            .map(|((_, _, name), live)| {
+                let stamp = live["metadata"]["annotations"][CLUSTER_ID_ANNOTATION]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string);
+                (name.clone(), stamp)
+            })
             .collect()
     }
 }
 
+/// Managed namespace → the cluster identity it is stamped with (`None`:
+/// not stamped).
+pub type Stamps = BTreeMap<String, Option<String>>;
+
+/// Whose namespaces a deletion may touch: those stamped with `cluster_id`;
+/// an unstamped one counts as stamped `unstamped_as` (the identity the
+/// agent's state was applied for), or as this cluster's when that is unknown.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub cluster_id: &'a str,
+    pub unstamped_as: Option<&'a str>,
+}
+
+impl Owner<'_> {
+    /// The identity a namespace with `stamp` belongs to, if not this one.
+    pub fn foreign(&self, stamp: Option<&str>) -> Option<String> {
+        let effective = stamp.or(self.unstamped_as)?;
+        (effective != self.cluster_id).then(|| effective.to_string())
+    }
+}
+
 /// Where a namespace deletion stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
     Gone,
     Terminating,
@@ -107,6 +140,9 @@ pub enum Removal {
     /// The namespace carries a newer revision than the caller knows of: it
     /// was re-created since the caller's state. Not touched.
     Newer(i64),
+    /// The namespace belongs to another cluster identity (stamped, or the
+    /// caller's state was applied for it): never deleted.
+    OtherCluster(String),
     /// `may_write` said no before the delete: nothing was done.
     Fenced,
 }
@@ -435,6 +471,34 @@ impl ClusterApi {
                 ),
             }),
             Ok(Some(live)) => {
+                // A namespace written for another cluster identity (another
+                // control-plane database) is not rewritten either: an
+                // unknown database must not hand its owners, quotas or
+                // policies to someone else's tenant. Unstamped ones (older
+                // agents) and bundles not stamped yet are compared by
+                // nothing.
+                let desired = namespace
+                    .body
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(CLUSTER_ID_ANNOTATION))
+                    .and_then(|v| v.as_str());
+                let live_id = stamped_cluster_id(live.metadata.annotations.as_ref());
+                if let (Some(desired), Some(live_id)) = (desired, live_id.as_deref())
+                    && desired != live_id
+                {
+                    return Err(ClusterError {
+                        action: "refuse to overwrite",
+                        object: namespace.id(),
+                        source: kube::Error::Api(
+                            kube::core::Status::failure(
+                                &format!("the namespace is stamped {CLUSTER_ID_ANNOTATION}={live_id}, another cluster identity than this control plane's ({desired})"),
+                                "Conflict",
+                            )
+                            .with_code(409)
+                            .boxed(),
+                        ),
+                    });
+                }
                 let live_revision = stamped_revision(live.metadata.annotations.as_ref());
                 Ok(if live_revision > revision {
                     Live::Newer(live_revision)
@@ -531,26 +595,44 @@ impl ClusterApi {
 
     /// Namespaces on the cluster that carry the managed-by label.
     pub async fn managed_namespaces(&self) -> Result<BTreeSet<String>, ClusterError> {
+        Ok(self.managed_namespace_stamps().await?.into_keys().collect())
+    }
+
+    /// Namespaces on the cluster that carry the managed-by label, with the
+    /// cluster identity each is stamped with.
+    pub async fn managed_namespace_stamps(&self) -> Result<Stamps, ClusterError> {
         let list = self
             .api(Kind::Namespace, None)
             .list_metadata(&ListParams::default().labels(MANAGED_SELECTOR))
             .await
             .map_err(ClusterError::of("list", "managed namespaces"))?;
-        Ok(list.items.iter().map(ResourceExt::name_any).collect())
+        Ok(list
+            .items
+            .iter()
+            .map(|ns| {
+                (
+                    ns.name_any(),
+                    stamped_cluster_id(ns.metadata.annotations.as_ref()),
+                )
+            })
+            .collect())
     }
 
     /// Deletes a managed namespace (and with it everything in it) and says
     /// whether it is gone yet. Safe to call again while it terminates.
     pub async fn remove_namespace(&self, name: &str) -> Result<Removal, ClusterError> {
-        self.remove_namespace_fenced(name, i64::MAX, || true).await
+        self.remove_namespace_fenced(name, i64::MAX, None, || true)
+            .await
     }
 
     /// As `remove_namespace`, for a caller whose desired state is at
-    /// `known_revision` and who may write only while `may_write` says so.
+    /// `known_revision`, who may delete only namespaces of `owner` (any, for
+    /// `None`), and who may write only while `may_write` says so.
     pub async fn remove_namespace_fenced(
         &self,
         name: &str,
         known_revision: i64,
+        owner: Option<Owner<'_>>,
         may_write: impl Fn() -> bool,
     ) -> Result<Removal, ClusterError> {
         let api = self.api(Kind::Namespace, None);
@@ -568,6 +650,10 @@ impl ClusterApi {
         let live_revision = stamped_revision(live.metadata.annotations.as_ref());
         if live_revision > known_revision {
             return Ok(Removal::Newer(live_revision));
+        }
+        let stamp = stamped_cluster_id(live.metadata.annotations.as_ref());
+        if let Some(other) = owner.and_then(|o| o.foreign(stamp.as_deref())) {
+            return Ok(Removal::OtherCluster(other));
         }
         if live.metadata.deletion_timestamp.is_none() {
             if !may_write() {

@@ -36,19 +36,60 @@ impl LeaseConfig {
     }
 }
 
-/// Shared view of whether this agent may write, checked before every apply.
+/// Shared view of whether this agent may write, checked before every write.
+///
+/// Two keys must both be turned: the Lease (this agent is its cluster's
+/// candidate; `is_held`) and the control plane's grant (it fenced this agent
+/// in as the applier, with an epoch; `grant`). The session withdraws the
+/// grant the moment the control plane does or the session ends, so a pass
+/// under way stops at its next write.
 #[derive(Clone, Default)]
 pub struct Fence {
     held_until: Arc<Mutex<Option<Instant>>>,
+    /// The epoch of the control plane's grant, while granted.
+    granted: Arc<Mutex<Option<i64>>>,
 }
 
 impl Fence {
-    /// Whether this agent holds the lease right now.
+    /// Whether this agent holds the lease right now (its candidacy).
     pub fn is_held(&self) -> bool {
         self.held_until
             .lock()
             .map(|h| h.is_some_and(|t| Instant::now() < t))
             .unwrap_or(false)
+    }
+
+    /// Whether this agent may write to the cluster right now: it holds the
+    /// lease and the control plane granted it the applier role.
+    pub fn may_apply(&self) -> bool {
+        self.granted().is_some() && self.is_held()
+    }
+
+    /// The epoch of the control plane's grant, if granted.
+    pub fn granted(&self) -> Option<i64> {
+        self.granted.lock().map(|g| *g).unwrap_or(None)
+    }
+
+    /// The control plane granted the applier role at `epoch`. A grant older
+    /// than the one held is ignored (epochs of a cluster only grow); `false`
+    /// then.
+    pub fn grant(&self, epoch: i64) -> bool {
+        let Ok(mut g) = self.granted.lock() else {
+            return false;
+        };
+        if g.is_some_and(|held| held > epoch) {
+            return false;
+        }
+        *g = Some(epoch);
+        true
+    }
+
+    /// The grant is withdrawn (by the control plane, or the session ended,
+    /// or the lease was lost): no more writes until a new one.
+    pub fn withdraw(&self) {
+        if let Ok(mut g) = self.granted.lock() {
+            *g = None;
+        }
     }
 
     fn set(&self, until: Option<Instant>) {
@@ -208,5 +249,30 @@ impl Elector {
         if self.replace(&lease).await.unwrap_or(false) {
             tracing::info!(lease = %self.config.name, "released the applier lease");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_need_both_the_lease_and_the_grant() {
+        let fence = Fence::default();
+        assert!(!fence.may_apply());
+        fence.set(Some(Instant::now() + Duration::from_secs(60)));
+        assert!(
+            fence.is_held() && !fence.may_apply(),
+            "the lease alone is not enough"
+        );
+        assert!(fence.grant(3));
+        assert!(fence.may_apply());
+        assert!(!fence.grant(2), "an older epoch is ignored");
+        assert_eq!(fence.granted(), Some(3));
+        fence.withdraw();
+        assert!(!fence.may_apply() && fence.is_held());
+        assert!(fence.grant(4));
+        fence.set(None);
+        assert!(!fence.may_apply(), "nor the grant alone");
     }
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod bundle;
 pub mod config;
 pub mod desired;
+pub mod identity;
 pub mod kubernetes;
 pub mod lease;
 pub mod metrics;
@@ -45,7 +46,7 @@ pub struct AgentConfig {
     pub session: SessionConfig,
     pub lease: LeaseConfig,
     pub reconciler: ReconcilerConfig,
-    /// Where the credential and the last desired state are kept.
+    /// Where the identity (key, certificate) and the last desired state are kept.
     pub state_dir: PathBuf,
 }
 
@@ -164,6 +165,7 @@ pub async fn start(
         fence,
         connected: connected_tx,
         metrics: metrics.clone(),
+        identity: Default::default(),
     };
     tasks.spawn(
         sessions

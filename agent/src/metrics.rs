@@ -1,5 +1,5 @@
 //! Prometheus metrics of the agent: session and role, the applied revision,
-//! reconcile passes, drift repairs and the outbound queue.
+//! reconcile passes, drift repairs, held prune passes and the outbound queue.
 
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub struct Metrics {
     registry: Registry,
     connected: IntGauge,
     applier: IntGauge,
+    lease_held: IntGauge,
+    prune_held: IntGauge,
     applied_revision: IntGauge,
     pass_duration: HistogramVec,
     drift_repairs: IntCounter,
@@ -49,7 +51,15 @@ impl Metrics {
         );
         let applier = gauge(
             "mtp_agent_applier",
-            "1 while this agent holds its cluster's applier lease",
+            "1 while this agent applies: it holds its cluster's applier lease and the control plane granted it the role",
+        );
+        let lease_held = gauge(
+            "mtp_agent_lease_held",
+            "1 while this agent holds its cluster's applier lease (its candidacy)",
+        );
+        let prune_held = gauge(
+            "mtp_agent_prune_held_revision",
+            "The revision of a prune pass held for `mtp cluster confirm-prune` (0: none held)",
         );
         let applied_revision = gauge(
             "mtp_agent_applied_revision",
@@ -77,9 +87,11 @@ impl Metrics {
             &["kind"],
         )
         .expect("static metric definition");
-        let collectors: [Box<dyn Collector>; 6] = [
+        let collectors: [Box<dyn Collector>; 8] = [
             Box::new(connected.clone()),
             Box::new(applier.clone()),
+            Box::new(lease_held.clone()),
+            Box::new(prune_held.clone()),
             Box::new(applied_revision.clone()),
             Box::new(pass_duration.clone()),
             Box::new(drift_repairs.clone()),
@@ -92,6 +104,8 @@ impl Metrics {
             registry,
             connected,
             applier,
+            lease_held,
+            prune_held,
             applied_revision,
             pass_duration,
             drift_repairs,
@@ -105,6 +119,15 @@ impl Metrics {
 
     pub fn set_applier(&self, applier: bool) {
         self.applier.set(i64::from(applier));
+    }
+
+    pub fn set_lease_held(&self, held: bool) {
+        self.lease_held.set(i64::from(held));
+    }
+
+    /// The revision of the held prune pass, if one is held.
+    pub fn set_prune_held(&self, revision: Option<i64>) {
+        self.prune_held.set(revision.unwrap_or(0));
     }
 
     pub fn set_applied_revision(&self, revision: i64) {

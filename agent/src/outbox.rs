@@ -7,6 +7,7 @@
 //! | drift | kept; past a soft limit the latest report for an object supersedes a queued one (lossless for state; bounded by the number of objects) |
 //! | ack   | one at most: the latest supersedes the queued one (results merged, the later winning); dropped when a session ends: a new session starts with a full status ack |
 //! | role  | at most [`ROLE_LIMIT`], the oldest dropped first |
+//! | prune held | one at most: the latest supersedes (it describes the hold as it stands) |
 //!
 //! Next: usage samples get a kind of their own with `DropOldest` (or
 //! coalesced per sampling window) and their own budget; like every policy
@@ -31,6 +32,7 @@ pub enum Kind {
     Role,
     Ack,
     Drift,
+    PruneHeld,
 }
 
 /// What happens to a kind when it piles up.
@@ -46,13 +48,14 @@ pub enum Policy {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Role, Kind::Ack, Kind::Drift];
+    pub const ALL: [Kind; 4] = [Kind::Role, Kind::Ack, Kind::Drift, Kind::PruneHeld];
 
     pub fn of(report: &Report) -> Kind {
         match report {
             Report::Role { .. } => Kind::Role,
             Report::Ack(_) => Kind::Ack,
             Report::Drift(_) => Kind::Drift,
+            Report::PruneHeld(_) => Kind::PruneHeld,
         }
     }
 
@@ -61,6 +64,7 @@ impl Kind {
             Kind::Role => "role",
             Kind::Ack => "ack",
             Kind::Drift => "drift",
+            Kind::PruneHeld => "prune_held",
         }
     }
 
@@ -71,6 +75,7 @@ impl Kind {
             Kind::Drift => Policy::Coalesce {
                 soft_limit: DRIFT_SOFT_LIMIT,
             },
+            Kind::PruneHeld => Policy::DropOldest { limit: 1 },
         }
     }
 
@@ -82,7 +87,7 @@ impl Kind {
 #[derive(Debug)]
 pub struct Outbox {
     queue: VecDeque<Report>,
-    depth: [usize; 3],
+    depth: [usize; 4],
     metrics: Metrics,
 }
 
@@ -90,7 +95,7 @@ impl Outbox {
     pub fn new(metrics: Metrics) -> Self {
         let outbox = Outbox {
             queue: VecDeque::new(),
-            depth: [0; 3],
+            depth: [0; 4],
             metrics,
         };
         outbox.publish();
@@ -122,10 +127,13 @@ impl Outbox {
             Policy::DropOldest { limit } if self.depth(kind) >= limit => {
                 if let Some(i) = self.queue.iter().position(|r| Kind::of(r) == kind) {
                     self.remove(i);
-                    tracing::warn!(
-                        kind = kind.name(),
-                        "outbox full for this kind; dropped its oldest report"
-                    );
+                    // With room for one, the newer one simply supersedes.
+                    if limit > 1 {
+                        tracing::warn!(
+                            kind = kind.name(),
+                            "outbox full for this kind; dropped its oldest report"
+                        );
+                    }
                 }
                 report
             }
@@ -247,7 +255,7 @@ mod tests {
             drain(&mut outbox)[0],
             drift("a", "Namespace/a", "label changed")
         );
-        assert_eq!(Kind::ALL.map(|k| outbox.depth(k)), [0, 0, 0]);
+        assert_eq!(Kind::ALL.map(|k| outbox.depth(k)), [0, 0, 0, 0]);
     }
 
     #[test]
@@ -338,6 +346,27 @@ mod tests {
         outbox.push(drift("a", "Namespace/a", "x"));
         outbox.session_ended();
         assert_eq!(drain(&mut outbox), [drift("a", "Namespace/a", "x")]);
+    }
+
+    #[test]
+    fn a_newer_prune_hold_supersedes_the_queued_one_and_survives_a_session_end() {
+        let held = |revision| {
+            Report::PruneHeld(crate::report::PruneHeld {
+                revision,
+                would_delete: 3,
+                managed: 4,
+                sample: vec![],
+            })
+        };
+        let mut outbox = Outbox::new(Metrics::new());
+        outbox.push(held(3));
+        outbox.push(drift("a", "Namespace/a", "x"));
+        outbox.push(held(4));
+        outbox.session_ended();
+        assert_eq!(
+            drain(&mut outbox),
+            [drift("a", "Namespace/a", "x"), held(4)]
+        );
     }
 
     #[test]

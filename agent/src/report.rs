@@ -13,6 +13,10 @@ pub enum NamespaceReport {
     /// Removed from the cluster (or found not managed by mtp): the control
     /// plane may forget it.
     Deleted,
+    /// Left alone: the live namespace is stamped with a newer revision than
+    /// the desired state this agent holds (for an apply or a removal). The
+    /// control plane re-issues the namespace above `live_revision`.
+    Superseded { live_revision: i64 },
 }
 
 /// Per-namespace reports, in the order they were made.
@@ -49,13 +53,30 @@ pub struct Drift {
     pub repaired: bool,
 }
 
+/// A prune pass the applier did not carry out: it would have deleted more
+/// than the configured share of the managed namespaces, or the control
+/// plane's cluster identity is not the one the state was applied for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneHeld {
+    pub revision: i64,
+    pub would_delete: usize,
+    pub managed: usize,
+    /// Some of the namespaces it would delete (at most [`PRUNE_SAMPLE`]).
+    pub sample: Vec<String>,
+}
+
+/// Namespaces named in a [`PruneHeld`], at most.
+pub const PRUNE_SAMPLE: usize = 20;
+
 /// One message for the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    /// This agent became (or stopped being) its cluster's applier.
+    /// This agent's candidacy: it holds (or no longer holds) the Lease. The
+    /// control plane decides who applies (an applier grant).
     Role {
         applier: bool,
     },
     Ack(Ack),
     Drift(Drift),
+    PruneHeld(PruneHeld),
 }

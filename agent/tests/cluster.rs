@@ -97,14 +97,14 @@ async fn stale_state_never_overwrites_or_deletes_a_newer_namespace() {
     );
     assert_eq!(
         cluster
-            .remove_namespace_fenced("team-a-dev", 3, || true)
+            .remove_namespace_fenced("team-a-dev", 3, None, || true)
             .await
             .unwrap(),
         Removal::Newer(5)
     );
     assert_eq!(
         cluster
-            .remove_namespace_fenced("team-a-dev", 5, || false)
+            .remove_namespace_fenced("team-a-dev", 5, None, || false)
             .await
             .unwrap(),
         Removal::Fenced
@@ -132,7 +132,7 @@ async fn stale_state_never_overwrites_or_deletes_a_newer_namespace() {
     );
     assert_ne!(
         cluster
-            .remove_namespace_fenced("team-a-dev", 6, || true)
+            .remove_namespace_fenced("team-a-dev", 6, None, || true)
             .await
             .unwrap(),
         Removal::Newer(6)
@@ -143,6 +143,33 @@ async fn stale_state_never_overwrites_or_deletes_a_newer_namespace() {
 /// Unconfirmed state only keeps what exists: a missing namespace is left
 /// missing (it may have been deleted at a later revision), an existing one
 /// is brought back to its configuration.
+#[tokio::test]
+async fn a_namespace_stamped_for_another_cluster_identity_is_not_rewritten() {
+    let sim = sim().await;
+    let cluster = ClusterApi::new(sim.client());
+    let config = config("team-a-dev", "team-a");
+    let ours = Bundle::render(&config).stamped(Some("11111111-1111-1111-1111-111111111111"));
+    assert_eq!(cluster.apply(&ours).await.unwrap(), Applied::Done);
+    // Another control-plane database's desired state for the same name:
+    // refused, naming both identities; the namespace keeps its objects.
+    let mut other = config.clone();
+    other.quota.as_mut().unwrap().cpu_millis = 64_000;
+    let theirs = Bundle::render(&other).stamped(Some("22222222-2222-2222-2222-222222222222"));
+    let err = cluster.apply(&theirs).await.unwrap_err().to_string();
+    assert!(err.contains("refuse to overwrite"), "{err}");
+    assert!(
+        err.contains("11111111-1111-1111-1111-111111111111"),
+        "{err}"
+    );
+    assert_eq!(cluster.verify(&ours).await.unwrap(), vec![]);
+    // Unstamped bundles (identity not known yet) still repair it.
+    assert_eq!(
+        cluster.apply(&Bundle::render(&config)).await.unwrap(),
+        Applied::Done
+    );
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn skipping_absent_namespaces_creates_nothing_but_repairs_what_exists() {
     let sim = sim().await;

@@ -17,11 +17,13 @@ use mtp_agent::AgentStatus;
 use mtp_agent::bundle;
 use mtp_agent::desired::{Changes, DesiredNamespaces, Snapshot, StateDir};
 use mtp_agent::kubernetes::ClusterApi;
-use mtp_agent::lease::{Elector, LeaseConfig};
+use mtp_agent::lease::{Elector, Fence, LeaseConfig};
 use mtp_agent::metrics::Metrics;
 use mtp_agent::persist::StateWriter;
-use mtp_agent::reconciler::{Channels, Input, Outbound, Reconciler, ReconcilerConfig, Stored};
-use mtp_agent::report::{Ack, NamespaceReport, Report};
+use mtp_agent::reconciler::{
+    Channels, Grant, Input, Outbound, Reconciler, ReconcilerConfig, SessionInfo, Stored,
+};
+use mtp_agent::report::{Ack, NamespaceReport, PruneHeld, Report};
 use mtp_agent::watch::Touched;
 use mtp_proto::v1::NamespaceConfig;
 use tokio::sync::{mpsc, watch};
@@ -42,16 +44,29 @@ struct Agent {
     out: mpsc::UnboundedReceiver<Outbound>,
     role: watch::Sender<Option<bool>>,
     status: watch::Receiver<AgentStatus>,
+    /// The fence the reconciler writes under (the session's view of it).
+    fence: Fence,
     touched: Touched,
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
 
+/// The cluster identity the control plane of these tests serves.
+const CLUSTER: &str = "0c1d5e7a-0000-4000-8000-000000000001";
+
 impl Agent {
     /// Starts a reconciler on `dir`; as applier it holds a lease of its own
-    /// first (long enough to outlast the test).
+    /// first (long enough to outlast the test) and is granted the role by a
+    /// session of cluster [`CLUSTER`].
     async fn start(sim: &SimCluster, dir: &Path, applier: bool) -> Agent {
+        Agent::start_as(sim, dir, applier, applier.then_some(CLUSTER)).await
+    }
+
+    /// Starts a reconciler on `dir`, holding a lease if `lease`; with
+    /// `granted`, a session of that cluster identity grants it the role.
+    async fn start_as(sim: &SimCluster, dir: &Path, lease: bool, granted: Option<&str>) -> Agent {
+        let applier = lease;
         let client = sim.client();
         ensure_namespace(&client, "kube-system").await;
         let lease = format!("applier-{}", LEASES.fetch_add(1, Ordering::SeqCst));
@@ -77,9 +92,10 @@ impl Agent {
         let (role, role_rx) = watch::channel(None);
         let touched = Touched::default();
         let metrics = Metrics::new();
+        let fence = elector.fence();
         let reconciler = Reconciler::new(
             ClusterApi::new(client),
-            elector.fence(),
+            fence.clone(),
             Stored {
                 dir: state_dir,
                 writer,
@@ -92,6 +108,7 @@ impl Agent {
                 retry_interval: Duration::from_millis(100),
                 drift_quiet: Duration::from_millis(50),
                 concurrency: 4,
+                prune_max_share: 0.5,
             },
             Channels {
                 role: role_rx,
@@ -111,16 +128,35 @@ impl Agent {
             out,
             role,
             status,
+            fence,
             touched,
             metrics,
             shutdown,
             tasks,
         };
         if applier {
-            // Reported as the role changes, before the new applier's pass.
+            // Reported as the lease is taken: the candidacy.
             assert_eq!(agent.next().await, Report::Role { applier: true });
         }
+        if let Some(cluster_id) = granted {
+            agent.session(cluster_id).await;
+            agent.grant(true, 1).await;
+        }
         agent
+    }
+
+    /// A session of the control plane of `cluster_id` begins.
+    async fn session(&self, cluster_id: &str) {
+        self.send(Input::Session(SessionInfo {
+            cluster_id: cluster_id.into(),
+            cluster: "prod".into(),
+            agent_id: "agent-1".into(),
+        }))
+        .await;
+    }
+
+    async fn grant(&self, granted: bool, epoch: i64) {
+        self.send(Input::Grant(Grant { granted, epoch })).await;
     }
 
     async fn send(&self, input: Input) {
@@ -565,5 +601,317 @@ async fn drift_is_repaired_reported_and_counted() {
         acks(&seen).is_empty(),
         "an unchanged outcome is not acknowledged again: {seen:?}"
     );
+    agent.stop().await;
+}
+
+fn annotation(sim: &SimCluster, name: &str, key: &str) -> Option<String> {
+    let ns = sim.object("namespaces", "", name).unwrap()?;
+    ns["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn held(reports: &[Report]) -> Vec<&PruneHeld> {
+    reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::PruneHeld(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Applying takes both keys: the Lease (candidacy) and the control plane's
+/// grant. Without the grant nothing is written or acknowledged; a grant
+/// starts applying (with a full pass and status ack); a withdrawal stops it.
+#[tokio::test]
+async fn nothing_is_applied_without_the_control_planes_grant() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start_as(&sim, dir.path(), true, None).await;
+    agent.session(CLUSTER).await;
+    agent.send(snapshot(2, &["team-a-dev"])).await;
+    let seen = agent.barrier().await;
+    assert!(acks(&seen).is_empty(), "{seen:?}");
+    assert!(
+        !exists(&sim, "team-a-dev"),
+        "the lease alone writes nothing"
+    );
+    let status = agent.status.borrow().clone();
+    assert!(status.lease_held && !status.applier, "{status:?}");
+
+    agent.grant(true, 7).await;
+    let (_, ack) = agent.ack_of(2).await;
+    assert_eq!(
+        report_of(&ack, "team-a-dev"),
+        Some(&NamespaceReport::Verified)
+    );
+    assert!(exists(&sim, "team-a-dev"));
+    // And the full status the control plane asked for with its grant.
+    let (_, status) = agent.ack_of(2).await;
+    assert_eq!(status.sequence, ack.sequence + 1);
+    assert_eq!(
+        report_of(&status, "team-a-dev"),
+        Some(&NamespaceReport::Verified)
+    );
+    assert_eq!(agent.status.borrow().grant_epoch, Some(7));
+    assert_eq!(
+        annotation(&sim, "team-a-dev", bundle::CLUSTER_ID_ANNOTATION).as_deref(),
+        Some(CLUSTER),
+        "stamped with the cluster identity"
+    );
+
+    agent.grant(false, 0).await;
+    agent
+        .send(changes(2, 3, &["team-a-qa"], &["team-a-dev"]))
+        .await;
+    let seen = agent.barrier().await;
+    assert!(acks(&seen).is_empty(), "withdrawn: {seen:?}");
+    assert!(!exists(&sim, "team-a-qa") && exists(&sim, "team-a-dev"));
+    assert!(!agent.status.borrow().applier);
+
+    // Granted again: the held state is applied.
+    agent.grant(true, 8).await;
+    let (_, ack) = agent.ack_of(3).await;
+    assert_eq!(
+        report_of(&ack, "team-a-qa"),
+        Some(&NamespaceReport::Verified)
+    );
+    assert!(exists(&sim, "team-a-qa"));
+
+    // The session withdraws the grant on the fence itself (a withdrawal or
+    // a session end must stop a pass under way): no write gets through,
+    // though the reconciler has not heard of it yet.
+    agent.fence.withdraw();
+    agent.send(changes(3, 4, &["team-a-stg"], &[])).await;
+    let seen = agent.barrier().await;
+    assert!(acks(&seen).iter().all(|a| a.revision < 4), "{seen:?}");
+    assert!(!exists(&sim, "team-a-stg"), "the fence stops writes");
+    agent.grant(true, 9).await;
+    agent.ack_of(4).await;
+    assert!(exists(&sim, "team-a-stg"));
+    agent.stop().await;
+}
+
+/// A snapshot that drops more than half of the managed namespaces holds its
+/// prune pass: nothing of it is deleted, the hold is reported once, upserts
+/// are still applied and acknowledged; an operator's confirmation carries
+/// it out, and every pruned namespace is reported deleted — also one no
+/// desired state ever listed.
+#[tokio::test]
+async fn a_prune_of_more_than_half_is_held_until_confirmed() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    let all = [
+        "team-a-n0",
+        "team-a-n1",
+        "team-a-n2",
+        "team-a-n3",
+        "team-a-n4",
+    ];
+    agent.send(snapshot(2, &all)).await;
+    agent.ack_of(2).await;
+
+    // Three of five go: more than half.
+    agent.send(snapshot(3, &["team-a-n0", "team-a-n1"])).await;
+    let (before, ack) = agent.ack_of(3).await;
+    let holds = held(&before);
+    assert_eq!(holds.len(), 1, "{before:?}");
+    assert_eq!(
+        (holds[0].revision, holds[0].would_delete, holds[0].managed),
+        (3, 3, 5)
+    );
+    assert_eq!(holds[0].sample, ["team-a-n2", "team-a-n3", "team-a-n4"]);
+    assert!(ack.deletions().is_empty(), "{ack:?}");
+    assert!(all.iter().all(|n| exists(&sim, n)), "nothing deleted");
+    assert_eq!(agent.status.borrow().prune_held, Some(3));
+    assert!(
+        agent
+            .metrics
+            .render()
+            .contains("mtp_agent_prune_held_revision 3")
+    );
+    assert!(
+        tombstones(dir.path()).is_empty(),
+        "held ones are no tombstones"
+    );
+
+    // Another full check of the same revision: still held, not reported again.
+    agent.touched.mark_relisted();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = agent.barrier().await;
+    assert!(held(&seen).is_empty(), "once per held revision: {seen:?}");
+    assert!(all.iter().all(|n| exists(&sim, n)));
+
+    agent.send(Input::PruneConfirmed(3)).await;
+    let mut deleted = std::collections::BTreeSet::new();
+    while deleted.len() < 3 {
+        let (_, ack) = agent.ack_of(3).await;
+        deleted.extend(ack.deletions());
+    }
+    assert_eq!(
+        deleted.into_iter().collect::<Vec<_>>(),
+        ["team-a-n2", "team-a-n3", "team-a-n4"]
+    );
+    for n in ["team-a-n2", "team-a-n3", "team-a-n4"] {
+        assert!(!exists(&sim, n), "{n} pruned");
+    }
+    assert!(exists(&sim, "team-a-n0") && exists(&sim, "team-a-n1"));
+    assert_eq!(agent.status.borrow().prune_held, None);
+
+    // A managed namespace no desired state listed (1 of 3): pruned at once,
+    // and reported deleted.
+    let stray = mtp_agent::bundle::Bundle::render(&ns("team-a-stray", 3)).stamped(Some(CLUSTER));
+    ClusterApi::new(sim.client()).apply(&stray).await.unwrap();
+    agent.touched.mark_relisted();
+    let seen = agent
+        .until(
+            |r| matches!(r, Report::Ack(a) if a.deletions().contains(&"team-a-stray".to_string())),
+        )
+        .await;
+    assert!(held(&seen).is_empty(), "{seen:?}");
+    assert!(!exists(&sim, "team-a-stray"));
+    agent.stop().await;
+}
+
+/// An empty snapshot (a control plane with an empty database, say) would
+/// delete every managed namespace: held whatever the share, and a newer
+/// revision is evaluated (and reported) again.
+#[tokio::test]
+async fn a_prune_of_everything_is_held_and_a_newer_revision_re_evaluates() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    agent.send(snapshot(2, &["team-a-dev"])).await;
+    agent.ack_of(2).await;
+    agent.send(snapshot(3, &[])).await;
+    let seen = agent.until(|r| matches!(r, Report::PruneHeld(_))).await;
+    assert_eq!(held(&seen)[0].would_delete, 1);
+    // The confirmation is for revision 3, but revision 4 came since.
+    agent.send(snapshot(4, &[])).await;
+    let seen = agent.until(|r| matches!(r, Report::PruneHeld(_))).await;
+    assert_eq!(held(&seen)[0].revision, 4);
+    agent.send(Input::PruneConfirmed(3)).await;
+    let seen = agent.barrier().await;
+    assert!(
+        acks(&seen).iter().all(|a| a.deletions().is_empty()),
+        "{seen:?}"
+    );
+    assert!(
+        exists(&sim, "team-a-dev"),
+        "a stale confirmation deletes nothing"
+    );
+    agent.send(Input::PruneConfirmed(4)).await;
+    agent
+        .until(|r| matches!(r, Report::Ack(a) if !a.deletions().is_empty()))
+        .await;
+    assert!(!exists(&sim, "team-a-dev"));
+    agent.stop().await;
+}
+
+/// State applied for one cluster identity, then a control plane of another:
+/// nothing is pruned (confirmed or not), and a namespace stamped for the
+/// other identity is never deleted, not even when asked explicitly (that is
+/// reported as failed). Adopting the new identity still prunes none of them.
+#[tokio::test]
+async fn a_different_cluster_identity_never_prunes() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start_as(&sim, dir.path(), true, Some("cluster-old")).await;
+    agent.send(snapshot(2, &["team-a-dev", "team-a-qa"])).await;
+    agent.ack_of(2).await;
+    assert_eq!(
+        annotation(&sim, "team-a-dev", bundle::CLUSTER_ID_ANNOTATION).as_deref(),
+        Some("cluster-old")
+    );
+    agent.stop().await;
+
+    // Another database: everything it does not list would go.
+    let mut agent = Agent::start_as(&sim, dir.path(), true, Some(CLUSTER)).await;
+    assert_eq!(
+        agent.status.borrow().cluster_id,
+        "cluster-old",
+        "what the hello says"
+    );
+    agent.send(snapshot(1, &["team-a-new"])).await;
+    let (before, _) = agent.ack_of(1).await;
+    let holds = held(&before);
+    assert_eq!(holds.len(), 1, "held and reported: {before:?}");
+    assert!(exists(&sim, "team-a-new"), "upserts are still applied");
+    agent.send(Input::PruneConfirmed(1)).await;
+    agent.send(changes(1, 2, &[], &["team-a-dev"])).await;
+    let (_, ack) = agent.ack_of(2).await;
+    assert!(
+        matches!(report_of(&ack, "team-a-dev"), Some(NamespaceReport::Failed(r)) if r.contains("cluster-old")),
+        "{ack:?}"
+    );
+    assert!(exists(&sim, "team-a-dev") && exists(&sim, "team-a-qa"));
+
+    // The operator accepts the new identity: still, namespaces stamped for
+    // the old one are never pruned.
+    std::fs::remove_file(dir.path().join("cluster-id")).unwrap();
+    agent.session(CLUSTER).await;
+    agent.touched.mark_relisted();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = agent.barrier().await;
+    assert!(
+        acks(&seen).iter().all(|a| a.deletions().is_empty()),
+        "{seen:?}"
+    );
+    assert!(
+        held(&seen).is_empty(),
+        "not even candidates, so nothing to hold: {seen:?}"
+    );
+    assert!(exists(&sim, "team-a-dev") && exists(&sim, "team-a-qa"));
+    assert_eq!(agent.status.borrow().cluster_id, CLUSTER);
+    agent.stop().await;
+}
+
+/// A namespace stamped with a newer revision than the desired state is left
+/// alone and reported superseded with the live stamp, for an apply and for
+/// a removal, so that the control plane re-issues above it.
+#[tokio::test]
+async fn a_newer_live_stamp_is_reported_superseded() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&sim, dir.path(), true).await;
+    agent.send(snapshot(5, &["team-a-dev"])).await;
+    agent.ack_of(5).await;
+    // Another applier wrote it from revision 9.
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {bundle::REVISION_ANNOTATION: "9"}}});
+    Api::<Namespace>::all(sim.client())
+        .patch(
+            "team-a-dev",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+
+    agent.send(changes(5, 6, &["team-a-dev"], &[])).await;
+    let (_, ack) = agent.ack_of(6).await;
+    assert_eq!(
+        report_of(&ack, "team-a-dev"),
+        Some(&NamespaceReport::Superseded { live_revision: 9 })
+    );
+    assert_eq!(
+        annotation(&sim, "team-a-dev", bundle::REVISION_ANNOTATION).as_deref(),
+        Some("9"),
+        "left alone"
+    );
+
+    agent.send(changes(6, 7, &[], &["team-a-dev"])).await;
+    let (_, ack) = agent.ack_of(7).await;
+    assert_eq!(
+        report_of(&ack, "team-a-dev"),
+        Some(&NamespaceReport::Superseded { live_revision: 9 })
+    );
+    assert!(exists(&sim, "team-a-dev"), "not deleted");
+    // Retried, but not reported on every retry.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let seen = agent.barrier().await;
+    assert!(acks(&seen).is_empty(), "{seen:?}");
     agent.stop().await;
 }

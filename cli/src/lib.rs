@@ -185,6 +185,25 @@ mod tests {
         assert!(parse(&["create", "c", "--join-token-ttl", "2"]).is_err());
         assert!(parse(&["create", "c", "--no-join-token", "--join-token-ttl", "2h"]).is_err());
         assert!(parse(&["join-token", "c", "--ttl", "7d"]).is_ok());
+        assert!(
+            parse(&[
+                "join-token",
+                "create",
+                "c",
+                "--ttl",
+                "7d",
+                "--max-uses",
+                "3"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["join-token", "c", "--max-uses", "3"]).is_ok());
+        assert!(parse(&["join-token", "list"]).is_ok());
+        assert!(parse(&["join-token", "list", "c"]).is_ok());
+        assert!(parse(&["join-token", "revoke", "0123456789abcdef"]).is_ok());
+        assert!(parse(&["join-token", "revoke"]).is_err());
+        assert!(parse(&["create", "c", "--join-token-max-uses", "2"]).is_ok());
+        assert!(Cli::try_parse_from(["mtp", "agent", "revoke", "mtpagent_1"]).is_ok());
         assert!(Cli::try_parse_from(["mtp", "agent", "list", "--cluster", "c"]).is_ok());
     }
 }

@@ -22,6 +22,10 @@ fn mtp(plane_url: &str, token: Option<&str>, args: &[&str]) -> Output {
         }
     }
     cmd.env("HOME", home.path()).env("MTP_ADDR", plane_url);
+    // Test planes serve TLS with a certificate of the test CA, as up.sh's
+    // does; the CLI trusts it as a user would (an http:// address that some
+    // tests give only warns that it is unused).
+    cmd.env("MTP_CA_CERT", mtp_e2e::pki().ca_path());
     if let Some(t) = token {
         cmd.env("MTP_TOKEN", t);
     }
@@ -385,7 +389,7 @@ async fn applier_agent(url: &str, join_token: &str, node: &str) -> (ScriptedAgen
     let reg = agent::register(url, join_token, node)
         .await
         .expect("the printed join token registers an agent");
-    let mut a = ScriptedAgent::connect(url, &reg.certificate_pem, 0, true)
+    let mut a = ScriptedAgent::connect(url, &reg, 0, true)
         .await
         .expect("session opens");
     let first = a.next_desired(Duration::from_secs(10)).await;
@@ -453,9 +457,12 @@ async fn cluster_create_prints_a_join_token_that_registers_an_agent() {
         ttl > chrono::Duration::minutes(110) && ttl <= chrono::Duration::hours(2),
         "--join-token-ttl 2h gave {ttl}"
     );
+    // The printed command reads the token from a file: never a secret in argv.
     assert_eq!(
         created["agent_command"],
-        format!("mtp-agent --control-plane {url} --join-token {secret} --node-name <node>")
+        format!(
+            "mtp-agent --control-plane {url} --ca-cert /etc/mtp/ca.pem --join-token-file /etc/mtp/join-token --node-name <node>"
+        )
     );
 
     // Table: the secret and the command on stdout, the one-time warning on stderr.
@@ -463,10 +470,23 @@ async fn cluster_create_prints_a_join_token_that_registers_an_agent() {
     let (text, warn) = (stdout(&out), stderr(&out));
     assert!(out.status.success(), "{warn}");
     assert!(
-        text.contains(&format!("mtp-agent --control-plane {url} --join-token ")),
+        text.contains(&format!("mtp-agent --control-plane {url} --ca-cert /etc/mtp/ca.pem --join-token-file /etc/mtp/join-token ")),
         "{text}"
     );
+    assert!(text.contains("umask 077"), "{text}");
+    assert!(text.contains("--from-file=join-token="), "{text}");
     assert!(text.contains("Join token:"), "{text}");
+    let printed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Join token:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(
+        text.matches(printed.as_str()).count(),
+        1,
+        "the secret is printed once, in no command line: {text}"
+    );
     assert!(
         warn.starts_with("warning: ") && warn.contains("only time"),
         "{warn}"
@@ -536,6 +556,78 @@ async fn cluster_create_prints_a_join_token_that_registers_an_agent() {
     );
     let c3 = list.lines().find(|l| l.starts_with("c3")).unwrap();
     assert!(c3.contains(" 0/1 "), "{list}");
+
+    // Join tokens: listed without secrets, limited in uses, revoked.
+    let limited = json(run(&[
+        "cluster",
+        "join-token",
+        "create",
+        "c1",
+        "--max-uses",
+        "1",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(limited["join_token"]["max_uses"], 1);
+    let limited_secret = limited["join_token"]["secret"].as_str().unwrap().to_owned();
+    let limited_id = limited["join_token"]["id"].as_str().unwrap().to_owned();
+    agent::register(&url, &limited_secret, "node-2")
+        .await
+        .unwrap();
+    let refused = agent::register(&url, &limited_secret, "node-3")
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("used up"), "{refused:?}");
+    let tokens = json(run(&["cluster", "join-token", "list", "c1", "-o", "json"]));
+    let tokens = tokens["join_tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    let t = tokens
+        .iter()
+        .find(|t| t["id"] == limited_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (
+            t["uses"].as_u64(),
+            t["max_uses"].as_u64(),
+            t["state"].as_str()
+        ),
+        (Some(1), Some(1), Some("used up"))
+    );
+    let table = ok(run(&["cluster", "join-token", "ls"]));
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        !table.contains("mtpjoin_"),
+        "no secret in the list: {table}"
+    );
+    assert_eq!(table.lines().count(), 1 + 4, "{table}");
+    ok(run(&["cluster", "join-token", "revoke", &limited_id]));
+    let tokens = json(run(&["cluster", "join-token", "list", "c1", "-o", "json"]));
+    let t = tokens["join_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == limited_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(t["state"], "revoked");
+    let unknown = run(&["cluster", "join-token", "revoke", "0000000000000000"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
+    let bare = run(&["cluster", "join-token"]);
+    assert_eq!(bare.status.code(), Some(2), "{}", stderr(&bare));
+
+    // Revoking an agent: its certificate stops working.
+    let node9 = json(run(&["agent", "list", "--cluster", "c3", "-o", "json"]));
+    let id = node9["agents"][0]["id"].as_str().unwrap().to_owned();
+    let revoked = json(run(&["agent", "revoke", &id, "-o", "json"]));
+    assert_eq!(revoked["id"], id.as_str());
+    assert!(revoked["revoke_time"].is_string(), "{revoked}");
+    let err = ScriptedAgent::connect(&url, &reg, 0, false)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let unknown = run(&["agent", "revoke", "mtpagent_0000000000000000"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -64,7 +64,7 @@ if ! render "$here" >"$work/default.yaml" 2>"$work/render.err"; then
 fi
 ok "renders: kustomize $here ($(grep -c '^kind: ' "$work/default.yaml") objects)"
 
-# The optional parts must render too: control plane + hostPath component.
+# The optional parts must render too: control plane + emptyDir component.
 mkdir -p "$work/optional"
 # kustomize wants relative paths to other kustomizations.
 rel="$(realpath --relative-to="$work/optional" "$here")"
@@ -75,13 +75,13 @@ resources:
   - $rel/agent
   - $rel/control-plane
 components:
-  - $rel/components/hostpath-state
+  - $rel/components/emptydir-state
 YAML
 if render "$work/optional" >"$work/optional.yaml" 2>"$work/render.err"; then
-    ok "renders: agent + control-plane + components/hostpath-state"
+    ok "renders: agent + control-plane + components/emptydir-state"
 else
     cat "$work/render.err" >&2
-    bad "renders: agent + control-plane + components/hostpath-state"
+    bad "renders: agent + control-plane + components/emptydir-state"
 fi
 
 split_docs "$work/default.yaml" "$work/d"
@@ -119,16 +119,37 @@ for variant in d o; do
             bash -c "grep -A3 -E 'name: MTP_AGENT_NODE_NAME' '$f' | grep -Eq 'fieldPath: spec.nodeName'"
         check "$label DaemonSet: join token from a mounted file of Secret mtp-agent-join" \
             bash -c "grep -Eq 'name: MTP_AGENT_JOIN_TOKEN_FILE' '$f' && grep -Eq 'secretName: mtp-agent-join' '$f' && ! grep -Eq 'name: MTP_AGENT_JOIN_TOKEN$' '$f'"
+        check "$label DaemonSet: the join-token file is the Secret's volume mount, read-only, never an argument" \
+            bash -c "tf=\$(grep -A1 -E 'name: MTP_AGENT_JOIN_TOKEN_FILE' '$f' | sed -nE 's/^ *value: (.*)/\\1/p') &&
+                     dir=\$(dirname \"\$tf\") &&
+                     grep -B1 -A1 -E '^ *name: join-token$' '$f' | grep -Eq \"mountPath: \$dir\$\" &&
+                     grep -A1 -E '^ *name: join-token$' '$f' | grep -Eq 'readOnly: true' &&
+                     ! grep -Eq -- '--join-token(=| |$)' '$f'"
     done
 done
-hostpath_ds="$(docs_of "$work/d" DaemonSet)"
-check "default DaemonSet: no hostPath volume (Pod Security restricted)" hasnt '^ *(- )?hostPath:' $hostpath_ds
+# State survives new Pods by default: the state dir is a hostPath on the node.
+default_ds="$(docs_of "$work/d" DaemonSet)"
+state_dir="$(sed -nE 's/^ *- --state-dir=(.*)$/\1/p' $default_ds)"
+check "default DaemonSet: --state-dir=$state_dir is the hostPath $state_dir (DirectoryOrCreate), mounted there" bash -c "
+    [ -n '$state_dir' ] &&
+    grep -A3 -E '^ *(- )?hostPath:' $default_ds | grep -Eq 'path: $state_dir$' &&
+    grep -A3 -E '^ *(- )?hostPath:' $default_ds | grep -Eq 'type: DirectoryOrCreate' &&
+    grep -A3 -E '^ *(- )?hostPath:' $default_ds | grep -Eq 'name: state$' &&
+    grep -B1 -E '^ *name: state$' $default_ds | grep -Eq 'mountPath: $state_dir$'"
+check "default DaemonSet: the state dir is the only hostPath volume" \
+    bash -c "[ \"\$(grep -cE '^ *(- )?hostPath:' $default_ds)\" = 1 ] && ! grep -Eq 'emptyDir' $default_ds"
+optional_ds="$(docs_of "$work/o" DaemonSet)"
+check "components/emptydir-state: no hostPath volume (Pod Security restricted)" hasnt '^ *(- )?hostPath:' $optional_ds
 
 # --- namespace ---------------------------------------------------------------
 ns="$(docs_of "$work/d" Namespace)"
-for mode in enforce audit warn; do
+for mode in audit warn; do
     check "Namespace mtp-system: pod-security $mode=restricted" has "pod-security.kubernetes.io/$mode: restricted" $ns
 done
+# Enforce is relaxed only for the hostPath state; with emptydir-state it is restricted.
+check "Namespace mtp-system: pod-security enforce=privileged (hostPath state only)" has "pod-security.kubernetes.io/enforce: privileged" $ns
+check "components/emptydir-state: Namespace mtp-system enforces restricted" \
+    has "pod-security.kubernetes.io/enforce: restricted" $(docs_of "$work/o" Namespace)
 
 # --- RBAC --------------------------------------------------------------------
 roles="$(docs_of "$work/d" ClusterRole) $(docs_of "$work/d" Role)"

@@ -81,13 +81,46 @@ fi
 as_pg "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'mtp'" | grep -q 1 \
   || as_pg "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres mtp
 
+# TLS for the gRPC port, as in production: a local CA (made here with
+# openssl, once) and a server certificate for the listen address. The CLI and
+# the agent trust the CA (--ca-cert / MTP_CA_CERT). The agent CA, which signs
+# agents' client certificates, is created by the control plane itself at its
+# first start (--agent-ca-cert/--agent-ca-key below).
+tls="$state/tls"
+grpc_host="${grpc_addr%:*}"
+if [ ! -s "$tls/server.crt" ] || [ ! -s "$tls/ca.crt" ]; then
+  command -v openssl >/dev/null || die "openssl not found: it makes the local TLS certificates"
+  step "creating a local CA and a TLS certificate for $grpc_host in $tls"
+  mkdir -p "$tls" && chmod 700 "$tls"
+  (
+    set -e
+    umask 077
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/ca.key"
+    openssl req -x509 -new -key "$tls/ca.key" -sha256 -days 3650 -subj "/CN=mtp local CA" \
+      -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$tls/ca.crt"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/server.key"
+    openssl req -new -key "$tls/server.key" -subj "/CN=localhost" -out "$tls/server.csr"
+    san="DNS:localhost,IP:127.0.0.1"
+    case "$grpc_host" in localhost|127.0.0.1|0.0.0.0|"") ;; *[!0-9.]*) san="$san,DNS:$grpc_host" ;; *) san="$san,IP:$grpc_host" ;; esac
+    printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' "$san" >"$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+      -days 825 -sha256 -extfile "$tls/server.ext" -out "$tls/server.crt"
+    chmod 644 "$tls/ca.crt" "$tls/server.crt"
+  ) >"$state/logs/tls.log" 2>&1 || die "creating the TLS certificates failed, see $state/logs/tls.log"
+fi
+grpc_url="https://$grpc_addr"
+[ "$grpc_host" = 0.0.0.0 ] && grpc_url="https://127.0.0.1:${grpc_addr##*:}"
+
 pidfile="$state/control-plane.pid"
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   step "control plane already running (pid $(cat "$pidfile"))"
 else
   step "starting the control plane (gRPC $grpc_addr, admin http://$admin_addr)"
   MTP_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/mtp" \
-    nohup "$cargo_bin/mtp-control-plane" --dev \
+    nohup "$cargo_bin/mtp-control-plane" \
+      --tls-cert "$tls/server.crt" --tls-key "$tls/server.key" \
+      --agent-ca-cert "$state/agent-ca/agent-ca.crt" --agent-ca-key "$state/agent-ca/agent-ca.key" \
       --grpc-listen "$grpc_addr" --admin-listen "$admin_addr" \
       --bootstrap-token-file "$state/admin-token" \
       >"$state/logs/control-plane.log" 2>&1 &
@@ -103,7 +136,7 @@ fi
 [ -s "$state/admin-token" ] || die "no admin token at $state/admin-token (see $state/logs/control-plane.log)"
 
 # The CLI, pointed at the local control plane, for the steps below.
-export MTP_ADDR="http://$grpc_addr" MTP_TOKEN_FILE="$state/admin-token" MTP_OUTPUT=table
+export MTP_ADDR="$grpc_url" MTP_CA_CERT="$tls/ca.crt" MTP_TOKEN_FILE="$state/admin-token" MTP_OUTPUT=table
 mtp="$cargo_bin/mtp"
 
 # Cluster 'local': kube-sim (in memory, stands in for K3s) or a real
@@ -170,15 +203,17 @@ if [ -f "$agentpid" ] && kill -0 "$(cat "$agentpid")" 2>/dev/null; then
 else
   mkdir -p "$state/agent"
   join_args=()
-  if [ ! -s "$state/agent/credential" ]; then
-    # A join token is only needed until the agent has registered.
-    "$mtp" cluster join-token local -o json \
-      | sed -n 's/.*"secret": *"\([^"]*\)".*/\1/p' >"$state/agent/join-token"
+  if [ ! -s "$state/agent/identity.json" ]; then
+    # A join token is only needed until the agent has registered (its key
+    # and client certificate are then in its state dir). From a file, never
+    # argv; good for this one registration.
+    (umask 077; "$mtp" cluster join-token create local --max-uses 1 -o json \
+      | sed -n 's/.*"secret": *"\([^"]*\)".*/\1/p' >"$state/agent/join-token")
     [ -s "$state/agent/join-token" ] || die "could not mint a join token for cluster 'local'"
     join_args=(--join-token-file "$state/agent/join-token")
   fi
   step "starting mtp-agent for cluster 'local'"
-  nohup "$cargo_bin/mtp-agent" --control-plane "http://$grpc_addr" \
+  nohup "$cargo_bin/mtp-agent" --control-plane "$grpc_url" --ca-cert "$tls/ca.crt" \
     --node-name local-node-1 --kubeconfig "$agent_kubeconfig" --state-dir "$state/agent" \
     --admin-addr "${MTP_AGENT_ADMIN_ADDR:-127.0.0.1:9464}" \
     "${join_args[@]}" >"$state/logs/agent.log" 2>&1 &
@@ -195,14 +230,14 @@ fi
 cat <<MSG
 
 k8s-mtp is running.
-  control plane  $grpc_addr (gRPC, plaintext dev mode)   logs: .local/logs/control-plane.log
+  control plane  $grpc_url (gRPC over TLS, CA .local/tls/ca.crt; agents use client certificates)   logs: .local/logs/control-plane.log
   admin port     http://$admin_addr/healthz /readyz /metrics
   PostgreSQL     127.0.0.1:$pg_port (data: .local/pg)
   cluster        'local' = $cluster_kind (admin kubeconfig: $kubeconfig), one agent   logs: .local/logs/cluster.log
   admin token    $(cat "$state/admin-token")
 
 Use the CLI:
-  export PATH="$cargo_bin:\$PATH" MTP_ADDR=http://$grpc_addr MTP_TOKEN_FILE=$state/admin-token
+  export PATH="$cargo_bin:\$PATH" MTP_ADDR=$grpc_url MTP_CA_CERT=$tls/ca.crt MTP_TOKEN_FILE=$state/admin-token
   mtp tenant create team-a --owner-user alice@example.com --cpu 8 --memory 16Gi --storage 100Gi --pods 200 --max-environments 10
   mtp env create team-a dev --cluster local --profile small --wait
   kubectl --kubeconfig $kubeconfig get resourcequota,networkpolicy,rolebinding -n team-a-dev

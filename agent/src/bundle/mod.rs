@@ -31,6 +31,11 @@ pub const ENVIRONMENT_LABEL: &str = "mtp.io/environment";
 /// agent whose desired state is older than this never overwrites or deletes
 /// the namespace (its state is stale; a newer applier wrote it).
 pub const REVISION_ANNOTATION: &str = "mtp.io/revision";
+/// On the Namespace: the identity (UUID) of the cluster in the control
+/// plane's database whose desired state created it. An agent never deletes a
+/// namespace stamped with another identity (a different database: restored
+/// from another installation, or the cluster re-created).
+pub const CLUSTER_ID_ANNOTATION: &str = "mtp.io/cluster-id";
 /// `labelSelector` matching exactly the objects the agent manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=mtp";
 
@@ -125,7 +130,29 @@ pub fn stamped_revision(annotations: Option<&BTreeMap<String, String>>) -> i64 {
         .unwrap_or(0)
 }
 
+/// The cluster identity stamped on a namespace (`None`: written before
+/// stamping existed, or by hand).
+pub fn stamped_cluster_id(annotations: Option<&BTreeMap<String, String>>) -> Option<String> {
+    annotations
+        .and_then(|a| a.get(CLUSTER_ID_ANNOTATION))
+        .filter(|v| !v.is_empty())
+        .cloned()
+}
+
 impl Bundle {
+    /// The same bundle with the namespace stamped for cluster `cluster_id`
+    /// (unchanged for `None`: the identity is not known yet).
+    pub fn stamped(mut self, cluster_id: Option<&str>) -> Bundle {
+        if let Some(id) = cluster_id.filter(|id| !id.is_empty()) {
+            self.namespace
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(CLUSTER_ID_ANNOTATION.to_string(), id.to_string());
+        }
+        self
+    }
+
     /// The cluster revision this bundle was rendered from.
     pub fn revision(&self) -> i64 {
         stamped_revision(self.namespace.metadata.annotations.as_ref())
@@ -306,6 +333,28 @@ mod tests {
                 "restricted"
             );
         }
+    }
+
+    #[test]
+    fn the_namespace_is_stamped_with_its_cluster_identity_when_known() {
+        let plain = Bundle::render(&sample());
+        assert_eq!(
+            stamped_cluster_id(plain.namespace.metadata.annotations.as_ref()),
+            None
+        );
+        assert_eq!(plain.clone().stamped(None), plain);
+        let b = plain.stamped(Some("6f1c0b9e-0000-4000-8000-000000000001"));
+        let annotations = b.namespace.metadata.annotations.as_ref();
+        assert_eq!(
+            stamped_cluster_id(annotations).as_deref(),
+            Some("6f1c0b9e-0000-4000-8000-000000000001")
+        );
+        assert_eq!(b.revision(), 3, "the revision stamp stays");
+        let body = &b.objects()[0].body;
+        assert_eq!(
+            body["metadata"]["annotations"][CLUSTER_ID_ANNOTATION],
+            "6f1c0b9e-0000-4000-8000-000000000001"
+        );
     }
 
     #[test]

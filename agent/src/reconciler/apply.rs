@@ -15,26 +15,27 @@ pub enum Attempt {
     Done(NamespaceReport, Versions),
     /// The fence closed: not (completely) written, nothing to acknowledge.
     Fenced,
-    /// The namespace carries a newer revision than this config: this agent's
-    /// state is behind; nothing was written.
-    Superseded,
+    /// The namespace carries this newer revision than the config: this
+    /// agent's state is behind; nothing was written.
+    Superseded(i64),
     /// The namespace is missing and was not to be created. Nothing written.
     Withheld,
 }
 
-/// Applies and verifies one namespace.
+/// Applies and verifies one namespace, stamped for cluster `cluster_id`.
 pub async fn apply_one(
     cluster: &ClusterApi,
     fence: &Fence,
     config: &NamespaceConfig,
     if_absent: IfAbsent,
+    cluster_id: Option<&str>,
 ) -> Attempt {
-    if !fence.is_held() {
+    if !fence.may_apply() {
         return Attempt::Fenced;
     }
-    let bundle = Bundle::render(config);
+    let bundle = Bundle::render(config).stamped(cluster_id);
     match cluster
-        .apply_fenced(&bundle, if_absent, || fence.is_held())
+        .apply_fenced(&bundle, if_absent, || fence.may_apply())
         .await
     {
         Ok(Applied::Done) => {}
@@ -44,7 +45,7 @@ pub async fn apply_one(
             // This agent's state is older than what a newer applier wrote:
             // touch nothing until the newer state arrives.
             tracing::info!(namespace = %config.namespace, live_revision = live, desired_revision = config.revision, "the cluster holds a newer revision of this namespace; not applying stale state");
-            return Attempt::Superseded;
+            return Attempt::Superseded(live);
         }
         Ok(Applied::Absent) => return Attempt::Withheld,
         Err(e) => return failed(e),
@@ -60,7 +61,7 @@ pub async fn apply_one(
     // does not set (an added ingress rule, say). Replace those objects.
     let ids = mismatches.iter().map(|m| m.object.clone()).collect();
     match cluster
-        .replace_fenced(&bundle, &ids, || fence.is_held())
+        .replace_fenced(&bundle, &ids, || fence.may_apply())
         .await
     {
         Ok(true) => {}

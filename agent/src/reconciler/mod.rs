@@ -1,18 +1,22 @@
 //! The agent's one writer: folds desired-state updates in, and — while this
-//! agent holds the applier lease — applies, verifies, repairs drift, prunes
-//! and acknowledges. Everything that writes to the cluster goes through here,
-//! one step at a time, so two updates never race each other.
+//! agent holds the applier lease and the control plane granted it the
+//! applier role — applies, verifies, repairs drift, prunes and acknowledges.
+//! Everything that writes to the cluster goes through here, one step at a
+//! time, so two updates never race each other.
 //!
 //! This module is the actor (inputs, role, scheduling); `passes` is what one
 //! pass does to the cluster, `apply` applies one namespace, `ledger` keeps
 //! what may be acknowledged, `tombstones` the deletions owed, `namespaces`
-//! what is known of each namespace. It speaks in [`Report`]s; the session
-//! turns them into protobuf.
+//! what is known of each namespace, `cluster_identity` the cluster identity
+//! the state was applied for, `prune` whether a prune pass may go ahead. It
+//! speaks in [`Report`]s; the session turns them into protobuf.
 
 mod apply;
+mod cluster_identity;
 pub(crate) mod ledger;
 mod namespaces;
 mod passes;
+mod prune;
 mod tombstones;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -31,8 +35,10 @@ use crate::persist::StateWriter;
 use crate::report::{Ack, NamespaceReport, Report, Results};
 use crate::watch::Touched;
 
+use cluster_identity::{Check, ClusterIdentity};
 use ledger::Ledger;
 use namespaces::Namespaces;
+use prune::{Confirmation, PruneGuard};
 use tombstones::Tombstones;
 
 /// What the reconciler reacts to.
@@ -46,6 +52,39 @@ pub enum Input {
     Connected,
     /// The control plane recorded the acknowledgement with this sequence number.
     AckRecorded(u64),
+    /// A session's first word: which cluster (identity) the control plane
+    /// serves.
+    Session(SessionInfo),
+    /// The control plane's decision on whether this agent applies (also sent
+    /// by the session, withdrawn, when a session ends).
+    Grant(Grant),
+    /// An operator confirmed the prune pass held at this revision.
+    PruneConfirmed(i64),
+}
+
+/// Who the control plane says this session is for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The cluster's identity (a UUID) in the control plane's database.
+    pub cluster_id: String,
+    pub cluster: String,
+    pub agent_id: String,
+}
+
+/// The control plane's decision on who applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub granted: bool,
+    /// The epoch of the grant (epochs of a cluster only grow).
+    pub epoch: i64,
+}
+
+impl Grant {
+    /// Not (or no longer) granted: a withdrawal, or the session ended.
+    pub const WITHDRAWN: Grant = Grant {
+        granted: false,
+        epoch: 0,
+    };
 }
 
 /// What the reconciler asks of the session.
@@ -60,7 +99,17 @@ pub enum Outbound {
 /// For tests and the log: where this agent stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentStatus {
+    /// Applying: the lease is held and the control plane granted the role.
     pub applier: bool,
+    /// Holding the lease (the candidacy told to the control plane).
+    pub lease_held: bool,
+    /// The epoch of the control plane's grant, while granted.
+    pub grant_epoch: Option<i64>,
+    /// The cluster identity the stored state was applied for (empty: none
+    /// yet); the session's hello carries it.
+    pub cluster_id: String,
+    /// The revision of a prune pass held for confirmation.
+    pub prune_held: Option<i64>,
     /// Revision of the desired state held (received, stored).
     pub desired_revision: i64,
     /// Last revision this agent applied and acknowledged as applier.
@@ -87,7 +136,13 @@ pub struct ReconcilerConfig {
     pub drift_quiet: Duration,
     /// Namespaces applied in parallel.
     pub concurrency: usize,
+    /// A prune pass that would delete more than this share of the managed
+    /// namespaces (or all of them) is held until an operator confirms it.
+    pub prune_max_share: f64,
 }
+
+/// Default of [`ReconcilerConfig::prune_max_share`].
+pub const DEFAULT_PRUNE_MAX_SHARE: f64 = 0.5;
 
 impl Default for ReconcilerConfig {
     fn default() -> Self {
@@ -96,6 +151,7 @@ impl Default for ReconcilerConfig {
             retry_interval: Duration::from_secs(2),
             drift_quiet: Duration::from_millis(500),
             concurrency: 16,
+            prune_max_share: DEFAULT_PRUNE_MAX_SHARE,
         }
     }
 }
@@ -138,7 +194,24 @@ pub struct Reconciler {
     /// namespace stamped with a newer revision than this state is never
     /// overwritten or deleted.)
     authoritative: bool,
+    /// Applying: `lease_held` and `granted` both. Every write also checks
+    /// the fence, which the session closes at once on a withdrawal.
     applier: bool,
+    /// The lease, as the elector last judged it.
+    lease_held: bool,
+    /// The epoch of the control plane's grant, while granted.
+    granted: Option<i64>,
+    /// The lease has been held without a break since this process last
+    /// applied: nobody else can have written since, so a new grant (after a
+    /// reconnect, say) resumes with what arrived meanwhile instead of a
+    /// full pass over every namespace.
+    continuous: bool,
+    cluster_identity: ClusterIdentity,
+    prune: PruneGuard,
+    /// Namespaces snapshots dropped from the desired state, for the next
+    /// prune pass (reported deleted if already gone, pruned under the guard
+    /// if not).
+    dropped: BTreeSet<String>,
     /// Changes received but not (completely) applied: the fence closed
     /// mid-pass. Retried while applier; the revision is not acknowledged meanwhile.
     unapplied: Option<Delta>,
@@ -155,15 +228,25 @@ impl Reconciler {
         config: ReconcilerConfig,
         channels: Channels,
     ) -> Self {
+        let cluster_identity = ClusterIdentity::load(stored.dir.clone());
+        // Before the session's first hello reads it.
+        let cluster_id = cluster_identity.stored().unwrap_or_default().to_string();
+        channels.status.send_modify(|s| s.cluster_id = cluster_id);
         Reconciler {
             cluster,
             fence,
+            prune: PruneGuard::new(config.prune_max_share),
             config,
             channels,
             state: Arc::new(stored.desired),
             writer: stored.writer,
             authoritative: false,
             applier: false,
+            lease_held: false,
+            granted: None,
+            continuous: false,
+            cluster_identity,
+            dropped: BTreeSet::new(),
             unapplied: None,
             ledger: Ledger::default(),
             tombstones: Tombstones::load(stored.dir),
@@ -229,6 +312,9 @@ impl Reconciler {
             match input {
                 Input::Connected => self.connected(),
                 Input::AckRecorded(sequence) => self.ack_recorded(sequence),
+                Input::Session(info) => self.session_started(&info),
+                Input::Grant(grant) => self.on_grant(grant).await,
+                Input::PruneConfirmed(revision) => self.prune_confirmed(revision).await,
                 update @ (Input::Snapshot(_) | Input::Changes(_)) => {
                     let deferred = self.update(update, inputs).await;
                     queue.extend(deferred);
@@ -239,18 +325,52 @@ impl Reconciler {
 
     fn connected(&mut self) {
         self.send(Report::Role {
-            applier: self.applier,
+            applier: self.lease_held,
         });
         // Acks of an earlier session that were never confirmed: their
         // deletions are still tombstones and are reported again now.
         self.ledger.new_session();
+        // (The session withdrew the grant when the last one ended, so this
+        // is for an applier only when no session came between.)
         if self.applier {
-            // An ack sent just before a cut may never have arrived.
-            let mut results = self.namespaces.results();
-            let deleted = self.tombstones.reportable(self.ledger.applied_revision());
-            results.extend(deleted.into_iter().map(|ns| (ns, NamespaceReport::Deleted)));
-            self.acknowledge(results);
+            self.status_ack();
         }
+    }
+
+    /// The outcome of every namespace, and the deletions not yet confirmed
+    /// (an ack sent just before a cut may never have arrived); and a held
+    /// prune pass, again.
+    fn status_ack(&mut self) {
+        let mut results = self.namespaces.results();
+        let deleted = self.tombstones.reportable(self.ledger.applied_revision());
+        results.extend(deleted.into_iter().map(|ns| (ns, NamespaceReport::Deleted)));
+        self.acknowledge(results);
+        if let Some(held) = self.prune.current() {
+            self.send(Report::PruneHeld(held));
+        }
+    }
+
+    /// A session said which cluster identity it serves.
+    fn session_started(&mut self, info: &SessionInfo) {
+        if let Check::Mismatch { stored, session } =
+            self.cluster_identity.session_started(&info.cluster_id)
+        {
+            tracing::error!(
+                stored_cluster_id = %stored,
+                session_cluster_id = %session,
+                cluster = %info.cluster,
+                "{}",
+                self.cluster_identity.mismatch_help(&stored, &session)
+            );
+        }
+        let cluster_id = self
+            .cluster_identity
+            .stored()
+            .unwrap_or_default()
+            .to_string();
+        self.channels
+            .status
+            .send_modify(|s| s.cluster_id = cluster_id);
     }
 
     /// Folds in everything already queued, then applies once: a burst of
@@ -296,7 +416,25 @@ impl Reconciler {
             .status
             .send_modify(|st| st.snapshots_received += 1);
         self.authoritative = true;
-        Arc::make_mut(&mut self.state).apply_snapshot(s)
+        let delta = Arc::make_mut(&mut self.state).apply_snapshot(s);
+        self.log_superseded_hold();
+        delta
+    }
+
+    /// A newer state: a hold of an older revision no longer stands on its
+    /// own (the next prune pass re-evaluates, and reports a new hold).
+    fn log_superseded_hold(&self) {
+        if self
+            .prune
+            .held_revision()
+            .is_some_and(|r| r < self.state.revision)
+        {
+            tracing::info!(
+                held = ?self.prune.held_revision(),
+                revision = self.state.revision,
+                "newer desired state: the held prune pass is evaluated again"
+            );
+        }
     }
 
     fn fold_changes(&mut self, c: Changes) -> Option<Delta> {
@@ -336,6 +474,11 @@ impl Reconciler {
                     .filter(|ns| self.state.namespaces.contains_key(ns)),
             );
         }
+        // Snapshots' dropped namespaces wait for the next prune pass; one
+        // desired again is no longer a candidate.
+        self.dropped.extend(delta.dropped.iter().cloned());
+        self.dropped
+            .retain(|ns| !self.state.namespaces.contains_key(ns));
         let started = Instant::now();
         // Tombstones before any deletion (an fsync: only when they
         // changed); the desired state in the background.
@@ -344,7 +487,15 @@ impl Reconciler {
         self.writer.submit(&self.state);
         let stored = started.elapsed();
         self.publish();
-        if self.applier {
+        if !self.applier {
+            // Kept for a grant under the same lease hold (which resumes
+            // rather than starting over with a full pass).
+            if self.continuous {
+                let mut pending = self.unapplied.take().unwrap_or_default();
+                merge(&mut pending, delta);
+                self.unapplied = Some(pending);
+            }
+        } else {
             let (upserts, removals) = (delta.upserts.len(), delta.removals.len());
             self.reconcile_and_acknowledge(delta).await;
             tracing::debug!(
@@ -358,14 +509,74 @@ impl Reconciler {
         }
     }
 
+    /// The lease was taken or lost: the candidacy the control plane hears.
+    /// Losing it also gives up the grant (a new candidacy gets a new one).
     async fn set_role(&mut self, held: bool) {
-        if held == self.applier {
+        if held == self.lease_held {
             return;
         }
-        self.applier = held;
-        tracing::info!(applier = held, "applier role changed");
+        self.lease_held = held;
+        tracing::info!(lease_held = held, "applier lease changed");
         self.send(Report::Role { applier: held });
-        if held {
+        if !held {
+            self.continuous = false;
+            if self.granted.take().is_some() {
+                self.fence.withdraw();
+            }
+        }
+        self.update_role().await;
+        self.publish();
+    }
+
+    /// The control plane granted or withdrew the applier role.
+    async fn on_grant(&mut self, grant: Grant) {
+        if grant.granted {
+            if !self.fence.grant(grant.epoch) {
+                tracing::warn!(
+                    epoch = grant.epoch,
+                    held = ?self.fence.granted(),
+                    "ignored a grant older than the one held"
+                );
+                return;
+            }
+            let renewed = self.granted.is_some();
+            self.granted = Some(grant.epoch);
+            tracing::info!(
+                epoch = grant.epoch,
+                lease_held = self.lease_held,
+                "the control plane granted the applier role"
+            );
+            if renewed && self.applier {
+                // Granted again (a new epoch) while applying: the control
+                // plane wants the full status.
+                self.status_ack();
+            }
+        } else {
+            self.fence.withdraw();
+            if self.granted.take().is_some() {
+                tracing::info!("the applier role was withdrawn");
+            }
+        }
+        self.update_role().await;
+        self.publish();
+    }
+
+    /// Applies only with the lease and the grant; starts or stops applying
+    /// as the two change.
+    async fn update_role(&mut self) {
+        let applying = self.lease_held && self.granted.is_some();
+        if applying == self.applier {
+            return;
+        }
+        self.applier = applying;
+        tracing::info!(applier = applying, "applier role changed");
+        if applying && self.continuous {
+            // Applied under this very lease hold before: what arrived since
+            // waits in `unapplied`.
+            tracing::info!("resuming as applier");
+            self.reconcile_and_acknowledge(Delta::default()).await;
+            self.status_ack();
+        } else if applying {
             // A new applier trusts nothing it did not check itself: a full
             // pass, including deletions the previous applier may not have
             // finished or reported.
@@ -373,13 +584,51 @@ impl Reconciler {
                 upserts: self.state.namespaces.keys().cloned().collect(),
                 removals: self.tombstones.names(),
                 full: true,
+                dropped: BTreeSet::new(),
             };
             self.unapplied = None;
+            self.continuous = true;
             self.reconcile_and_acknowledge(delta).await;
+            // The control plane asked for the full status with its grant.
+            self.status_ack();
         } else {
             // Whatever was under way is the next applier's business now.
             self.tombstones.forget_deleted_here();
             self.ledger.forget_applied();
+        }
+    }
+
+    /// An operator confirmed the prune pass held at `revision`: carried out
+    /// now (a newer revision is evaluated again instead).
+    async fn prune_confirmed(&mut self, revision: i64) {
+        if let Check::Mismatch { stored, session } = self.cluster_identity.check() {
+            tracing::error!(
+                revision,
+                "prune confirmation ignored: {}",
+                self.cluster_identity.mismatch_help(&stored, &session)
+            );
+            return;
+        }
+        match self.prune.confirm(revision) {
+            Confirmation::Accepted => {
+                tracing::warn!(
+                    revision,
+                    "prune pass confirmed by an operator; carrying it out"
+                );
+                if self.applier {
+                    self.prune_pass().await;
+                }
+            }
+            Confirmation::NothingHeld => {
+                tracing::info!(revision, "prune confirmation, but no prune pass is held");
+            }
+            Confirmation::Stale { held } => {
+                tracing::warn!(
+                    revision,
+                    held,
+                    "prune confirmation for another revision than the held pass; confirm the held revision"
+                );
+            }
         }
         self.publish();
     }
@@ -399,6 +648,17 @@ impl Reconciler {
             IfAbsent::Create
         } else {
             IfAbsent::Skip
+        }
+    }
+
+    /// The cluster identity namespaces are stamped with: that of the
+    /// session's control plane once it sent desired state, until then that
+    /// of the stored state (which is what is being enforced).
+    fn stamp(&self) -> Option<&str> {
+        if self.authoritative {
+            self.cluster_identity.session()
+        } else {
+            self.cluster_identity.stored()
         }
     }
 
@@ -430,13 +690,19 @@ impl Reconciler {
     fn publish(&self) {
         let failing = self.namespaces.failing();
         let withheld = self.namespaces.withheld();
+        let prune_held = self.prune.held_revision();
         self.channels.status.send_modify(|s| {
             s.applier = self.applier;
+            s.lease_held = self.lease_held;
+            s.grant_epoch = self.granted;
+            s.prune_held = prune_held;
             s.desired_revision = self.state.revision;
             s.failing = failing;
             s.withheld = withheld;
         });
         self.channels.metrics.set_applier(self.applier);
+        self.channels.metrics.set_lease_held(self.lease_held);
+        self.channels.metrics.set_prune_held(prune_held);
         self.channels
             .metrics
             .set_applied_revision(self.ledger.applied_revision());
@@ -453,4 +719,6 @@ fn merge(into: &mut Delta, d: Delta) {
         into.upserts.insert(ns);
     }
     into.full |= d.full;
+    into.dropped.extend(d.dropped);
+    into.dropped.retain(|ns| !into.upserts.contains(ns));
 }

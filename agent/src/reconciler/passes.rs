@@ -10,9 +10,10 @@ use tokio::time::Instant;
 
 use super::Reconciler;
 use super::apply::{Attempt, apply_one};
+use super::cluster_identity::Check;
 use crate::bundle::Bundle;
 use crate::desired::Delta;
-use crate::kubernetes::{Mismatch, Removal};
+use crate::kubernetes::{Mismatch, Owner, Removal, Stamps};
 use crate::report::{Drift, NamespaceReport, Report, Results};
 
 impl Reconciler {
@@ -68,11 +69,24 @@ impl Reconciler {
         let mut results = Vec::new();
         let mut removals = delta.removals;
         let mut complete = true;
+        if !removals.is_empty() {
+            // Asked for one by one by the control plane (each an audited
+            // deletion there), so not held like a prune pass; logged so
+            // that a mass deletion is visible here too.
+            tracing::info!(
+                revision = self.state.revision,
+                deletions = removals.len(),
+                "removing namespaces the control plane deleted"
+            );
+        }
         if delta.full && self.authoritative {
-            match self.unwanted().await {
-                Some(unwanted) => removals.extend(unwanted),
-                // Not pruned: the pass is not complete.
-                None => complete = false,
+            match self.cluster.managed_namespace_stamps().await {
+                Ok(live) => removals.extend(self.prune_candidates(live)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list managed namespaces to prune");
+                    // Not pruned: the pass is not complete.
+                    complete = false;
+                }
             }
         }
         complete &= self.remove_all(removals, &mut results).await;
@@ -84,23 +98,103 @@ impl Reconciler {
         complete.then_some(results)
     }
 
-    /// Managed namespaces nobody wants (now tombstones); `None` if they
-    /// could not be listed.
-    async fn unwanted(&mut self) -> Option<Vec<String>> {
-        match self.cluster.managed_namespaces().await {
-            Ok(live) => {
-                let unwanted: Vec<String> = live
-                    .into_iter()
-                    .filter(|ns| !self.state.namespaces.contains_key(ns))
-                    .collect();
-                self.tombstones.entomb(&unwanted, self.state.revision);
-                Some(unwanted)
+    /// A prune pass over the managed namespaces `live`: which of those
+    /// nobody wants are to be deleted now (they become tombstones first),
+    /// by the prune guard. Never one stamped for another cluster identity,
+    /// nothing at all while the identity is unknown or does not match the
+    /// stored one, and not more than the configured share without an
+    /// operator's confirmation. Namespaces snapshots dropped that are gone
+    /// already are included: removing them only reports them deleted.
+    fn prune_candidates(&mut self, live: Stamps) -> Vec<String> {
+        let revision = self.state.revision;
+        let Some(session) = self.cluster_identity.session().map(str::to_string) else {
+            tracing::warn!(
+                revision,
+                "the control plane has not said which cluster it serves; nothing is pruned"
+            );
+            return Vec::new();
+        };
+        let check = self.cluster_identity.check();
+        let trusted = check == Check::Matches;
+        let managed = live.len();
+        let mut candidates = BTreeSet::new();
+        let mut foreign = Vec::new();
+        for (ns, stamp) in live.iter() {
+            if self.state.namespaces.contains_key(ns) {
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list managed namespaces to prune");
-                None
+            match stamp {
+                // Never pruned; while the identities differ everything is
+                // held anyway, and they are part of what the hold shows.
+                Some(other) if *other != session && trusted => {
+                    foreign.push(format!("{ns} ({other})"))
+                }
+                _ => {
+                    candidates.insert(ns.clone());
+                }
             }
         }
+        if !foreign.is_empty() && self.prune.first_foreign_notice(revision) {
+            tracing::warn!(
+                revision,
+                cluster_id = %session,
+                namespaces = ?foreign,
+                "not desired but stamped for another cluster identity: never pruned (delete them by hand if they should go)"
+            );
+        }
+        let gone: Vec<String> = std::mem::take(&mut self.dropped)
+            .into_iter()
+            .filter(|ns| !live.contains_key(ns) && !self.state.namespaces.contains_key(ns))
+            .collect();
+        let decision = self.prune.decide(revision, candidates, managed, trusted);
+        if let Some(held) = decision.report {
+            match &check {
+                Check::Mismatch { stored, session } => tracing::error!(
+                    revision,
+                    would_delete = held.would_delete,
+                    managed,
+                    "prune pass held: {}",
+                    self.cluster_identity.mismatch_help(stored, session)
+                ),
+                _ => tracing::error!(
+                    revision,
+                    would_delete = held.would_delete,
+                    managed,
+                    max_share = self.config.prune_max_share,
+                    sample = ?held.sample,
+                    "prune pass held: it would delete more than the allowed share of the managed namespaces. Check the control plane's desired state; if these namespaces really should go, confirm with `mtp cluster confirm-prune`"
+                ),
+            }
+            self.send(Report::PruneHeld(held));
+        }
+        let mut prune = decision.prune;
+        prune.extend(gone);
+        self.tombstones.entomb(&prune, revision);
+        prune
+    }
+
+    /// A prune pass on its own (an operator confirmed a held one).
+    pub(super) async fn prune_pass(&mut self) {
+        if !self.authoritative || !self.fence.may_apply() {
+            return;
+        }
+        let live = match self.cluster.managed_namespace_stamps().await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list managed namespaces to prune");
+                return;
+            }
+        };
+        let mut results = Vec::new();
+        for ns in self.prune_candidates(live) {
+            if let Some(r) = self.remove(&ns, false).await {
+                results.push(r);
+            }
+        }
+        if !results.is_empty() {
+            self.acknowledge(results);
+        }
+        self.publish();
     }
 
     /// Removes what is no longer desired; `false` if the fence closed first.
@@ -109,13 +203,13 @@ impl Reconciler {
             if self.state.namespaces.contains_key(&ns) {
                 continue;
             }
-            if !self.fence.is_held() {
+            if !self.fence.may_apply() {
                 return false;
             }
-            match self.remove(&ns).await {
+            match self.remove(&ns, true).await {
                 Some(r) => results.push(r),
                 // The fence closed during the removal: stop here.
-                None if !self.fence.is_held() => return false,
+                None if !self.fence.may_apply() => return false,
                 // Terminating, newer, or failed: the retry tick comes back.
                 None => {}
             }
@@ -133,12 +227,16 @@ impl Reconciler {
         let cluster = self.cluster.clone();
         let fence = self.fence.clone();
         let if_absent = self.if_absent();
+        let cluster_id = self.stamp().map(str::to_string);
         let applied: Vec<(String, Attempt)> = futures::stream::iter(configs)
             .map(|config| {
                 let cluster = cluster.clone();
                 let fence = fence.clone();
+                let cluster_id = cluster_id.clone();
                 async move {
-                    let outcome = apply_one(&cluster, &fence, &config, if_absent).await;
+                    let outcome =
+                        apply_one(&cluster, &fence, &config, if_absent, cluster_id.as_deref())
+                            .await;
                     (config.namespace, outcome)
                 }
             })
@@ -158,9 +256,15 @@ impl Reconciler {
                     complete = false;
                     continue;
                 }
-                // The cluster is past this revision for this namespace: there
-                // is nothing to apply, nor anything to report.
-                Attempt::Superseded => continue,
+                // The cluster is past this revision for this namespace:
+                // nothing applied; reported, so that the control plane
+                // re-issues it above the live stamp.
+                Attempt::Superseded(live_revision) => {
+                    let outcome = NamespaceReport::Superseded { live_revision };
+                    results.push((ns.clone(), outcome.clone()));
+                    self.namespaces.set_outcome(&ns, outcome);
+                    continue;
+                }
                 Attempt::Withheld => {
                     self.namespaces.withhold(&ns);
                     continue;
@@ -176,46 +280,80 @@ impl Reconciler {
         complete
     }
 
-    /// Deletes a namespace that is no longer desired; `Some` once it is gone.
-    async fn remove(&mut self, ns: &str) -> Option<(String, NamespaceReport)> {
-        if self.state.namespaces.contains_key(ns) || !self.fence.is_held() {
+    /// Deletes a namespace that is no longer desired. `Some` with the result
+    /// to report: `Deleted` once it is gone; `Superseded` (stamped with a
+    /// newer revision) or `Failed` (another cluster identity's) when it is
+    /// left alone — those only when they change (the retry tick comes back
+    /// every few seconds) unless `always`: a pass over an update reports
+    /// what became of each of its removals.
+    async fn remove(&mut self, ns: &str, always: bool) -> Option<(String, NamespaceReport)> {
+        if self.state.namespaces.contains_key(ns) || !self.fence.may_apply() {
             return None;
         }
-        self.namespaces.forget(ns);
+        // Nothing is deleted before a session said which cluster it serves.
+        let owner = self.cluster_identity.owner()?;
+        let (cluster_id, unstamped_as) = (
+            owner.cluster_id.to_string(),
+            owner.unstamped_as.map(str::to_string),
+        );
+        let owner = Owner {
+            cluster_id: &cluster_id,
+            unstamped_as: unstamped_as.as_deref(),
+        };
         let fence = self.fence.clone();
-        match self
+        let removal = self
             .cluster
-            .remove_namespace_fenced(ns, self.state.revision, || fence.is_held())
-            .await
-        {
+            .remove_namespace_fenced(ns, self.state.revision, Some(owner), || fence.may_apply())
+            .await;
+        let report = match removal {
             Ok(Removal::Gone) => {
                 tracing::info!(namespace = %ns, "namespace removed");
+                self.namespaces.forget(ns);
                 self.tombstones.deleted_here(ns);
-                Some((ns.to_string(), NamespaceReport::Deleted))
+                return Some((ns.to_string(), NamespaceReport::Deleted));
             }
             Ok(Removal::NotManaged) => {
                 tracing::warn!(namespace = %ns, "a namespace of this name exists but is not managed by mtp; left alone");
+                self.namespaces.forget(ns);
                 self.tombstones.deleted_here(ns);
-                Some((ns.to_string(), NamespaceReport::Deleted))
+                return Some((ns.to_string(), NamespaceReport::Deleted));
             }
             Ok(Removal::Newer(live)) => {
                 tracing::info!(namespace = %ns, live_revision = live, known_revision = self.state.revision, "namespace re-created after this agent's state; not deleted (waiting for the newer state)");
-                None
+                NamespaceReport::Superseded {
+                    live_revision: live,
+                }
             }
-            // Still terminating, or the fence closed: the retry tick comes back.
-            Ok(Removal::Terminating | Removal::Fenced) => None,
+            Ok(Removal::OtherCluster(other)) => {
+                tracing::error!(namespace = %ns, stamped_cluster_id = %other, cluster_id = %cluster_id, "not deleting a namespace of another cluster identity");
+                NamespaceReport::Failed(format!(
+                    "not deleted: the namespace belongs to cluster id {other}, not to this control plane's cluster id {cluster_id}; delete it by hand if it should go"
+                ))
+            }
+            // Still terminating: the retry tick comes back.
+            Ok(Removal::Terminating) => {
+                self.namespaces.forget(ns);
+                return None;
+            }
+            // The fence closed: the retry tick comes back.
+            Ok(Removal::Fenced) => return None,
             Err(e) => {
                 tracing::warn!(namespace = %ns, error = %e, "namespace removal failed; will retry");
-                None
+                return None;
             }
+        };
+        if !always && self.namespaces.outcome(ns) == Some(&report) {
+            return None;
         }
+        self.namespaces.set_outcome(ns, report.clone());
+        Some((ns.to_string(), report))
     }
 
     /// Full read-back of every desired namespace (one LIST per kind);
     /// repairs what drifted and prunes managed namespaces nobody wants.
     /// Whether it ran: `false` when the fence is not held or listing failed.
     pub(super) async fn resync(&mut self) -> bool {
-        if !self.fence.is_held() {
+        if !self.fence.may_apply() {
             return false;
         }
         let started = Instant::now();
@@ -228,29 +366,26 @@ impl Reconciler {
         };
         let names: Vec<String> = self.state.namespaces.keys().cloned().collect();
         tracing::debug!(namespaces = names.len(), "periodic verification");
+        let cluster_id = self.stamp().map(str::to_string);
         for ns in names {
             let Some(config) = self.state.namespaces.get(&ns) else {
                 continue;
             };
-            let mismatches = live.verify(&Bundle::render(config));
+            let mismatches = live.verify(&Bundle::render(config).stamped(cluster_id.as_deref()));
             self.settle(&ns, mismatches).await;
         }
         if self.authoritative {
-            let unwanted: Vec<String> = live
-                .namespaces()
-                .into_iter()
-                .filter(|ns| !self.state.namespaces.contains_key(ns))
-                .collect();
-            self.tombstones.entomb(&unwanted, self.state.revision);
+            let unwanted = self.prune_candidates(live.namespace_stamps());
             let mut results = Vec::new();
             for ns in unwanted {
-                if let Some(r) = self.remove(&ns).await {
+                if let Some(r) = self.remove(&ns, false).await {
                     results.push(r);
                 }
             }
             if !results.is_empty() {
                 self.acknowledge(results);
             }
+            self.publish();
         }
         self.channels
             .metrics
@@ -288,10 +423,10 @@ impl Reconciler {
         let Some(config) = self.state.namespaces.get(ns).cloned() else {
             return;
         };
-        if !self.fence.is_held() {
+        if !self.fence.may_apply() {
             return;
         }
-        let bundle = Bundle::render(&config);
+        let bundle = Bundle::render(&config).stamped(self.stamp());
         let mismatches = match self.cluster.verify_versions(&bundle).await {
             Ok((m, versions)) => {
                 if m.is_empty() {
@@ -313,7 +448,7 @@ impl Reconciler {
         let Some(config) = self.state.namespaces.get(ns).cloned() else {
             return;
         };
-        if !self.fence.is_held() {
+        if !self.fence.may_apply() {
             return;
         }
         if mismatches.is_empty() {
@@ -323,12 +458,30 @@ impl Reconciler {
             }
             return;
         }
-        let attempt = apply_one(&self.cluster, &self.fence, &config, self.if_absent()).await;
-        let Attempt::Done(outcome, versions) = attempt else {
-            if let Attempt::Withheld = attempt {
-                self.namespaces.withhold(ns);
+        let attempt = apply_one(
+            &self.cluster,
+            &self.fence,
+            &config,
+            self.if_absent(),
+            self.stamp(),
+        )
+        .await;
+        let (outcome, versions) = match attempt {
+            Attempt::Done(outcome, versions) => (outcome, versions),
+            Attempt::Superseded(live_revision) => {
+                let outcome = NamespaceReport::Superseded { live_revision };
+                if self.namespaces.outcome(ns) != Some(&outcome) {
+                    self.acknowledge(vec![(ns.to_string(), outcome.clone())]);
+                    self.namespaces.set_outcome(ns, outcome);
+                    self.publish();
+                }
+                return;
             }
-            return;
+            Attempt::Withheld => {
+                self.namespaces.withhold(ns);
+                return;
+            }
+            Attempt::Fenced => return,
         };
         self.namespaces.remember_versions(ns, versions);
         self.namespaces.written(ns, Instant::now());
@@ -364,7 +517,7 @@ impl Reconciler {
     pub(super) async fn retry_failed(&mut self) {
         let mut results = Vec::new();
         for ns in self.tombstones.pending() {
-            if let Some(r) = self.remove(&ns).await {
+            if let Some(r) = self.remove(&ns, false).await {
                 results.push(r);
             }
         }

@@ -1,15 +1,20 @@
-//! The connection to the control plane: registration with the join token,
-//! then sessions that say hello with the stored revision, pass desired state
+//! The connection to the control plane: registration with the join token
+//! (a CSR over a key made here; the signed certificate is the agent's
+//! identity), then sessions over mutual TLS that say hello with the stored
+//! revision, renew the certificate when half its lifetime is gone, pass desired state
 //! to the reconciler and its reports back (through the `Outbox`), send
 //! keepalives, detect a half-open stream, and reconnect with jittered
 //! exponential backoff. `wire` is where reports become protobuf.
 
+mod pages;
 mod wire;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mtp_proto::v1 as pb;
+use mtp_proto::v1::agent_message::Kind as AgentKind;
 use mtp_proto::v1::agent_service_client::AgentServiceClient;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
@@ -19,11 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status, Streaming};
 
-use crate::desired::{Credential, StateDir};
+use crate::desired::StateDir;
+use crate::identity::{self, Enrollment};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::reconciler::{AgentStatus, Input, Outbound};
+use crate::reconciler::{AgentStatus, Grant, Input, Outbound};
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -51,6 +57,23 @@ pub struct Sessions {
     pub fence: Fence,
     pub connected: watch::Sender<bool>,
     pub metrics: Metrics,
+    /// Where registration and renewal stand (start with `Default`).
+    pub identity: IdentityState,
+}
+
+/// The session's view of the agent's identity.
+#[derive(Debug, Default)]
+pub struct IdentityState {
+    /// The identity the current session was opened with.
+    current: Option<Enrollment>,
+    /// The key of a renewal asked for in this session, waiting for its
+    /// certificate (dropped with the session: the next one asks again).
+    pending_key: Option<String>,
+    /// The stored identity was refused: register with the join token before
+    /// using it again (it is replaced only once that succeeds).
+    reregister: bool,
+    /// The plaintext warning was logged.
+    warned_plaintext: bool,
 }
 
 /// How a session ended, and what the next one should do about it.
@@ -129,19 +152,23 @@ impl Sessions {
         }
     }
 
-    fn refused(&self, status: &Status) {
+    /// The control plane refused the stored identity (revoked, replaced,
+    /// expired, or another control plane's). It is never deleted: with a
+    /// join token at hand the next attempt registers again and replaces it
+    /// only once that succeeded; without one the agent keeps retrying (an
+    /// operator may still fix it on the control plane's side).
+    fn refused(&mut self, status: &Status) {
         if self.config.join_token.is_some() {
             tracing::warn!(
                 message = status.message(),
-                "the control plane refused this agent's credential; registering again with the join token"
+                "the control plane refused this agent's certificate; registering again with the join token"
             );
-            if let Err(e) = self.state_dir.forget_credential() {
-                tracing::error!(error = %e, "could not remove the stored credential");
-            }
+            self.identity.reregister = true;
         } else {
             tracing::error!(
                 message = status.message(),
-                "the control plane refused this agent's credential and no join token is configured; get one with `mtp cluster join-token` and restart with --join-token"
+                state_dir = %self.state_dir.path().display(),
+                "the control plane refused this agent's certificate and no join token is configured: retrying with backoff; to re-admit this node mint a token (`mtp cluster join-token create <cluster>`) and restart with --join-token-file"
             );
         }
     }
@@ -151,9 +178,11 @@ impl Sessions {
         self.metrics.set_connected(connected);
     }
 
-    async fn channel(&self) -> Result<Channel, String> {
-        let url = self.config.control_plane.trim();
-        let mut endpoint = Endpoint::from_shared(url.to_string())
+    /// A connection to the control plane: plain TLS (registration), or
+    /// mutual TLS presenting `identity` (sessions).
+    async fn channel(&mut self, identity: Option<&Enrollment>) -> Result<Channel, String> {
+        let url = self.config.control_plane.trim().to_string();
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| format!("control plane address {url:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_keepalive(Some(Duration::from_secs(30)))
@@ -166,9 +195,25 @@ impl Sessions {
                     .map_err(|e| format!("reading CA certificate {}: {e}", ca.display()))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
+            if let Some(identity) = identity {
+                tls = tls.identity(identity.tls_identity());
+            }
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|e| format!("TLS setup: {e}"))?;
+        } else if !self.identity.warned_plaintext {
+            self.identity.warned_plaintext = true;
+            if is_loopback(&url) {
+                tracing::warn!(
+                    url,
+                    "plaintext http:// to the control plane: only a --dev control plane serves it, and it refuses agent sessions (they need client certificates over TLS)"
+                );
+            } else {
+                tracing::warn!(
+                    url,
+                    "PLAINTEXT http:// TO A NON-LOOPBACK CONTROL PLANE: the join token travels unencrypted and agent sessions are refused; use https:// with --ca-cert"
+                );
+            }
         }
         endpoint
             .connect()
@@ -176,56 +221,106 @@ impl Sessions {
             .map_err(|e| format!("connecting to {url}: {e}"))
     }
 
-    async fn credential(&self, channel: &Channel) -> Result<Credential, Ended> {
-        match self.state_dir.credential() {
-            Ok(Some(c)) => return Ok(c),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(Ended::Lost {
-                    why: format!("reading the stored credential: {e}"),
-                    productive: false,
-                });
+    /// The identity to open a session with: the stored one, unless there is
+    /// none or it was refused (or expired) and a join token is at hand — then
+    /// a new registration, stored only once it succeeded.
+    async fn credential(&mut self, shutdown: &CancellationToken) -> Result<Enrollment, Ended> {
+        let stored = self.state_dir.enrollment().map_err(|e| Ended::Lost {
+            why: format!("reading the stored identity: {e}"),
+            productive: false,
+        })?;
+        let expired = stored
+            .as_ref()
+            .is_some_and(|e| e.expired(SystemTime::now()));
+        match stored {
+            Some(e) if !self.identity.reregister && !expired => return Ok(e),
+            Some(e) if self.config.join_token.is_none() => {
+                if expired {
+                    tracing::error!(agent = %e.agent_id, "this agent's certificate expired and no join token is configured: mint one (`mtp cluster join-token create <cluster>`) and restart with --join-token-file");
+                }
+                // Keep trying what is stored: an operator may still fix it.
+                return Ok(e);
             }
+            _ => {}
         }
-        let Some(token) = &self.config.join_token else {
+        let Some(token) = self.config.join_token.clone() else {
             return Err(Ended::Lost {
                 why: format!(
-                    "no stored credential in {} and no --join-token to register with",
+                    "no stored identity in {} and no --join-token-file to register with",
                     self.state_dir.path().display()
                 ),
                 productive: false,
             });
         };
-        let response = AgentServiceClient::new(channel.clone())
+        let lost = |why: String| Ended::Lost {
+            why,
+            productive: false,
+        };
+        let channel = tokio::select! {
+            () = shutdown.cancelled() => return Err(Ended::Shutdown),
+            c = self.channel(None) => c.map_err(lost)?,
+        };
+        let (key_pem, csr_pem) =
+            identity::new_key_and_csr().map_err(|e| lost(format!("generating a key: {e}")))?;
+        let registered = AgentServiceClient::new(channel)
             .register(pb::RegisterAgentRequest {
-                join_token: token.clone(),
+                join_token: token,
                 node_name: self.config.node_name.clone(),
                 agent_version: AGENT_VERSION.into(),
-                ..Default::default()
+                csr_pem,
             })
-            .await
-            .map_err(|s| Ended::Lost {
-                why: format!(
+            .await;
+        let response = match registered {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                // Next time, try the stored identity again (if any): the
+                // refusal that brought us here may have been put right.
+                self.identity.reregister = false;
+                return Err(lost(format!(
                     "registering with the join token: {}: {}",
                     s.code(),
                     s.message()
-                ),
-                productive: false,
-            })?
-            .into_inner();
-        let credential = Credential {
+                )));
+            }
+        };
+        let enrollment = Enrollment {
             agent_id: response.agent_id,
             cluster: response.cluster,
-            secret: response.certificate_pem,
+            cluster_id: response.cluster_id,
+            key_pem,
+            certificate_pem: response.certificate_pem,
+            ca_certificate_pem: response.ca_certificate_pem,
+            issue_time: identity::seconds(SystemTime::now()),
+            expire_time: expire_seconds(response.expire_time.as_ref()),
         };
         self.state_dir
-            .save_credential(&credential)
-            .map_err(|e| Ended::Lost {
-                why: format!("storing the credential: {e}"),
-                productive: false,
-            })?;
-        tracing::info!(cluster = %credential.cluster, agent = %credential.agent_id, "registered with the control plane");
-        Ok(credential)
+            .save_enrollment(&enrollment)
+            .map_err(|e| lost(format!("storing the identity: {e}")))?;
+        self.identity.reregister = false;
+        tracing::info!(cluster = %enrollment.cluster, agent = %enrollment.agent_id, "registered with the control plane");
+        Ok(enrollment)
+    }
+
+    /// A renewal request if one is due and none is waiting: a new key each
+    /// time (kept here until its certificate arrives).
+    fn renewal(&mut self) -> Option<pb::AgentMessage> {
+        let current = self.identity.current.as_ref()?;
+        if self.identity.pending_key.is_some() || !current.renewal_due(SystemTime::now()) {
+            return None;
+        }
+        match identity::new_key_and_csr() {
+            Ok((key_pem, csr_pem)) => {
+                tracing::info!(agent = %current.agent_id, "certificate past half its lifetime; asking for a renewal");
+                self.identity.pending_key = Some(key_pem);
+                Some(pb::AgentMessage {
+                    kind: Some(AgentKind::Renew(pb::RenewCertificate { csr_pem })),
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not generate a key for the renewal");
+                None
+            }
+        }
     }
 
     async fn session(
@@ -252,11 +347,12 @@ impl Sessions {
         want_snapshot: bool,
         shutdown: &CancellationToken,
     ) -> Result<Open, Ended> {
+        self.identity.pending_key = None;
+        let credential = self.credential(shutdown).await?;
         let channel = tokio::select! {
             () = shutdown.cancelled() => return Err(Ended::Shutdown),
-            c = self.channel() => c.map_err(|why| Ended::Lost { why, productive: false })?,
+            c = self.channel(Some(&credential)) => c.map_err(|why| Ended::Lost { why, productive: false })?,
         };
-        let credential = self.credential(&channel).await?;
 
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
         let resume_revision = if want_snapshot {
@@ -264,18 +360,25 @@ impl Sessions {
         } else {
             self.status.borrow().desired_revision
         };
-        let hello = wire::hello(resume_revision, self.fence.is_held(), self.config.keepalive);
+        let cluster_id = self.status.borrow().cluster_id.clone();
+        let hello = wire::hello(
+            resume_revision,
+            self.fence.is_held(),
+            self.config.keepalive,
+            &cluster_id,
+        );
         let _ = tx.send(hello).await;
-        let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        let Ok(bearer) = format!("Bearer {}", credential.secret).parse() else {
-            return Err(Ended::Unauthenticated(Status::unauthenticated(
-                "the stored credential is not a valid header value",
-            )));
-        };
-        request.metadata_mut().insert("authorization", bearer);
-        let inbound = match AgentServiceClient::new(channel).session(request).await {
+        let request = tonic::Request::new(ReceiverStream::new(rx));
+        let inbound = match AgentServiceClient::new(channel)
+            .max_decoding_message_size(wire::MAX_CONTROL_MESSAGE_BYTES)
+            .max_encoding_message_size(wire::MAX_CONTROL_MESSAGE_BYTES)
+            .session(request)
+            .await
+        {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::Unauthenticated => return Err(Ended::Unauthenticated(s)),
+            Err(s) if s.code() == Code::Unauthenticated || tls_refused(&s) => {
+                return Err(Ended::Unauthenticated(s));
+            }
             Err(s) => {
                 return Err(Ended::Lost {
                     why: format!("opening the session: {}: {}", s.code(), s.message()),
@@ -283,12 +386,15 @@ impl Sessions {
                 });
             }
         };
-        tracing::info!(cluster = %credential.cluster, applied_revision = resume_revision, "connected to the control plane");
+        tracing::info!(cluster = %credential.cluster, agent = %credential.agent_id, applied_revision = resume_revision, "connected to the control plane");
+        self.identity.current = Some(credential);
         Ok(Open { tx, inbound })
     }
 
-    /// Runs an open session: desired state in, reports out (from the
-    /// outbox, as the stream takes them), keepalives both ways.
+    /// Runs an open session: desired state in (pages assembled into whole
+    /// updates), the applier grant onto the fence, reports out (from the
+    /// outbox, as the stream takes them), keepalives both ways. However it
+    /// ends, the grant ends with it.
     async fn serve(
         &mut self,
         open: Open,
@@ -302,53 +408,180 @@ impl Sessions {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let mut productive = false;
+        // The update whose last page has not arrived; a cut discards it.
+        let mut pages = pages::Pages::default();
+        // The rest of a report that became several messages (a long ack).
+        let mut sending: VecDeque<pb::AgentMessage> = VecDeque::new();
         let lost = |productive| Ended::Lost {
             why: "stream closed".into(),
             productive,
         };
-        loop {
+        let ended = loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Ended::Shutdown,
+                () = shutdown.cancelled() => break Ended::Shutdown,
                 message = inbound.message() => {
                     last_heard = Instant::now();
                     let kind = match message {
                         Ok(Some(pb::ControlMessage { kind: Some(kind) })) => kind,
                         Ok(Some(_)) => continue,
-                        Ok(None) => return Ended::Lost { why: "the control plane closed the session".into(), productive },
-                        Err(s) if s.code() == Code::Unauthenticated => return Ended::Unauthenticated(s),
-                        Err(s) => return Ended::Lost { why: format!("{}: {}", s.code(), s.message()), productive },
+                        Ok(None) => break Ended::Lost { why: "the control plane closed the session".into(), productive },
+                        Err(s) if s.code() == Code::Unauthenticated => break Ended::Unauthenticated(s),
+                        Err(s) => break Ended::Lost { why: format!("{}: {}", s.code(), s.message()), productive },
                     };
-                    let (input, desired) = wire::input(kind);
-                    productive |= desired;
-                    if let Some(input) = input && self.to_reconciler.send(input).await.is_err() {
-                        return Ended::Shutdown;
+                    let inbound = match wire::input(kind, &mut pages) {
+                        Ok(inbound) => inbound,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the control plane broke the paging protocol; update dropped, asking for a snapshot");
+                            // Not at once: a control plane that keeps doing
+                            // it must not get a reconnect loop.
+                            let pause = backoff(4, self.config.backoff_initial, self.config.backoff_max);
+                            tokio::select! {
+                                () = shutdown.cancelled() => break Ended::Shutdown,
+                                () = tokio::time::sleep(pause) => break Ended::NeedSnapshot,
+                            }
+                        }
+                    };
+                    let input = match inbound {
+                        wire::Inbound::Input { input, desired } => {
+                            productive |= desired;
+                            input
+                        }
+                        wire::Inbound::Grant(grant) => {
+                            // On the fence first: a withdrawal stops a pass
+                            // under way at its next write.
+                            if grant.granted {
+                                self.fence.grant(grant.epoch);
+                            } else {
+                                self.fence.withdraw();
+                            }
+                            Input::Grant(grant)
+                        }
+                        wire::Inbound::Certificate(certificate) => {
+                            self.on_certificate(certificate);
+                            continue;
+                        }
+                        wire::Inbound::Nothing => continue,
+                    };
+                    if self.to_reconciler.send(input).await.is_err() {
+                        break Ended::Shutdown;
                     }
                 }
                 out = self.outbound.recv() => match out {
-                    None => return Ended::Shutdown,
-                    Some(Outbound::NeedSnapshot) => return Ended::NeedSnapshot,
+                    None => break Ended::Shutdown,
+                    Some(Outbound::NeedSnapshot) => break Ended::NeedSnapshot,
                     Some(Outbound::Report(r)) => outbox.push(r),
                 },
-                permit = tx.reserve(), if !outbox.is_empty() => {
-                    let Ok(permit) = permit else { return lost(productive) };
-                    if let Some(report) = outbox.pop() {
-                        permit.send(wire::message(report));
+                permit = tx.reserve(), if !sending.is_empty() || !outbox.is_empty() => {
+                    let Ok(permit) = permit else { break lost(productive) };
+                    if sending.is_empty()
+                        && let Some(report) = outbox.pop()
+                    {
+                        sending.extend(wire::messages(report));
+                    }
+                    if let Some(message) = sending.pop_front() {
+                        permit.send(message);
                     }
                 }
                 _ = ticker.tick() => {
                     if last_heard.elapsed() > silent_limit {
-                        return Ended::Lost {
+                        break Ended::Lost {
                             why: format!("nothing heard from the control plane for {silent_limit:?} (half-open connection)"),
                             productive,
                         };
                     }
                     if tx.send(wire::keepalive()).await.is_err() {
-                        return lost(productive);
+                        break lost(productive);
+                    }
+                    if let Some(renew) = self.renewal()
+                        && tx.send(renew).await.is_err()
+                    {
+                        break lost(productive);
                     }
                 }
             }
+        };
+        if pages.in_progress() {
+            tracing::warn!("the session ended in the middle of an update; its pages are discarded");
+        }
+        // No grant outlives its session: the fence at once, the reconciler
+        // (which stops applying and acknowledging) next.
+        self.fence.withdraw();
+        let _ = self
+            .to_reconciler
+            .send(Input::Grant(Grant::WITHDRAWN))
+            .await;
+        ended
+    }
+
+    /// A renewed client certificate arrived over the session: stored with
+    /// its key in one atomic write; the next connection uses it. (The
+    /// control plane accepts the old one until the new one is first used, so
+    /// a failure here loses nothing: the next session asks again.)
+    fn on_certificate(&mut self, certificate: pb::CertificateIssued) {
+        let (Some(key_pem), Some(current)) = (
+            self.identity.pending_key.take(),
+            self.identity.current.as_ref(),
+        ) else {
+            tracing::warn!("a certificate arrived that this agent did not ask for; ignored");
+            return;
+        };
+        let renewed = current.renewed(
+            key_pem,
+            certificate.certificate_pem,
+            expire_seconds(certificate.expire_time.as_ref()),
+        );
+        match self.state_dir.save_enrollment(&renewed) {
+            Ok(()) => {
+                tracing::info!(agent = %renewed.agent_id, expire_time = renewed.expire_time, "renewed certificate stored; the next connection uses it");
+                self.identity.current = Some(renewed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not store the renewed certificate; keeping the current one")
+            }
         }
     }
+}
+
+/// Seconds since the epoch of a certificate's expiry (0: unknown, which
+/// makes it due for renewal at once).
+fn expire_seconds(t: Option<&prost_types::Timestamp>) -> u64 {
+    t.map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0))
+}
+
+/// Whether `url`'s host is a loopback address (plaintext there stays on
+/// the machine).
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a failed call was the control plane's TLS refusing the client
+/// certificate (expired, unknown CA: a TLS alert, not a gRPC status), which
+/// only a new registration can fix.
+fn tls_refused(status: &Status) -> bool {
+    let mut text = format!("{} {:?}", status.message(), status);
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    [
+        "CertificateExpired",
+        "BadCertificate",
+        "UnknownCA",
+        "CertificateRevoked",
+        "CertificateUnknown",
+    ]
+    .iter()
+    .any(|alert| text.contains(alert))
 }
 
 /// Exponential backoff with "equal jitter": half the step is fixed, half random,
@@ -365,6 +598,24 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for url in [
+            "http://127.0.0.1:7443",
+            "http://localhost:1",
+            "http://[::1]:7443/x",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://cp.example.com:7443",
+            "http://10.0.0.1:7443",
+            "http://[2001:db8::1]:1",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -1,8 +1,8 @@
 //! `mtp agent …`: the agents that registered with a cluster's join token, one
-//! per K3s node, and the revision each last acknowledged.
+//! per K3s node, and the revision each last acknowledged; revoking one.
 
 use clap::{Args, Subcommand};
-use mtp_proto::v1::{Agent, ListAgentsRequest};
+use mtp_proto::v1::{Agent, ListAgentsRequest, RevokeAgentRequest};
 use serde::Serialize;
 
 use super::Ctx;
@@ -16,6 +16,14 @@ pub enum AgentCmd {
     /// cluster's revision in `mtp cluster list`).
     #[command(visible_alias = "ls")]
     List(ListArgs),
+    /// Revoke an agent (platform admins only): its certificate stops working
+    /// at once, its open session ends and it no longer applies. To re-admit
+    /// the node, give it a new join token (`mtp cluster join-token create`);
+    /// to keep it out, revoke the cluster's join tokens as well.
+    Revoke {
+        /// Agent id (the ID column of `mtp agent list`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -27,6 +35,25 @@ pub struct ListArgs {
 
 pub async fn run(cmd: AgentCmd, ctx: &Ctx) -> Result<(), CliError> {
     match cmd {
+        AgentCmd::Revoke { id } => {
+            let a = ctx
+                .api
+                .call(
+                    format!("revoke agent {id:?}"),
+                    ctx.api
+                        .clusters()
+                        .revoke_agent(RevokeAgentRequest { id: id.clone() }),
+                )
+                .await?;
+            if ctx.json() {
+                emit_json(&AgentView::from(&a));
+            } else {
+                emit(&format!(
+                    "Agent {} (cluster {}, node {}) revoked: its certificate no longer works.",
+                    a.id, a.cluster, a.node_name
+                ));
+            }
+        }
         AgentCmd::List(a) => {
             let cluster = a.cluster.unwrap_or_default();
             let action = if cluster.is_empty() {
@@ -106,6 +133,10 @@ pub struct AgentView {
     pub agent_version: String,
     pub last_seen_time: Option<String>,
     pub register_time: Option<String>,
+    /// When its certificate expires (renewed by the agent over its session).
+    pub certificate_expire_time: Option<String>,
+    /// Set once revoked: the agent's certificate no longer works.
+    pub revoke_time: Option<String>,
 }
 
 impl From<&Agent> for AgentView {
@@ -120,6 +151,8 @@ impl From<&Agent> for AgentView {
             agent_version: a.agent_version.clone(),
             last_seen_time: output::rfc3339(a.last_seen_time.as_ref()),
             register_time: output::rfc3339(a.register_time.as_ref()),
+            certificate_expire_time: output::rfc3339(a.certificate_expire_time.as_ref()),
+            revoke_time: output::rfc3339(a.revoke_time.as_ref()),
         }
     }
 }

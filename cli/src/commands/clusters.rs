@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use clap::{Args, Subcommand};
 use mtp_proto::v1::{
     Agent, Cluster, CreateClusterRequest, CreateJoinTokenRequest, GetClusterRequest, JoinToken,
-    ListAgentsRequest, ListClustersRequest,
+    ListAgentsRequest, ListClustersRequest, ListJoinTokensRequest, RevokeJoinTokenRequest,
 };
 use serde::Serialize;
 
@@ -27,14 +27,60 @@ pub enum ClusterCmd {
         /// Cluster name.
         name: String,
     },
-    /// Mint a new join token for an existing cluster (platform admins only),
-    /// e.g. to add nodes after the first token expired. The secret is shown once.
-    JoinToken {
+    /// Join tokens (platform admins only): `create CLUSTER` mints one (the
+    /// secret is shown once), `list [CLUSTER]` shows them without secrets,
+    /// `revoke ID` stops one from registering anyone. `mtp cluster join-token
+    /// CLUSTER` is short for `create CLUSTER`.
+    #[command(args_conflicts_with_subcommands = true)]
+    JoinToken(JoinTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    #[command(subcommand)]
+    pub cmd: Option<JoinTokenCmd>,
+    /// Cluster name (short for `join-token create CLUSTER`).
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub create: MintArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JoinTokenCmd {
+    /// Mint a join token for an existing cluster, e.g. to add nodes after the
+    /// first token expired, or to re-admit a revoked agent. The secret is shown once.
+    Create {
         /// Cluster name.
         name: String,
         #[command(flatten)]
-        ttl: TtlArgs,
+        create: MintArgs,
     },
+    /// List join tokens (of one cluster, or all): id, uses, expiry,
+    /// revocation. Secrets are never shown again.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only the tokens of this cluster.
+        cluster: Option<String>,
+    },
+    /// Revoke a join token by id (the first column of `list`): no agent can
+    /// register with it any more; agents registered with it keep working
+    /// (revoke those with `mtp agent revoke`).
+    Revoke {
+        /// Join token id.
+        id: String,
+    },
+}
+
+/// `--ttl` and `--max-uses` of a new join token.
+#[derive(Debug, Clone, Args)]
+pub struct MintArgs {
+    #[command(flatten)]
+    pub ttl: TtlArgs,
+    /// How many agents may register with the token (a node pool of N: N);
+    /// each registration counts, a re-registration of a node too
+    /// [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub max_uses: Option<u32>,
 }
 
 /// `--ttl` of `join-token` and `--join-token-ttl` of `create`.
@@ -58,11 +104,14 @@ pub struct CreateArgs {
     /// Namespace of the cluster's ingress controller [server default: kube-system].
     #[arg(long, value_name = "NS")]
     pub ingress_namespace: Option<String>,
-    /// Do not mint a join token (mint one later with `mtp cluster join-token`).
+    /// Do not mint a join token (mint one later with `mtp cluster join-token create`).
     #[arg(long, conflicts_with = "join_token_ttl")]
     pub no_join_token: bool,
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help = JOIN_TOKEN_TTL_HELP)]
     pub join_token_ttl: Option<chrono::Duration>,
+    /// How many agents may register with the join token [default: no limit].
+    #[arg(long, value_name = "N", conflicts_with = "no_join_token")]
+    pub join_token_max_uses: Option<u32>,
 }
 
 pub async fn run(cmd: ClusterCmd, ctx: &Ctx) -> Result<(), CliError> {
@@ -70,7 +119,18 @@ pub async fn run(cmd: ClusterCmd, ctx: &Ctx) -> Result<(), CliError> {
         ClusterCmd::Create(a) => create(ctx, a).await,
         ClusterCmd::List => list(ctx).await,
         ClusterCmd::Get { name } => get(ctx, name).await,
-        ClusterCmd::JoinToken { name, ttl } => mint_join_token(ctx, &name, ttl.ttl).await,
+        ClusterCmd::JoinToken(a) => match (a.cmd, a.name) {
+            (Some(JoinTokenCmd::Create { name, create }), _) => {
+                mint_join_token(ctx, &name, create).await
+            }
+            (None, Some(name)) => mint_join_token(ctx, &name, a.create).await,
+            (Some(JoinTokenCmd::List { cluster }), _) => list_join_tokens(ctx, cluster).await,
+            (Some(JoinTokenCmd::Revoke { id }), _) => revoke_join_token(ctx, &id).await,
+            (None, None) => Err(CliError::Usage(
+                "name the cluster: `mtp cluster join-token create CLUSTER` (or `list`, `revoke ID`)"
+                    .into(),
+            )),
+        },
     }
 }
 
@@ -93,12 +153,18 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
         return Ok(());
     }
     // The cluster exists now; if minting fails, say how to retry.
-    let token = join_token(ctx, &c.name, a.join_token_ttl)
+    let mint = MintArgs {
+        ttl: TtlArgs {
+            ttl: a.join_token_ttl,
+        },
+        max_uses: a.join_token_max_uses,
+    };
+    let token = join_token(ctx, &c.name, &mint)
         .await
         .map_err(|e| match e {
             CliError::Call(mut api) => {
                 api.action = format!(
-                    "cluster {:?} was created, but mint its join token (retry with `mtp cluster join-token {}`)",
+                    "cluster {:?} was created, but mint its join token (retry with `mtp cluster join-token create {}`)",
                     c.name, c.name
                 );
                 CliError::Call(api)
@@ -113,7 +179,7 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
             join_token: JoinTokenView,
             agent_command: &'a str,
         }
-        let command = agent_command(ctx.api.addr(), &token.secret);
+        let command = agent_command(ctx.api.addr());
         emit_json(&C {
             cluster: ClusterView::from(&c),
             join_token: JoinTokenView::from(&token),
@@ -167,13 +233,9 @@ async fn get(ctx: &Ctx, name: String) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `mtp cluster join-token`: a new join token for an existing cluster.
-async fn mint_join_token(
-    ctx: &Ctx,
-    name: &str,
-    ttl: Option<chrono::Duration>,
-) -> Result<(), CliError> {
-    let token = join_token(ctx, name, ttl).await?;
+/// `mtp cluster join-token create`: a new join token for an existing cluster.
+async fn mint_join_token(ctx: &Ctx, name: &str, mint: MintArgs) -> Result<(), CliError> {
+    let token = join_token(ctx, name, &mint).await?;
     if ctx.json() {
         #[derive(Serialize)]
         struct J<'a> {
@@ -181,7 +243,7 @@ async fn mint_join_token(
             join_token: JoinTokenView,
             agent_command: &'a str,
         }
-        let command = agent_command(ctx.api.addr(), &token.secret);
+        let command = agent_command(ctx.api.addr());
         emit_json(&J {
             cluster: &token.cluster,
             join_token: JoinTokenView::from(&token),
@@ -193,16 +255,12 @@ async fn mint_join_token(
     Ok(())
 }
 
-/// Mints a join token for `cluster`; `ttl` None means the server default.
-async fn join_token(
-    ctx: &Ctx,
-    cluster: &str,
-    ttl: Option<chrono::Duration>,
-) -> Result<JoinToken, CliError> {
+/// Mints a join token for `cluster`; unset flags mean the server defaults.
+async fn join_token(ctx: &Ctx, cluster: &str, mint: &MintArgs) -> Result<JoinToken, CliError> {
     let req = CreateJoinTokenRequest {
         cluster: cluster.to_string(),
-        ttl_seconds: ttl.map(|d| d.num_seconds()).unwrap_or(0),
-        ..Default::default()
+        ttl_seconds: mint.ttl.ttl.map(|d| d.num_seconds()).unwrap_or(0),
+        max_uses: mint.max_uses.unwrap_or(0),
     };
     ctx.api
         .call(
@@ -210,6 +268,133 @@ async fn join_token(
             ctx.api.clusters().create_join_token(req),
         )
         .await
+}
+
+/// `mtp cluster join-token list [CLUSTER]`.
+async fn list_join_tokens(ctx: &Ctx, cluster: Option<String>) -> Result<(), CliError> {
+    let cluster = cluster.unwrap_or_default();
+    let action = if cluster.is_empty() {
+        "list join tokens".to_string()
+    } else {
+        format!("list join tokens of cluster {cluster:?}")
+    };
+    let resp = ctx
+        .api
+        .call(
+            action,
+            ctx.api
+                .clusters()
+                .list_join_tokens(ListJoinTokensRequest { cluster }),
+        )
+        .await?;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct L {
+            join_tokens: Vec<JoinTokenInfo>,
+        }
+        emit_json(&L {
+            join_tokens: resp.join_tokens.iter().map(JoinTokenInfo::from).collect(),
+        });
+    } else {
+        emit(&join_token_table(&resp.join_tokens, chrono::Utc::now()).render());
+    }
+    Ok(())
+}
+
+/// `mtp cluster join-token revoke ID`.
+async fn revoke_join_token(ctx: &Ctx, id: &str) -> Result<(), CliError> {
+    let t = ctx
+        .api
+        .call(
+            format!("revoke join token {id:?}"),
+            ctx.api
+                .clusters()
+                .revoke_join_token(RevokeJoinTokenRequest { id: id.to_string() }),
+        )
+        .await?;
+    if ctx.json() {
+        emit_json(&JoinTokenInfo::from(&t));
+    } else {
+        emit(&format!(
+            "Join token {} of cluster {} revoked: no agent can register with it any more.",
+            t.id, t.cluster
+        ));
+    }
+    Ok(())
+}
+
+fn join_token_table(tokens: &[JoinToken], now: chrono::DateTime<chrono::Utc>) -> Table {
+    let mut t = Table::new(&[
+        "ID",
+        "CLUSTER",
+        "STATE",
+        "USES",
+        "EXPIRES",
+        "AGE",
+        "CREATED BY",
+    ]);
+    for j in tokens {
+        let max = if j.max_uses == 0 {
+            "∞".to_string()
+        } else {
+            j.max_uses.to_string()
+        };
+        t.row(vec![
+            j.id.clone(),
+            j.cluster.clone(),
+            join_token_state(j, now).into(),
+            format!("{}/{max}", j.uses),
+            output::rfc3339_or_dash(j.expire_time.as_ref()),
+            output::age(j.create_time.as_ref(), now),
+            j.created_by.clone(),
+        ]);
+    }
+    t
+}
+
+/// Whether a join token can still register an agent, and if not, why.
+fn join_token_state(t: &JoinToken, now: chrono::DateTime<chrono::Utc>) -> &'static str {
+    let expired = output::datetime(t.expire_time.as_ref()).is_some_and(|at| at <= now);
+    if t.revoke_time.is_some() {
+        "revoked"
+    } else if expired {
+        "expired"
+    } else if t.max_uses > 0 && t.uses >= t.max_uses {
+        "used up"
+    } else {
+        "valid"
+    }
+}
+
+/// JSON shape of a listed join token (never its secret).
+#[derive(Debug, Serialize)]
+pub struct JoinTokenInfo {
+    pub id: String,
+    pub cluster: String,
+    pub state: &'static str,
+    pub uses: u32,
+    /// 0: no limit.
+    pub max_uses: u32,
+    pub create_time: Option<String>,
+    pub expire_time: Option<String>,
+    pub revoke_time: Option<String>,
+    pub created_by: String,
+}
+
+impl From<&JoinToken> for JoinTokenInfo {
+    fn from(t: &JoinToken) -> Self {
+        JoinTokenInfo {
+            id: t.id.clone(),
+            cluster: t.cluster.clone(),
+            state: join_token_state(t, chrono::Utc::now()),
+            uses: t.uses,
+            max_uses: t.max_uses,
+            create_time: output::rfc3339(t.create_time.as_ref()),
+            expire_time: output::rfc3339(t.expire_time.as_ref()),
+            revoke_time: output::rfc3339(t.revoke_time.as_ref()),
+            created_by: t.created_by.clone(),
+        }
+    }
 }
 
 /// The agents of one cluster (or all with ""), or None when the server would
@@ -227,33 +412,62 @@ async fn agents_of(ctx: &Ctx, cluster: &str) -> Option<Vec<Agent>> {
         .map(|r| r.agents)
 }
 
-/// The command line that starts an agent on one node of the cluster.
-pub fn agent_command(addr: &str, secret: &str) -> String {
-    format!("mtp-agent --control-plane {addr} --join-token {secret} --node-name <node>")
+/// The command line that starts an agent on one node of the cluster. The
+/// join token is read from a file: a secret in argv is visible in `ps`.
+pub fn agent_command(addr: &str) -> String {
+    let ca = if addr.starts_with("https://") {
+        " --ca-cert /etc/mtp/ca.pem"
+    } else {
+        ""
+    };
+    format!(
+        "mtp-agent --control-plane {addr}{ca} --join-token-file {JOIN_TOKEN_PATH} --node-name <node>"
+    )
 }
+
+/// Where the printed instructions put the join token on a node.
+const JOIN_TOKEN_PATH: &str = "/etc/mtp/join-token";
 
 /// Human rendering of a fresh join token; the one-time warning goes to
 /// stderr so `… > file` keeps only the details.
 fn show_join_token(ctx: &Ctx, t: &JoinToken) {
     eprintln!(
-        "warning: this is the only time the join token is shown; store it now (`mtp cluster join-token {}` mints another)",
+        "warning: this is the only time the join token is shown; store it now (`mtp cluster join-token create {}` mints another)",
         t.cluster
     );
     let mut d = Details::new();
-    d.field("Join token", &t.secret).field(
-        "Expires",
-        match output::rfc3339(t.expire_time.as_ref()) {
-            Some(at) => format!(
-                "{at} ({})",
-                output::until(t.expire_time.as_ref(), chrono::Utc::now())
-            ),
-            None => "-".into(),
-        },
-    );
+    d.field("Join token", &t.secret)
+        .field("Id", &t.id)
+        .field(
+            "Uses",
+            if t.max_uses == 0 {
+                "no limit".to_string()
+            } else {
+                format!("at most {}", t.max_uses)
+            },
+        )
+        .field(
+            "Expires",
+            match output::rfc3339(t.expire_time.as_ref()) {
+                Some(at) => format!(
+                    "{at} ({})",
+                    output::until(t.expire_time.as_ref(), chrono::Utc::now())
+                ),
+                None => "-".into(),
+            },
+        );
     emit(&d.render());
     emit(&format!(
-        "Start an agent on every node of the cluster (<node>: the node's Kubernetes name):\n  {}\n",
-        agent_command(ctx.api.addr(), &t.secret)
+        concat!(
+            "On every node of the cluster (<node>: the node's Kubernetes name), keep the token in a\n",
+            "file only root can read, then start the agent (it keeps its key and certificate in --state-dir):\n",
+            "  umask 077; mkdir -p /etc/mtp; cat > {path}    # paste the join token, then Ctrl-D\n",
+            "  {command}\n",
+            "With deploy/k3s, put it in the Secret the DaemonSet mounts instead:\n",
+            "  kubectl -n mtp-system create secret generic mtp-agent-join-token --from-file=join-token={path}\n",
+        ),
+        path = JOIN_TOKEN_PATH,
+        command = agent_command(ctx.api.addr()),
     ));
 }
 
@@ -380,6 +594,9 @@ impl AgentCounts {
 #[derive(Debug, Serialize)]
 pub struct JoinTokenView {
     pub secret: String,
+    pub id: String,
+    /// 0: no limit.
+    pub max_uses: u32,
     pub expire_time: Option<String>,
 }
 
@@ -387,6 +604,8 @@ impl From<&JoinToken> for JoinTokenView {
     fn from(t: &JoinToken) -> Self {
         JoinTokenView {
             secret: t.secret.clone(),
+            id: t.id.clone(),
+            max_uses: t.max_uses,
             expire_time: output::rfc3339(t.expire_time.as_ref()),
         }
     }
@@ -440,10 +659,66 @@ mod tests {
     }
 
     #[test]
-    fn agent_command_line() {
+    fn agent_command_line_reads_the_token_from_a_file() {
         assert_eq!(
-            agent_command("https://cp:7443", "mtp_join_x"),
-            "mtp-agent --control-plane https://cp:7443 --join-token mtp_join_x --node-name <node>"
+            agent_command("https://cp:7443"),
+            "mtp-agent --control-plane https://cp:7443 --ca-cert /etc/mtp/ca.pem --join-token-file /etc/mtp/join-token --node-name <node>"
         );
+        assert_eq!(
+            agent_command("http://127.0.0.1:7443"),
+            "mtp-agent --control-plane http://127.0.0.1:7443 --join-token-file /etc/mtp/join-token --node-name <node>"
+        );
+    }
+
+    #[test]
+    fn join_token_states_and_table() {
+        let now = chrono::DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let ts = |s: i64| {
+            Some(prost_types::Timestamp {
+                seconds: s,
+                nanos: 0,
+            })
+        };
+        let t = JoinToken {
+            id: "0123456789abcdef".into(),
+            cluster: "k3s-1".into(),
+            create_time: ts(1_000_000 - 3600),
+            expire_time: ts(1_000_000 + 3600),
+            max_uses: 3,
+            uses: 1,
+            created_by: "token:admin".into(),
+            ..Default::default()
+        };
+        assert_eq!(join_token_state(&t, now), "valid");
+        let used = JoinToken {
+            uses: 3,
+            ..t.clone()
+        };
+        assert_eq!(join_token_state(&used, now), "used up");
+        let expired = JoinToken {
+            expire_time: ts(1_000_000),
+            ..t.clone()
+        };
+        assert_eq!(join_token_state(&expired, now), "expired");
+        let revoked = JoinToken {
+            revoke_time: ts(1_000_000 - 1),
+            ..t.clone()
+        };
+        assert_eq!(join_token_state(&revoked, now), "revoked");
+        let unlimited = JoinToken {
+            max_uses: 0,
+            uses: 9,
+            ..t.clone()
+        };
+        assert_eq!(join_token_state(&unlimited, now), "valid");
+        let table = join_token_table(&[t, unlimited], now).render();
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][..5], ["ID", "CLUSTER", "STATE", "USES", "EXPIRES"]);
+        assert_eq!(rows[1][..4], ["0123456789abcdef", "k3s-1", "valid", "1/3"]);
+        assert_eq!(rows[2][3], "9/∞");
+        assert!(!table.contains("mtpjoin_"), "no secret in a list");
     }
 }

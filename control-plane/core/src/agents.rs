@@ -81,13 +81,60 @@ impl AgentRegistration {
     }
 }
 
-/// Who an agent is, established from its credential (never from its messages).
+/// Who an agent is, established from its client certificate and its row
+/// (never from its messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentIdentity {
     pub agent_id: String,
     pub cluster_id: Uuid,
     pub cluster: String,
     pub node_name: String,
+    /// Serial (lower-case hex) of the certificate this identity was
+    /// established with; a renewal must come from a certificate still
+    /// accepted, and the renewed one replaces exactly this one.
+    pub certificate_serial: String,
+}
+
+/// Shortest agent certificate lifetime accepted: short enough for tests of
+/// expiry, long enough that renewing at half of it still leaves a margin
+/// above a few keepalive periods.
+pub const MIN_CERTIFICATE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest agent certificate lifetime accepted: a stolen key stays useful
+/// until its certificate expires unless the agent is revoked.
+pub const MAX_CERTIFICATE_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
+
+/// A certificate the control plane signed for an agent: what the store keeps
+/// of it (the store knows no cryptography).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// Lower-case hex of the certificate's serial number.
+    pub serial: String,
+    pub expire_time: DateTime<Utc>,
+}
+
+/// What a client certificate, verified by TLS against the agent CA, claims:
+/// CN = agent id, O = cluster id, and its serial. Only the store can say
+/// whether it still names a live agent ([`AgentIdentity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedCertificate {
+    pub agent_id: String,
+    pub cluster_id: Uuid,
+    pub serial: String,
+}
+
+/// A join token as listed to operators (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    pub id: String,
+    pub cluster: String,
+    pub create_time: DateTime<Utc>,
+    pub expire_time: DateTime<Utc>,
+    pub revoke_time: Option<DateTime<Utc>>,
+    /// 0: no limit.
+    pub max_uses: u32,
+    pub uses: u32,
+    pub created_by: String,
 }
 
 /// A registered agent as listed to operators.
@@ -102,6 +149,8 @@ pub struct Agent {
     pub acknowledged_revision: i64,
     pub applier: bool,
     pub connected: bool,
+    pub certificate_expire_time: Option<DateTime<Utc>>,
+    pub revoke_time: Option<DateTime<Utc>>,
 }
 
 /// Everything an agent needs to render one namespace.
@@ -135,6 +184,11 @@ pub enum NamespaceReport {
     Verified,
     Failed(String),
     Deleted,
+    /// The live namespace carries a newer revision stamp than the desired
+    /// state; the agent left it alone.
+    Superseded {
+        live_revision: i64,
+    },
 }
 
 #[cfg(test)]

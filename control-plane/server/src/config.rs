@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, ValueEnum};
 
+use mtp_core::agents::{MAX_CERTIFICATE_LIFETIME, MIN_CERTIFICATE_LIFETIME};
+
+use crate::ca::{AgentCaFiles, AgentCaSource};
 use crate::telemetry::LogFormat;
 
 /// The k8s-mtp control plane: tenants, environments and clusters on PostgreSQL,
@@ -20,6 +23,8 @@ pub struct Args {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub agent_ca: AgentCaArgs,
     #[command(flatten)]
     pub log: LogArgs,
     /// If no usable platform-admin token exists, mint one and write its secret
@@ -82,6 +87,34 @@ pub struct TlsArgs {
     pub tls_key: Option<PathBuf>,
 }
 
+/// Where the agent CA's files go with `--dev` when no path is given.
+pub const DEV_AGENT_CA_DIR: &str = ".mtp-dev";
+
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Agent identity")]
+pub struct AgentCaArgs {
+    /// PEM certificate of the CA that signs agents' client certificates
+    /// (public: agents receive it when they register). If neither this file
+    /// nor --agent-ca-key exists, both are created at first start (parent
+    /// directories too). Required unless --dev, where it defaults to
+    /// .mtp-dev/agent-ca.crt in the working directory. Every replica must use
+    /// the same CA: the first start records its certificate in PostgreSQL,
+    /// and a replica with a different one refuses to start.
+    #[arg(long, env = "MTP_AGENT_CA_CERT", value_name = "FILE")]
+    pub agent_ca_cert: Option<PathBuf>,
+    /// PKCS#8 PEM private key of --agent-ca-cert (created with mode 0600; in
+    /// Kubernetes, mount both from a Secret). Never logged. Default with
+    /// --dev: .mtp-dev/agent-ca.key.
+    #[arg(long, env = "MTP_AGENT_CA_KEY", value_name = "FILE")]
+    pub agent_ca_key: Option<PathBuf>,
+    /// Lifetime of the certificates signed for agents (10s to 90d). Agents
+    /// renew over their session once less than half of it is left; an agent
+    /// offline for longer than the whole lifetime must register again with a
+    /// join token.
+    #[arg(long, env = "MTP_AGENT_CERTIFICATE_LIFETIME", value_parser = parse_duration, default_value = "7d", value_name = "DURATION")]
+    pub agent_certificate_lifetime: Duration,
+}
+
 #[derive(Debug, ClapArgs)]
 #[command(next_help_heading = "Logging")]
 pub struct LogArgs {
@@ -129,6 +162,9 @@ pub struct Config {
     pub expiry_interval: Duration,
     /// How often the fleet gauges are refreshed from PostgreSQL.
     pub metrics_interval: Duration,
+    /// The CA that signs agent certificates.
+    pub agent_ca: AgentCaSource,
+    pub agent_certificate_lifetime: Duration,
 }
 
 /// A duration in the grammar every mtp binary shares (`500ms`, `5s`, `2m`,
@@ -167,6 +203,8 @@ impl Config {
             agent_keepalive: Duration::from_secs(1),
             expiry_interval: Duration::from_millis(500),
             metrics_interval: Duration::from_secs(1),
+            agent_ca: AgentCaSource::Ephemeral,
+            agent_certificate_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -199,6 +237,27 @@ impl Args {
                 "--tls-cert and --tls-key are required; pass --dev (MTP_DEV=1) to serve plaintext gRPC for local development"
             ),
         };
+        let agent_ca = match (self.agent_ca.agent_ca_cert, self.agent_ca.agent_ca_key) {
+            (Some(cert), Some(key)) => AgentCaFiles { cert, key },
+            (None, None) if self.dev => AgentCaFiles {
+                cert: PathBuf::from(DEV_AGENT_CA_DIR).join("agent-ca.crt"),
+                key: PathBuf::from(DEV_AGENT_CA_DIR).join("agent-ca.key"),
+            },
+            (None, None) => bail!(
+                "--agent-ca-cert and --agent-ca-key (MTP_AGENT_CA_CERT, MTP_AGENT_CA_KEY) are required: the CA that signs agent certificates (created there at first start if neither file exists)"
+            ),
+            _ => {
+                bail!("give both --agent-ca-cert and --agent-ca-key, or neither (only with --dev)")
+            }
+        };
+        let lifetime = self.agent_ca.agent_certificate_lifetime;
+        if !(MIN_CERTIFICATE_LIFETIME..=MAX_CERTIFICATE_LIFETIME).contains(&lifetime) {
+            bail!(
+                "--agent-certificate-lifetime must be between {} and {}",
+                mtp_proto::duration::format(MIN_CERTIFICATE_LIFETIME),
+                mtp_proto::duration::format(MAX_CERTIFICATE_LIFETIME)
+            );
+        }
         if self.max_request_bytes < 4096 {
             bail!("--max-request-bytes must be at least 4096");
         }
@@ -214,6 +273,8 @@ impl Args {
             agent_keepalive: self.agent_keepalive,
             expiry_interval: self.expiry_interval,
             metrics_interval: self.metrics_interval,
+            agent_ca: AgentCaSource::Files(agent_ca),
+            agent_certificate_lifetime: lifetime,
         })
     }
 
@@ -235,6 +296,60 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(extra: &[&str]) -> anyhow::Result<Config> {
+        let base = ["mtp-control-plane", "--database-url", "postgres://db/mtp"];
+        Args::try_parse_from(base.iter().chain(extra))?.into_config()
+    }
+
+    #[test]
+    fn the_agent_ca_is_required_unless_dev_and_its_lifetime_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, "cert").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let tls = [
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        let err = config(&tls).unwrap_err().to_string();
+        assert!(err.contains("--agent-ca-cert and --agent-ca-key"), "{err}");
+        let with_ca = [
+            &tls[..],
+            &["--agent-ca-cert", "ca.crt", "--agent-ca-key", "ca.key"],
+        ]
+        .concat();
+        let c = config(&with_ca).unwrap();
+        assert_eq!(
+            c.agent_ca,
+            AgentCaSource::Files(AgentCaFiles {
+                cert: "ca.crt".into(),
+                key: "ca.key".into()
+            })
+        );
+        assert_eq!(
+            c.agent_certificate_lifetime,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        let err = config(&[&tls[..], &["--agent-ca-cert", "ca.crt"]].concat()).unwrap_err();
+        assert!(err.to_string().contains("--agent-ca-key"), "{err}");
+
+        // --dev: a default under .mtp-dev/.
+        let dev = config(&["--dev"]).unwrap();
+        assert_eq!(
+            dev.agent_ca,
+            AgentCaSource::Files(AgentCaFiles {
+                cert: PathBuf::from(".mtp-dev/agent-ca.crt"),
+                key: PathBuf::from(".mtp-dev/agent-ca.key"),
+            })
+        );
+        for (lifetime, ok) in [("9s", false), ("10s", true), ("90d", true), ("91d", false)] {
+            let r = config(&["--dev", "--agent-certificate-lifetime", lifetime]);
+            assert_eq!(r.is_ok(), ok, "{lifetime}: {:?}", r.err());
+        }
+    }
 
     #[test]
     fn durations_take_the_shared_grammar_and_old_bare_seconds() {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod ca;
 pub mod config;
 pub mod metrics;
 pub mod runtime;

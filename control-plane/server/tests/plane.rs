@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mtp_control_plane::config::Config;
+use mtp_control_plane::config::TlsMaterial;
 use mtp_control_plane::{ControlPlane, RunningControlPlane};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::agent_message::Kind as AgentKind;
@@ -14,7 +15,7 @@ use mtp_proto::v1::control_message::Kind as ControlKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Request, Streaming};
 
 /// Upper bound on waiting for an eventual condition; a sound run takes well
@@ -24,15 +25,39 @@ const PATIENCE: Duration = Duration::from_secs(30);
 struct Plane {
     running: RunningControlPlane,
     admin_secret: String,
+    /// The server CA that signed the plane's TLS certificate.
+    server_ca_pem: String,
     _db: mtp_pg_harness::TestDatabase,
+}
+
+/// A CA and a server certificate it signed for 127.0.0.1: (CA PEM, TLS).
+fn server_tls() -> (String, TlsMaterial) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let tls = TlsMaterial {
+        cert_pem: cert.pem().into_bytes(),
+        key_pem: key.serialize_pem().into_bytes(),
+    };
+    (ca_pem, tls)
 }
 
 impl Plane {
     async fn start() -> Plane {
         let db = mtp_pg_harness::fresh_database().await;
+        // TLS, as agent sessions need client certificates.
+        let (server_ca_pem, tls) = server_tls();
         let config = Config {
             metrics_interval: Duration::from_millis(50),
             expiry_interval: Duration::from_millis(100),
+            tls: Some(tls),
             ..Config::for_dev(db.url())
         };
         let running = ControlPlane::start(config).await.expect("starts");
@@ -45,13 +70,24 @@ impl Plane {
         Plane {
             running,
             admin_secret,
+            server_ca_pem,
             _db: db,
         }
     }
 
+    fn tls(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.server_ca_pem))
+    }
+
     async fn channel(&self) -> Channel {
+        self.channel_with(self.tls()).await
+    }
+
+    async fn channel_with(&self, tls: ClientTlsConfig) -> Channel {
         Channel::from_shared(self.running.grpc_url())
             .expect("url")
+            .tls_config(tls)
+            .expect("TLS")
             .connect()
             .await
             .expect("connects")
@@ -163,18 +199,29 @@ impl FakeAgent {
             .expect("join token")
             .into_inner();
         let mut agents = pb::agent_service_client::AgentServiceClient::new(plane.channel().await);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr_pem = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
         let registered = agents
             .register(pb::RegisterAgentRequest {
                 join_token: join.secret,
                 node_name: "node-1".into(),
                 agent_version: "hand-driven".into(),
-                ..Default::default()
+                csr_pem,
             })
             .await
             .expect("registers")
             .into_inner();
+        // The session presents the signed certificate as its TLS identity.
+        let identity = Identity::from_pem(&registered.certificate_pem, key.serialize_pem());
+        let mut agents = pb::agent_service_client::AgentServiceClient::new(
+            plane.channel_with(plane.tls().identity(identity)).await,
+        );
         let (to_plane, outbound) = mpsc::channel(16);
-        let session = plane.authed(&registered.certificate_pem, ReceiverStream::new(outbound));
+        let session = Request::new(ReceiverStream::new(outbound));
         let hello = AgentKind::Hello(pb::AgentHello {
             applied_revision: 0,
             agent_version: "hand-driven".into(),
@@ -209,7 +256,10 @@ impl FakeAgent {
                 .expect("stream intact")
                 .expect("stream open");
             match message.kind {
-                Some(ControlKind::Keepalive(_)) => continue,
+                // Bookkeeping: who the session is, the applier grant.
+                Some(
+                    ControlKind::Keepalive(_) | ControlKind::Session(_) | ControlKind::Applier(_),
+                ) => continue,
                 Some(kind) => return kind,
                 None => panic!("empty control message"),
             }

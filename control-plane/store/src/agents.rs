@@ -30,6 +30,8 @@ struct AgentRow {
     acknowledged_revision: i64,
     applier: bool,
     connected: bool,
+    certificate_expire_time: Option<DateTime<Utc>>,
+    revoke_time: Option<DateTime<Utc>>,
 }
 
 impl From<AgentRow> for Agent {
@@ -44,6 +46,8 @@ impl From<AgentRow> for Agent {
             acknowledged_revision: r.acknowledged_revision,
             applier: r.applier,
             connected: r.connected,
+            certificate_expire_time: r.certificate_expire_time,
+            revoke_time: r.revoke_time,
         }
     }
 }
@@ -375,7 +379,8 @@ impl Store {
         self.timed("list_agents", async {
             let rows: Vec<AgentRow> = sqlx::query_as(
                 "SELECT a.id, c.name AS cluster, a.node_name, a.agent_version, a.register_time, a.last_seen_time,
-                        a.acknowledged_revision, a.applier, a.connected
+                        a.acknowledged_revision, a.applier, a.connected,
+                        a.certificate_expire_time, a.revoke_time
                  FROM agents a JOIN clusters c ON c.id = a.cluster_id
                  WHERE ($1::text IS NULL OR c.name = $1)
                  ORDER BY c.name, a.node_name",

@@ -13,6 +13,16 @@ use uuid::Uuid;
 use crate::revisions::{self, AgentNotice};
 use crate::{ChangeContext, Result, Store, audit};
 
+/// Whether a session is still its agent's live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStanding {
+    Live,
+    /// A newer session of the agent took over.
+    Replaced,
+    /// The agent was revoked (or its row is gone).
+    Revoked,
+}
+
 /// The answer to an agent's candidacy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplierDecision {
@@ -83,21 +93,31 @@ impl Store {
         .await
     }
 
-    /// A beat of a live session: records the agent as seen. False when the
-    /// session is no longer the agent's live one, or the agent was revoked
-    /// (the fallback for a missed notice).
-    pub async fn touch_session(&self, agent: &AgentIdentity, session: Uuid) -> Result<bool> {
+    /// A beat of a live session: records the agent as seen, or says why the
+    /// session is over (the fallback for a missed notice).
+    pub async fn touch_session(
+        &self,
+        agent: &AgentIdentity,
+        session: Uuid,
+    ) -> Result<SessionStanding> {
         self.timed("touch_session", async {
-            let live = sqlx::query(
-                "UPDATE agents SET last_seen_time = now(), connected = TRUE
-                 WHERE id = $1 AND session_id = $2 AND revoke_time IS NULL",
+            let standing: Option<(bool, bool)> = sqlx::query_as(
+                "WITH beat AS (
+                     UPDATE agents SET last_seen_time = now(), connected = TRUE
+                     WHERE id = $1 AND session_id = $2 AND revoke_time IS NULL
+                     RETURNING id)
+                 SELECT revoke_time IS NOT NULL, EXISTS (SELECT 1 FROM beat)
+                 FROM agents WHERE id = $1",
             )
             .bind(&agent.agent_id)
             .bind(session)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            Ok(live > 0)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(match standing {
+                None | Some((true, _)) => SessionStanding::Revoked,
+                Some((false, true)) => SessionStanding::Live,
+                Some((false, false)) => SessionStanding::Replaced,
+            })
         })
         .await
     }

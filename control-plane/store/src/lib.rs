@@ -8,6 +8,7 @@
 //! so a failed call leaves nothing behind.
 
 mod agents;
+mod appliers;
 mod audit;
 mod clusters;
 mod environments;
@@ -26,6 +27,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 pub use agents::AckOutcome;
+pub use appliers::{ApplierDecision, SessionStanding};
 pub use audit::{AuditFilter, AuditReport};
 pub use environments::EnvironmentFilter;
 pub use error::{Error, Result};

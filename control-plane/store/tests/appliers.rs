@@ -11,7 +11,7 @@ use common::{ack, agent, applier, cluster, ctx, env, grant, store, tenant};
 use mtp_core::agents::NamespaceReport;
 use mtp_core::claims::{DriftClaim, HeldPrune, MAX_REVISION_AHEAD};
 use mtp_core::environments::EnvironmentStatus;
-use mtp_store::{ApplierDecision, AuditFilter, Store};
+use mtp_store::{ApplierDecision, AuditFilter, SessionStanding, Store};
 use uuid::Uuid;
 
 const STALE: Duration = Duration::from_secs(15);
@@ -223,10 +223,19 @@ async fn a_newer_session_replaces_the_old_one_everywhere() {
     let mut heard = notices.subscribe_agents();
     let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
     assert!(store.claim_session(&a, old, "x").await.unwrap());
-    assert!(store.touch_session(&a, old).await.unwrap());
+    assert_eq!(
+        store.touch_session(&a, old).await.unwrap(),
+        SessionStanding::Live
+    );
     assert!(store.claim_session(&a, new, "x").await.unwrap());
-    assert!(!store.touch_session(&a, old).await.unwrap());
-    assert!(store.touch_session(&a, new).await.unwrap());
+    assert_eq!(
+        store.touch_session(&a, old).await.unwrap(),
+        SessionStanding::Replaced
+    );
+    assert_eq!(
+        store.touch_session(&a, new).await.unwrap(),
+        SessionStanding::Live
+    );
     // The old session ending does not mark the agent disconnected.
     store.end_session(&a, old, None).await.unwrap();
     assert!(store.list_agents(Some("k3s-1")).await.unwrap()[0].connected);

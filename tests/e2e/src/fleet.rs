@@ -47,7 +47,8 @@ pub fn agent_config(
     AgentConfig {
         session: SessionConfig {
             control_plane: control_plane.to_string(),
-            ca_cert: None,
+            // The test server CA (ignored for a plaintext http:// plane).
+            ca_cert: Some(crate::pki().ca_path()),
             join_token: Some(join_token.to_string()),
             node_name: node.to_string(),
             keepalive: Duration::from_millis(300),
@@ -66,6 +67,7 @@ pub fn agent_config(
             retry_interval: Duration::from_millis(300),
             drift_quiet: Duration::from_millis(100),
             concurrency: 8,
+            ..ReconcilerConfig::default()
         },
         state_dir,
     }
@@ -283,6 +285,12 @@ impl FreezableProxy {
     pub fn mend(&self) {
         self.refusing
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The proxy for an https:// upstream (a TLS control plane): the
+    /// proxy passes bytes, the TLS session is end to end.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     pub fn url(&self) -> String {

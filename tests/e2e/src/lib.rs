@@ -1,17 +1,54 @@
 //! Test fixtures shared by the end-to-end tests and the benchmark: a control
-//! plane running in-process on its own fresh PostgreSQL database, and gRPC
-//! clients that authenticate like real callers.
+//! plane running in-process on its own fresh PostgreSQL database, over TLS
+//! unless a test is about plaintext, and gRPC clients that authenticate like
+//! real callers.
 
+use mtp_control_plane::ca::AgentCaSource;
 use mtp_control_plane::config::Config;
 use mtp_control_plane::{ControlPlane, RunningControlPlane};
 use mtp_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 pub mod agent;
 pub mod fleet;
+pub mod pki;
+
+pub use pki::pki;
+
+/// An endpoint for `url`, trusting the test server CA when it is `https://`.
+pub fn endpoint(url: &str) -> Endpoint {
+    let endpoint = Endpoint::from_shared(url.to_owned()).expect("valid url");
+    if url.starts_with("https://") {
+        endpoint
+            .tls_config(server_trust())
+            .expect("TLS configuration")
+    } else {
+        endpoint
+    }
+}
+
+/// Client TLS trusting the test server CA (add an identity for agents).
+pub fn server_trust() -> ClientTlsConfig {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki().server_ca_pem))
+}
+
+/// `config` as the harness runs it by default: TLS with a certificate of
+/// the test server CA, and the process's agent CA (shared by all planes, as
+/// replicas of one database must share it). A configuration that already
+/// has TLS or an agent CA keeps them.
+pub fn with_tls(mut config: Config) -> Config {
+    if config.tls.is_none() {
+        config.tls = Some(pki().server_tls());
+    }
+    if config.agent_ca == AgentCaSource::Ephemeral {
+        config.agent_ca = AgentCaSource::Files(pki().agent_ca_files());
+    }
+    config
+}
 
 /// With `MTP_TEST_LOG` set (an `EnvFilter`, e.g. `info` or
 /// `mtp_agent=debug`), the control plane's and agents' logs go to the test
@@ -46,8 +83,19 @@ impl TestPlane {
         Self::start_with(Config::for_dev(database_url)).await
     }
 
-    /// Starts a control plane with a given configuration.
+    /// Starts a control plane with a given configuration, over TLS (see
+    /// [`with_tls`]); [`TestPlane::start_plaintext_with`] keeps plaintext.
     pub async fn start_with(config: Config) -> TestPlane {
+        Self::start_exactly(with_tls(config)).await
+    }
+
+    /// A plaintext (`--dev`) control plane, for tests about plaintext: agent
+    /// sessions are refused there.
+    pub async fn start_plaintext_with(config: Config) -> TestPlane {
+        Self::start_exactly(config).await
+    }
+
+    async fn start_exactly(config: Config) -> TestPlane {
         show_logs_if_asked();
         let database_url = config.database_url.clone();
         let running = ControlPlane::start(config)
@@ -88,8 +136,7 @@ impl TestPlane {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .expect("valid url")
+        endpoint(&self.url())
             .connect()
             .await
             .expect("connects to the control plane")

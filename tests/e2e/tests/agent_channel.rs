@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mtp_control_plane::config::Config;
-use mtp_e2e::agent::{ScriptedAgent, namespaces, register, revision};
+use mtp_e2e::agent::{Enrollment, ScriptedAgent, hello, namespaces, register, revision};
 use mtp_e2e::{Clients, TestPlane, quota};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::control_message::Kind as ControlKind;
@@ -20,11 +20,16 @@ async fn setup(plane: &TestPlane, clusters: &[&str]) -> Clients {
     plane.admin_with(&[team_a], clusters).await
 }
 
-async fn agent_for(plane: &TestPlane, admin: &mut Clients, cluster: &str, node: &str) -> String {
+async fn agent_for(
+    plane: &TestPlane,
+    admin: &mut Clients,
+    cluster: &str,
+    node: &str,
+) -> Enrollment {
     let token = admin.join_token(cluster).await;
     let registered = register(&plane.url(), &token, node).await.unwrap();
     assert_eq!(registered.cluster, cluster);
-    registered.certificate_pem
+    registered
 }
 
 #[tokio::test]
@@ -184,13 +189,27 @@ async fn an_agent_only_ever_receives_its_own_clusters_configurations() {
         pb::EnvironmentStatus::Pending as i32
     );
 
-    // A credential never works for the admin API, nor an API token for the channel.
-    let err = ScriptedAgent::connect(&plane.url(), &plane.admin_secret, 0, true)
+    // An agent certificate never works for the admin API, nor an API token
+    // (or no certificate) for the channel.
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![hello(0, true)]));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", plane.admin_secret).parse().unwrap(),
+    );
+    let channel = mtp_e2e::endpoint(&plane.url()).connect().await.unwrap();
+    let err = pb::agent_service_client::AgentServiceClient::new(channel)
+        .session(request)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.code(), Code::Unauthenticated);
-    let mut as_agent = plane.clients(Some(&credential)).await;
+    let with_certificate = tonic::transport::Endpoint::from_shared(plane.url())
+        .unwrap()
+        .tls_config(credential.tls())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut as_agent = Clients::new(with_certificate, None);
     assert_eq!(
         as_agent
             .tenants
@@ -218,14 +237,10 @@ async fn join_tokens_are_checked_and_re_registering_replaces_the_credential() {
         (err.code(), err.message().starts_with("node_name:")),
         (Code::InvalidArgument, true)
     );
-    let first = register(&plane.url(), &token, "node-1")
-        .await
-        .unwrap()
-        .certificate_pem;
-    let second = register(&plane.url(), &token, "node-1")
-        .await
-        .unwrap()
-        .certificate_pem;
+    let first = register(&plane.url(), &token, "node-1").await.unwrap();
+    let second = register(&plane.url(), &token, "node-1").await.unwrap();
+    // The node keeps its agent id; only the certificate changes.
+    assert_eq!(first.agent_id, second.agent_id);
     assert_eq!(
         ScriptedAgent::connect(&plane.url(), &first, 0, true)
             .await

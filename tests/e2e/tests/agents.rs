@@ -601,7 +601,7 @@ async fn a_half_open_connection_is_detected_and_the_agent_reconnects() {
     let sim = fleet::cluster().await;
     let token = admin.join_token("k3s-1").await;
     let proxy = fleet::FreezableProxy::start(plane.running.grpc_addr).await;
-    let agent = TestAgent::start(&sim, &proxy.url(), &token, "node-1").await;
+    let agent = TestAgent::start(&sim, &proxy.https_url(), &token, "node-1").await;
     create_ready(&mut admin, "team-a", "dev", "k3s-1").await;
     let connected = agent.running.as_ref().unwrap().connected();
     assert!(*connected.borrow());
@@ -635,7 +635,7 @@ async fn a_deletion_whose_acknowledgement_was_lost_is_reported_later() {
     let sim = fleet::cluster().await;
     let token = admin.join_token("k3s-1").await;
     let proxy = fleet::FreezableProxy::start(plane.running.grpc_addr).await;
-    let mut agent = TestAgent::start(&sim, &proxy.url(), &token, "node-1").await;
+    let mut agent = TestAgent::start(&sim, &proxy.https_url(), &token, "node-1").await;
     for env in ["dev", "qa"] {
         admin
             .create_env("team-a", env, "k3s-1", "small")

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of these
 
-use mtp_core::agents::{AgentIdentity, AgentRegistration};
+use mtp_core::agents::{AgentIdentity, AgentRegistration, IssuedCertificate};
 use mtp_core::clusters::{Cluster, NewCluster};
 use mtp_core::environments::{Environment, NewEnvironment};
 use mtp_core::quota::TenantQuota;
@@ -71,17 +71,78 @@ pub async fn env(store: &Store, tenant: &str, name: &str, cluster: &str) -> Envi
         .expect("environment")
 }
 
-/// An agent registered on `cluster` the way a real one is: with a join token.
+/// An agent registered on `cluster` the way a real one is: with a join token
+/// (the certificate is not signed here: the store only keeps its serial).
 pub async fn agent(store: &Store, cluster: &str, node: &str) -> AgentIdentity {
     let (secret, _) = store
-        .create_join_token(&ctx(), cluster, chrono::Duration::hours(1))
+        .create_join_token(&ctx(), cluster, chrono::Duration::hours(1), 0)
         .await
         .expect("join token");
+    register(store, &secret, node).await.expect("registers")
+}
+
+/// Registers `node` with a join token secret, recording a fake certificate
+/// with a fresh random serial.
+pub async fn register(
+    store: &Store,
+    secret: &str,
+    node: &str,
+) -> Result<AgentIdentity, mtp_store::Error> {
     let registration =
-        AgentRegistration::new(secret, node, "test".into()).expect("valid registration");
+        AgentRegistration::new(secret.to_owned(), node, "test".into()).expect("valid registration");
     store
-        .register_agent(&registration, "test-request")
+        .register_agent(&registration, "test-request", |_| {
+            Ok((fake_certificate(), ()))
+        })
         .await
-        .expect("registers")
-        .0
+        .map(|(identity, _, ())| identity)
+}
+
+/// A stand-in for a signed certificate: a random serial, expiring in an hour.
+pub fn fake_certificate() -> IssuedCertificate {
+    IssuedCertificate {
+        serial: uuid::Uuid::new_v4().simple().to_string(),
+        expire_time: chrono::Utc::now() + chrono::Duration::hours(1),
+    }
+}
+
+/// An agent of `cluster` with a live session, fenced in as its applier:
+/// its identity and the epoch of the grant.
+pub async fn applier(store: &Store, cluster: &str, node: &str) -> (AgentIdentity, i64) {
+    let identity = agent(store, cluster, node).await;
+    let epoch = grant(store, &identity).await;
+    (identity, epoch)
+}
+
+/// Opens a session for `identity` and fences it in; panics if refused.
+pub async fn grant(store: &Store, identity: &AgentIdentity) -> i64 {
+    let session = uuid::Uuid::new_v4();
+    assert!(
+        store
+            .claim_session(identity, session, "test")
+            .await
+            .unwrap()
+    );
+    match store
+        .claim_applier(identity, std::time::Duration::from_secs(15))
+        .await
+        .unwrap()
+    {
+        mtp_store::ApplierDecision::Granted { epoch } => epoch,
+        other => panic!("not granted: {other:?}"),
+    }
+}
+
+/// Records an acknowledgement of `applier` (identity, epoch); `None`: fenced out.
+pub async fn ack(
+    store: &Store,
+    applier: &(AgentIdentity, i64),
+    revision: i64,
+    results: &[(String, mtp_core::agents::NamespaceReport)],
+) -> Option<mtp_store::AckOutcome> {
+    let claim = mtp_core::claims::AckClaim::new(revision, results.to_vec(), 0).expect("valid ack");
+    store
+        .record_ack(&applier.0, applier.1, &claim)
+        .await
+        .expect("recorded or fenced out")
 }

@@ -144,6 +144,8 @@ async fn main() -> anyhow::Result<()> {
 
     let mut agent = tokio::process::Command::new(&agent_bin)
         .args(["--control-plane", &plane.url(), "--node-name", "bench-node"])
+        .arg("--ca-cert")
+        .arg(mtp_e2e::pki().ca_path())
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .arg("--state-dir")
@@ -302,9 +304,7 @@ async fn bench_config_for(
     let mut admin = plane.admin().await;
     let token = admin.join_token("bench-1").await;
     let reg = mtp_e2e::agent::register(&plane.url(), &token, "bench-reader").await?;
-    let mut reader =
-        mtp_e2e::agent::ScriptedAgent::connect(&plane.url(), &reg.certificate_pem, 0, false)
-            .await?;
+    let mut reader = mtp_e2e::agent::ScriptedAgent::connect(&plane.url(), &reg, 0, false).await?;
     match reader.next_desired(Duration::from_secs(10)).await {
         pb::control_message::Kind::Snapshot(s) => s
             .namespaces

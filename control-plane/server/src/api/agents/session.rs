@@ -12,7 +12,7 @@ use mtp_core::claims::{self, AckClaim, DriftClaim, HeldPrune, ReportBudget};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::agent_message::Kind as AgentKind;
 use mtp_proto::v1::control_message::Kind as ControlKind;
-use mtp_store::{AgentNotice, ApplierDecision, RevisionNotice};
+use mtp_store::{AgentNotice, ApplierDecision, RevisionNotice, SessionStanding};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tonic::{Code, Status, Streaming};
@@ -397,8 +397,9 @@ impl AgentSession {
         // logged: the next beat tries again.
         let store = &self.channel.store;
         match store.touch_session(&self.identity, self.id).await {
-            Ok(false) => return Err(SessionEnd::Replaced),
-            Ok(true) => {}
+            Ok(SessionStanding::Replaced) => return Err(SessionEnd::Replaced),
+            Ok(SessionStanding::Revoked) => return Err(SessionEnd::Revoked),
+            Ok(SessionStanding::Live) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "session check failed");
                 return Ok(());

@@ -206,7 +206,8 @@ pub fn agent_to_pb(a: &Agent) -> pb::Agent {
         acknowledged_revision: a.acknowledged_revision,
         agent_version: a.agent_version.clone(),
         register_time: Some(timestamp(a.register_time)),
-        ..Default::default()
+        certificate_expire_time: a.certificate_expire_time.map(timestamp),
+        revoke_time: a.revoke_time.map(timestamp),
     }
 }
 
