@@ -38,16 +38,32 @@ impl LeaseConfig {
 
 /// Shared view of whether this agent may write, checked before every write.
 ///
-/// Two keys must both be turned: the Lease (this agent is its cluster's
-/// candidate; `is_held`) and the control plane's grant (it fenced this agent
-/// in as the applier, with an epoch; `grant`). The session withdraws the
-/// grant the moment the control plane does or the session ends, so a pass
-/// under way stops at its next write.
-#[derive(Clone, Default)]
+/// The Lease (this agent is its cluster's candidate; `is_held`) is always
+/// needed: it is what keeps two agents from writing at once. While a session
+/// is open, the control plane's grant is needed too (it fenced this agent in
+/// as the applier, with an epoch; `grant`): the session withdraws it the
+/// moment the control plane does, so a pass under way stops at its next
+/// write. Without a session (the control plane is away, or not reached yet
+/// since start) the Lease alone lets the agent keep enforcing its stored
+/// state: nothing it reports is heard until a grant anyway, and stopping
+/// would leave drift unrepaired for the whole outage.
+#[derive(Clone)]
 pub struct Fence {
     held_until: Arc<Mutex<Option<Instant>>>,
     /// The epoch of the control plane's grant, while granted.
     granted: Arc<Mutex<Option<i64>>>,
+    /// No session is open: the Lease alone decides.
+    standalone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence {
+            held_until: Arc::default(),
+            granted: Arc::default(),
+            standalone: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
 }
 
 impl Fence {
@@ -60,9 +76,30 @@ impl Fence {
     }
 
     /// Whether this agent may write to the cluster right now: it holds the
-    /// lease and the control plane granted it the applier role.
+    /// lease, and the control plane granted it the applier role or no
+    /// session is open.
     pub fn may_apply(&self) -> bool {
-        self.granted().is_some() && self.is_held()
+        (self.granted().is_some() || self.is_standalone()) && self.is_held()
+    }
+
+    /// No session is open: the Lease alone decides.
+    pub fn is_standalone(&self) -> bool {
+        self.standalone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A session opened: from now on the control plane's grant decides too
+    /// (it answers every candidacy at the start of a session).
+    pub fn session_started(&self) {
+        self.standalone
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The session ended: the grant ends with it, and the Lease alone
+    /// decides until the next session.
+    pub fn session_ended(&self) {
+        self.withdraw();
+        self.standalone
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The epoch of the control plane's grant, if granted.
@@ -257,13 +294,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_need_both_the_lease_and_the_grant() {
+    fn in_a_session_writes_need_both_the_lease_and_the_grant() {
         let fence = Fence::default();
         assert!(!fence.may_apply());
         fence.set(Some(Instant::now() + Duration::from_secs(60)));
+        // No session (the control plane away): the lease alone.
+        assert!(fence.is_standalone() && fence.may_apply());
+        fence.session_started();
         assert!(
             fence.is_held() && !fence.may_apply(),
-            "the lease alone is not enough"
+            "in a session the lease alone is not enough"
         );
         assert!(fence.grant(3));
         assert!(fence.may_apply());
@@ -274,5 +314,12 @@ mod tests {
         assert!(fence.grant(4));
         fence.set(None);
         assert!(!fence.may_apply(), "nor the grant alone");
+        // The session ends: the grant with it, the lease alone again.
+        fence.set(Some(Instant::now() + Duration::from_secs(60)));
+        fence.session_ended();
+        assert_eq!(fence.granted(), None);
+        assert!(fence.may_apply());
+        fence.set(None);
+        assert!(!fence.may_apply());
     }
 }

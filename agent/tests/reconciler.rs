@@ -93,6 +93,9 @@ impl Agent {
         let touched = Touched::default();
         let metrics = Metrics::new();
         let fence = elector.fence();
+        // As if a session were open for the whole test: the grant decides
+        // (without one, the lease alone would; see `lease::Fence`).
+        fence.session_started();
         let reconciler = Reconciler::new(
             ClusterApi::new(client),
             fence.clone(),

@@ -55,9 +55,11 @@ pub enum Input {
     /// A session's first word: which cluster (identity) the control plane
     /// serves.
     Session(SessionInfo),
-    /// The control plane's decision on whether this agent applies (also sent
-    /// by the session, withdrawn, when a session ends).
+    /// The control plane's decision on whether this agent applies.
     Grant(Grant),
+    /// The session ended: its grant with it; the Lease alone decides until
+    /// the next session (see `lease::Fence`).
+    SessionEnded,
     /// An operator confirmed the prune pass held at this revision.
     PruneConfirmed(i64),
 }
@@ -310,7 +312,19 @@ impl Reconciler {
         let mut queue = VecDeque::from([first]);
         while let Some(input) = queue.pop_front() {
             match input {
-                Input::Connected => self.connected(),
+                // (The session marks the fence before it sends these.)
+                Input::Connected => {
+                    // The role first: in a session the grant decides, so an
+                    // agent that applied on its Lease alone while
+                    // disconnected waits for it before it reports.
+                    self.update_role().await;
+                    self.connected();
+                }
+                Input::SessionEnded => {
+                    self.granted = None;
+                    self.update_role().await;
+                    self.publish();
+                }
                 Input::AckRecorded(sequence) => self.ack_recorded(sequence),
                 Input::Session(info) => self.session_started(&info),
                 Input::Grant(grant) => self.on_grant(grant).await,
@@ -561,10 +575,10 @@ impl Reconciler {
         self.publish();
     }
 
-    /// Applies only with the lease and the grant; starts or stops applying
-    /// as the two change.
+    /// Applies only with the lease and the grant (or no session at all);
+    /// starts or stops applying as they change.
     async fn update_role(&mut self) {
-        let applying = self.lease_held && self.granted.is_some();
+        let applying = self.lease_held && (self.granted.is_some() || self.fence.is_standalone());
         if applying == self.applier {
             return;
         }

@@ -29,7 +29,7 @@ use crate::identity::{self, Enrollment};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::reconciler::{AgentStatus, Grant, Input, Outbound};
+use crate::reconciler::{AgentStatus, Input, Outbound};
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -334,6 +334,7 @@ impl Sessions {
             Err(ended) => return ended,
         };
         self.set_connected(true);
+        self.fence.session_started();
         if self.to_reconciler.send(Input::Connected).await.is_err() {
             return Ended::Shutdown;
         }
@@ -504,12 +505,9 @@ impl Sessions {
             tracing::warn!("the session ended in the middle of an update; its pages are discarded");
         }
         // No grant outlives its session: the fence at once, the reconciler
-        // (which stops applying and acknowledging) next.
-        self.fence.withdraw();
-        let _ = self
-            .to_reconciler
-            .send(Input::Grant(Grant::WITHDRAWN))
-            .await;
+        // next. Until the next session the Lease alone decides (see `Fence`).
+        self.fence.session_ended();
+        let _ = self.to_reconciler.send(Input::SessionEnded).await;
         ended
     }
 

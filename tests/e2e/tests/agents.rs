@@ -858,6 +858,33 @@ async fn a_restored_database_reissues_revisions_and_the_cluster_converges() {
     after_backup.running.kill();
     let restored = TestPlane::start_with(at(&backup)).await;
     let mut admin = restored.admin().await;
+    // Two of the three managed namespaces are not in the restored state:
+    // more than half, so the pass is held (nothing deleted) until an
+    // operator confirms it.
+    let hold = eventually("the prune pass to be held and shown", WAIT, || {
+        let mut clusters = admin.clusters.clone();
+        async move {
+            clusters
+                .get_cluster(pb::GetClusterRequest {
+                    name: "k3s-1".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .held_prune
+        }
+    })
+    .await;
+    assert_eq!((hold.would_delete, hold.managed), (2, 3), "{hold:?}");
+    assert!(namespace_exists(&sim, "team-a-later-1") && namespace_exists(&sim, "team-a-later-2"));
+    admin
+        .clusters
+        .confirm_prune(pb::ConfirmPruneRequest {
+            cluster: "k3s-1".into(),
+            revision: hold.revision,
+        })
+        .await
+        .unwrap();
     eventually(
         "the environments created after the backup to be pruned",
         WAIT,
@@ -885,6 +912,28 @@ async fn a_restored_database_reissues_revisions_and_the_cluster_converges() {
             .await
             .iter()
             .any(|e| e.action == "cluster.revisions_reissued")
+    );
+    // Every namespace it deleted is on the record.
+    let pruned = eventually("each pruned namespace to be audited", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            let targets: Vec<String> = admin
+                .audit_events()
+                .await
+                .into_iter()
+                .filter(|e| e.action == "namespace.deleted_by_agent")
+                .map(|e| e.target)
+                .collect();
+            (targets.len() >= 2).then_some(targets)
+        }
+    })
+    .await;
+    assert_eq!(
+        pruned,
+        [
+            "namespace/k3s-1/team-a-later-1",
+            "namespace/k3s-1/team-a-later-2"
+        ]
     );
     // And the agent acknowledges the new history (no refused acks, no loop).
     eventually(

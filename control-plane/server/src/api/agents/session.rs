@@ -718,8 +718,14 @@ impl AgentSession {
                 Ok(())
             }
             ApplierDecision::Held { by } => {
+                // Said every time, so the agent never applies on its Lease
+                // alone while another agent is fenced in.
                 tracing::debug!(holder = %by, "another agent is the fenced applier; candidacy kept");
-                Ok(())
+                self.send(ControlKind::Applier(pb::ApplierGrant {
+                    granted: false,
+                    epoch: 0,
+                }))
+                .await
             }
         }
     }
