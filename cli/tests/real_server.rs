@@ -24,6 +24,7 @@ async fn mtp(plane_url: &str, token: &str, args: &[&str]) -> Output {
     }
     cmd.env("HOME", home.path())
         .env("MTP_ADDR", plane_url)
+        .env("MTP_CA_CERT", mtp_e2e::pki().ca_path())
         .env("MTP_TOKEN", token)
         .args(args);
     cmd.output().await.expect("mtp runs")

@@ -33,6 +33,10 @@ use crate::reconciler::{AgentStatus, Input, Outbound};
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// How long connecting and opening a session may take, beyond the
+/// half-open limit, before the attempt counts as lost.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// `http://` or `https://` URL of the control plane's gRPC port.
@@ -350,9 +354,20 @@ impl Sessions {
     ) -> Result<Open, Ended> {
         self.identity.pending_key = None;
         let credential = self.credential(shutdown).await?;
+        // Bounded as a whole: a TCP connection that is accepted and then
+        // goes silent (a frozen middlebox) would hold the TLS handshake, or
+        // the call, forever; the connect timeout covers only the TCP part.
+        let limit = OPEN_TIMEOUT + self.config.keepalive * self.config.missed_keepalives.max(1);
+        let stalled = |what: &str| Ended::Lost {
+            why: format!("{what} took longer than {limit:?}"),
+            productive: false,
+        };
         let channel = tokio::select! {
             () = shutdown.cancelled() => return Err(Ended::Shutdown),
-            c = self.channel(Some(&credential)) => c.map_err(|why| Ended::Lost { why, productive: false })?,
+            c = tokio::time::timeout(limit, self.channel(Some(&credential))) => match c {
+                Ok(c) => c.map_err(|why| Ended::Lost { why, productive: false })?,
+                Err(_) => return Err(stalled("connecting (TCP and TLS)")),
+            },
         };
 
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
@@ -370,12 +385,16 @@ impl Sessions {
         );
         let _ = tx.send(hello).await;
         let request = tonic::Request::new(ReceiverStream::new(rx));
-        let inbound = match AgentServiceClient::new(channel)
-            .max_decoding_message_size(wire::MAX_CONTROL_MESSAGE_BYTES)
-            .max_encoding_message_size(wire::MAX_CONTROL_MESSAGE_BYTES)
-            .session(request)
-            .await
-        {
+        let opened = tokio::time::timeout(
+            limit,
+            AgentServiceClient::new(channel)
+                .max_decoding_message_size(wire::MAX_CONTROL_MESSAGE_BYTES)
+                .max_encoding_message_size(wire::MAX_CONTROL_MESSAGE_BYTES)
+                .session(request),
+        )
+        .await
+        .map_err(|_| stalled("opening the session"))?;
+        let inbound = match opened {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == Code::Unauthenticated || tls_refused(&s) => {
                 return Err(Ended::Unauthenticated(s));

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 use mtp_proto::v1::{
-    Agent, Cluster, CreateClusterRequest, CreateJoinTokenRequest, GetClusterRequest, JoinToken,
-    ListAgentsRequest, ListClustersRequest, ListJoinTokensRequest, RevokeJoinTokenRequest,
+    Agent, Cluster, ConfirmPruneRequest, CreateClusterRequest, CreateJoinTokenRequest,
+    GetClusterRequest, HeldPrune, JoinToken, ListAgentsRequest, ListClustersRequest,
+    ListJoinTokensRequest, RevokeJoinTokenRequest,
 };
 use serde::Serialize;
 
@@ -33,6 +34,20 @@ pub enum ClusterCmd {
     /// CLUSTER` is short for `create CLUSTER`.
     #[command(args_conflicts_with_subcommands = true)]
     JoinToken(JoinTokenArgs),
+    /// Let the applier carry out the prune pass it held (platform admins
+    /// only). An agent holds a pass that would delete more than its
+    /// --prune-max-share of the managed namespaces (default: more than half,
+    /// or all of them) — what an empty, wrong or restored control-plane
+    /// database looks like. `mtp cluster get` shows the held pass and a
+    /// sample of what it would delete; check it, then confirm its revision.
+    ConfirmPrune {
+        /// Cluster name.
+        name: String,
+        /// The revision of the held pass (shown by `mtp cluster get`); a
+        /// confirmation never covers a pass nobody looked at.
+        #[arg(long)]
+        revision: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +134,7 @@ pub async fn run(cmd: ClusterCmd, ctx: &Ctx) -> Result<(), CliError> {
         ClusterCmd::Create(a) => create(ctx, a).await,
         ClusterCmd::List => list(ctx).await,
         ClusterCmd::Get { name } => get(ctx, name).await,
+        ClusterCmd::ConfirmPrune { name, revision } => confirm_prune(ctx, name, revision).await,
         ClusterCmd::JoinToken(a) => match (a.cmd, a.name) {
             (Some(JoinTokenCmd::Create { name, create }), _) => {
                 mint_join_token(ctx, &name, create).await
@@ -132,6 +148,28 @@ pub async fn run(cmd: ClusterCmd, ctx: &Ctx) -> Result<(), CliError> {
             )),
         },
     }
+}
+
+/// `mtp cluster confirm-prune`: the held pass at `revision` may go ahead.
+async fn confirm_prune(ctx: &Ctx, name: String, revision: i64) -> Result<(), CliError> {
+    let req = ConfirmPruneRequest {
+        cluster: name.clone(),
+        revision,
+    };
+    let c = ctx
+        .api
+        .call(
+            format!("confirm the held prune of cluster {name:?}"),
+            ctx.api.clusters().confirm_prune(req),
+        )
+        .await?;
+    if !ctx.json() {
+        eprintln!(
+            "confirmed: the applier of {name} prunes the pass it held at revision {revision} within a few seconds"
+        );
+    }
+    show(ctx, &c, None);
+    Ok(())
 }
 
 /// `mtp cluster create`: the cluster, then (unless told not to) its first join token.
@@ -487,7 +525,11 @@ fn show(ctx: &Ctx, c: &Cluster, agents: Option<&[Agent]>) {
         d.field("Name", &c.name)
             .field("Labels", labels_text(c))
             .field("Ingress namespace", &c.ingress_namespace)
-            .field("Revision", c.revision.to_string());
+            .field("Revision", c.revision.to_string())
+            .field("Applier", applier_text(c));
+        if let Some(h) = &c.held_prune {
+            d.field("Held prune", held_prune_text(&c.name, h));
+        }
         if agents.is_some() {
             d.field(
                 "Agents",
@@ -496,6 +538,35 @@ fn show(ctx: &Ctx, c: &Cluster, agents: Option<&[Agent]>) {
         }
         d.field("Created", output::rfc3339_or_dash(c.create_time.as_ref()));
         emit(&d.render());
+    }
+}
+
+/// The fenced applier and its epoch, or a dash.
+fn applier_text(c: &Cluster) -> String {
+    if c.applier_agent_id.is_empty() {
+        format!("- (epoch {})", c.applier_epoch)
+    } else {
+        format!("{} (epoch {})", c.applier_agent_id, c.applier_epoch)
+    }
+}
+
+/// A held prune pass, and what to do about it.
+fn held_prune_text(cluster: &str, h: &HeldPrune) -> String {
+    let sample = if h.sample.is_empty() {
+        String::new()
+    } else {
+        format!("; e.g. {}", h.sample.join(", "))
+    };
+    if h.confirmed_revision >= h.revision {
+        format!(
+            "revision {}: would delete {} of {} managed namespaces{sample} — confirmed",
+            h.revision, h.would_delete, h.managed
+        )
+    } else {
+        format!(
+            "revision {}: would delete {} of {} managed namespaces{sample} — held; if right, run `mtp cluster confirm-prune {cluster} --revision {}`",
+            h.revision, h.would_delete, h.managed, h.revision
+        )
     }
 }
 
@@ -542,10 +613,27 @@ pub struct ClusterView {
     pub labels: BTreeMap<String, String>,
     pub ingress_namespace: String,
     pub revision: i64,
+    /// The agent fenced in as applier (absent: none), and the latest epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applier_agent_id: Option<String>,
+    pub applier_epoch: i64,
+    /// A prune pass the applier holds for confirmation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_prune: Option<HeldPruneView>,
     /// Agent counts; left out when the agents could not be listed (and on create).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<AgentCounts>,
     pub create_time: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeldPruneView {
+    pub revision: i64,
+    pub would_delete: u32,
+    pub managed: u32,
+    pub sample: Vec<String>,
+    pub hold_time: Option<String>,
+    pub confirmed: bool,
 }
 
 impl From<&Cluster> for ClusterView {
@@ -555,6 +643,16 @@ impl From<&Cluster> for ClusterView {
             labels: c.labels.clone().into_iter().collect(),
             ingress_namespace: c.ingress_namespace.clone(),
             revision: c.revision,
+            applier_agent_id: (!c.applier_agent_id.is_empty()).then(|| c.applier_agent_id.clone()),
+            applier_epoch: c.applier_epoch,
+            held_prune: c.held_prune.as_ref().map(|h| HeldPruneView {
+                revision: h.revision,
+                would_delete: h.would_delete,
+                managed: h.managed,
+                sample: h.sample.clone(),
+                hold_time: output::rfc3339(h.hold_time.as_ref()),
+                confirmed: h.confirmed_revision >= h.revision,
+            }),
             agents: None,
             create_time: output::rfc3339(c.create_time.as_ref()),
         }

@@ -438,3 +438,21 @@ async fn a_flood_of_made_up_tokens_is_held_off_before_the_database() {
         "{codes:?}"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_made_up_join_tokens_is_held_off_too() {
+    let plane = TestPlane::start().await;
+    let forged = format!("mtpjoin_0123456789abcdef_{}", "0".repeat(64));
+    let mut codes = Vec::new();
+    for i in 0..25 {
+        let err = register(&plane.url(), &forged, &format!("node-{i}"))
+            .await
+            .unwrap_err();
+        codes.push(err.code());
+    }
+    assert_eq!(codes[..20], [Code::Unauthenticated; 20]);
+    assert!(
+        codes[20..].iter().all(|c| *c == Code::ResourceExhausted),
+        "{codes:?}"
+    );
+}

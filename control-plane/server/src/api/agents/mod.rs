@@ -25,6 +25,7 @@ use self::session::AgentSession;
 use super::convert::{FromRequest, timestamp};
 use super::error::{ApiError, ApiResult};
 use super::request;
+use super::throttle::AuthThrottle;
 use crate::ca::{self, AgentCa};
 use crate::metrics::Metrics;
 
@@ -41,6 +42,9 @@ pub struct AgentChannel {
     /// Whether the port serves TLS: without it no agent can present a
     /// certificate, and sessions are refused with a message saying so.
     tls: bool,
+    /// Failed registrations per peer: a flood of made-up join tokens is
+    /// held off before it reaches PostgreSQL.
+    throttle: AuthThrottle,
 }
 
 impl AgentChannel {
@@ -62,6 +66,7 @@ impl AgentChannel {
                     .expect("an in-memory CA can always be generated"),
             ),
             tls: false,
+            throttle: AuthThrottle::default(),
         }
     }
 
@@ -134,6 +139,11 @@ impl AgentService for AgentChannel {
         request: Request<pb::RegisterAgentRequest>,
     ) -> Result<Response<pb::RegisterAgentResponse>, Status> {
         let request_id = request::request_id(request.metadata());
+        let peer = request.remote_addr().map(|a| a.ip());
+        let now = std::time::Instant::now();
+        if let Err(wait) = self.throttle.check(peer, now) {
+            return Err(ApiError::held_off(wait).into());
+        }
         let r = request.into_inner();
         // The CSR is checked before the join token is spent on it.
         let csr = ca::parse_csr(&r.csr_pem).map_err(ApiError::from)?;
@@ -143,6 +153,14 @@ impl AgentService for AgentChannel {
             .store
             .register_agent(&registration, &request_id, move |who| ca.sign(csr, who))
             .await
+            .inspect_err(|e| {
+                if matches!(
+                    e,
+                    mtp_store::Error::Domain(mtp_core::Error::Unauthenticated(_))
+                ) {
+                    self.throttle.failed(peer, now);
+                }
+            })
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::RegisterAgentResponse {
             agent_id: identity.agent_id,
