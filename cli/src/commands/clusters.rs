@@ -714,6 +714,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_held_prune_says_what_it_would_delete_and_how_to_confirm() {
+        let mut h = HeldPrune {
+            revision: 12,
+            would_delete: 40,
+            managed: 41,
+            sample: vec!["team-a-dev".into(), "team-b-qa".into()],
+            hold_time: None,
+            confirmed_revision: 0,
+        };
+        assert_eq!(
+            held_prune_text("k3s-1", &h),
+            "revision 12: would delete 40 of 41 managed namespaces; e.g. team-a-dev, team-b-qa — held; if right, run `mtp cluster confirm-prune k3s-1 --revision 12`"
+        );
+        h.confirmed_revision = 12;
+        assert!(held_prune_text("k3s-1", &h).ends_with("— confirmed"));
+        let c = Cluster {
+            applier_agent_id: "mtpagent_01".into(),
+            applier_epoch: 4,
+            ..Default::default()
+        };
+        assert_eq!(applier_text(&c), "mtpagent_01 (epoch 4)");
+        assert_eq!(applier_text(&Cluster::default()), "- (epoch 0)");
+    }
+
+    #[test]
     fn labels_are_sorted() {
         let c = Cluster {
             name: "k3s-1".into(),
