@@ -187,11 +187,19 @@ impl Store {
             .bind(ack.revision)
             .execute(&mut *tx)
             .await?;
+            let mut audits = Vec::new();
             for (namespace, report) in &ack.results {
-                if let Some(after) = record_result(&mut tx, agent, ack.revision, namespace, report).await? {
+                if let Some(after) =
+                    record_result(&mut tx, agent, ack.revision, namespace, report, &mut audits).await?
+                {
                     outcome.first_ready.push(after);
                 }
             }
+            // The audit chain head is locked last, after every environment
+            // row this ack touches: taking it in between would wait on it
+            // while holding rows that a deletion (environment row, cluster
+            // row, then the head) may be waiting for.
+            append_audits(&mut tx, agent, ack.revision, audits).await?;
             tx.commit().await?;
             Ok(Some(outcome))
         })
@@ -269,6 +277,15 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(None);
             }
+            // Environment rows first, then the cluster row: the order a
+            // deletion takes them in (environment, then the revision bump),
+            // so the two wait for each other instead of deadlocking.
+            sqlx::query(
+                "SELECT id FROM environments WHERE cluster_id = $1 AND status <> 'deleted' ORDER BY id FOR UPDATE",
+            )
+            .bind(agent.cluster_id)
+            .execute(&mut *tx)
+            .await?;
             let current: i64 =
                 sqlx::query_scalar("SELECT revision FROM clusters WHERE id = $1 FOR UPDATE")
                     .bind(agent.cluster_id)
@@ -341,13 +358,23 @@ impl Store {
                 hold_time: Some(chrono::Utc::now()),
                 ..held.clone()
             };
+            // A different pass (another revision, or other numbers at the
+            // same one) replaces the shown one and needs a confirmation of
+            // its own; the same pass said again changes nothing.
             let changed = sqlx::query(
                 "UPDATE clusters SET held_prune = $2
-                 WHERE id = $1 AND (held_prune IS NULL OR (held_prune->>'revision')::bigint <> $3)",
+                 WHERE id = $1 AND (held_prune IS NULL
+                       OR (held_prune->>'revision')::bigint <> $3
+                       OR (held_prune->>'would_delete')::bigint <> $4
+                       OR (held_prune->>'managed')::bigint <> $5
+                       OR held_prune->'sample' <> $6)",
             )
             .bind(agent.cluster_id)
             .bind(Json(&held))
             .bind(held.revision)
+            .bind(i64::from(held.would_delete))
+            .bind(i64::from(held.managed))
+            .bind(Json(&held.sample))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -427,6 +454,7 @@ async fn record_result(
     revision: i64,
     namespace: &str,
     report: &NamespaceReport,
+    audits: &mut Vec<PendingAudit>,
 ) -> Result<Option<std::time::Duration>> {
     match report {
         NamespaceReport::Verified => {
@@ -479,19 +507,16 @@ async fn record_result(
             .fetch_optional(&mut **tx)
             .await?;
             if let Some((tenant, env)) = confirmed {
-                let ctx = agent_context(agent);
-                let details = json!({ "namespace": namespace, "revision": revision, "node": agent.node_name });
-                audit::append(
-                    tx,
-                    &ctx,
-                    "environment.deleted",
-                    format!("environment/{tenant}/{env}"),
-                    Some(&tenant),
-                    details,
-                )
-                .await?;
-            } else {
-                audit_unclaimed_deletion(tx, agent, revision, namespace).await?;
+                audits.push(PendingAudit {
+                    action: "environment.deleted",
+                    target: format!("environment/{tenant}/{env}"),
+                    tenant: Some(tenant),
+                    details: json!({ "namespace": namespace, "revision": revision, "node": agent.node_name }),
+                });
+            } else if let Some(unclaimed) =
+                unclaimed_deletion(tx, agent, revision, namespace).await?
+            {
+                audits.push(unclaimed);
             }
         }
     }
@@ -503,12 +528,12 @@ async fn record_result(
 /// hold): audited per namespace, as the agent's claim, so that no deletion
 /// on a cluster goes unrecorded. A repeat of an already confirmed deletion
 /// (re-sent after a cut) is not audited twice.
-async fn audit_unclaimed_deletion(
+async fn unclaimed_deletion(
     tx: &mut Transaction<'_, Postgres>,
     agent: &AgentIdentity,
     revision: i64,
     namespace: &str,
-) -> Result<()> {
+) -> Result<Option<PendingAudit>> {
     let owner: Option<(String, String, String)> = sqlx::query_as(
         "SELECT t.name, e.name, e.status FROM environments e JOIN tenants t ON t.id = e.tenant_id
          WHERE e.cluster_id = $1 AND e.namespace = $2
@@ -519,10 +544,10 @@ async fn audit_unclaimed_deletion(
     .fetch_optional(&mut **tx)
     .await?;
     if matches!(&owner, Some((_, _, status)) if status == "deleted") {
-        return Ok(());
+        return Ok(None);
     }
     let (tenant, target) = match &owner {
-        Some((t, e, _)) => (Some(t.as_str()), format!("environment/{t}/{e}")),
+        Some((t, e, _)) => (Some(t.clone()), format!("environment/{t}/{e}")),
         None => (None, format!("namespace/{}/{namespace}", agent.cluster)),
     };
     let details = json!({
@@ -533,15 +558,63 @@ async fn audit_unclaimed_deletion(
         "reported_by": "agent",
     });
     tracing::warn!(cluster = %agent.cluster, namespace, status = ?owner.as_ref().map(|o| &o.2), "the applier deleted a namespace no deleting environment owns");
-    audit::append(
-        tx,
-        &agent_context(agent),
-        "namespace.deleted_by_agent",
+    Ok(Some(PendingAudit {
+        action: "namespace.deleted_by_agent",
         target,
         tenant,
         details,
-    )
-    .await?;
+    }))
+}
+
+/// An audit event an acknowledgement writes once its rows are updated.
+struct PendingAudit {
+    action: &'static str,
+    target: String,
+    tenant: Option<String>,
+    details: serde_json::Value,
+}
+
+/// Most `namespace.deleted_by_agent` events one acknowledgement writes one
+/// by one; the rest go into one event that lists them, so an agent cannot
+/// turn one message into hundreds of writes on the shared audit chain.
+const MAX_UNCLAIMED_EVENTS: usize = 20;
+
+async fn append_audits(
+    tx: &mut Transaction<'_, Postgres>,
+    agent: &AgentIdentity,
+    revision: i64,
+    audits: Vec<PendingAudit>,
+) -> Result<()> {
+    let ctx = agent_context(agent);
+    let mut unclaimed = 0;
+    let mut rest = Vec::new();
+    for a in audits {
+        if a.action == "namespace.deleted_by_agent" {
+            unclaimed += 1;
+            if unclaimed > MAX_UNCLAIMED_EVENTS {
+                rest.push(a.target);
+                continue;
+            }
+        }
+        audit::append(tx, &ctx, a.action, a.target, a.tenant.as_deref(), a.details).await?;
+    }
+    if !rest.is_empty() {
+        let details = json!({
+            "revision": revision,
+            "node": agent.node_name,
+            "targets": rest,
+            "reported_by": "agent",
+        });
+        audit::append(
+            tx,
+            &ctx,
+            "namespace.deleted_by_agent",
+            format!("cluster/{}", agent.cluster),
+            None,
+            details,
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -81,6 +81,14 @@ impl Store {
             .rows_affected()
                 > 0;
             if claimed {
+                // A grant held by an earlier session of this agent goes with
+                // it (the epoch stays; a candidacy of this session claims
+                // above it). Otherwise an agent that comes back without the
+                // Lease would keep the fence from the one that has it.
+                sqlx::query("UPDATE cluster_appliers SET agent_id = NULL WHERE agent_id = $1")
+                    .bind(&agent.agent_id)
+                    .execute(&mut *tx)
+                    .await?;
                 let notice = AgentNotice::Session {
                     agent_id: agent.agent_id.clone(),
                     session,
@@ -156,10 +164,26 @@ impl Store {
     pub async fn claim_applier(
         &self,
         agent: &AgentIdentity,
+        session: Uuid,
         stale_after: Duration,
     ) -> Result<ApplierDecision> {
         self.timed("claim_applier", async {
             let mut tx = self.begin().await?;
+            // Only the agent's live session may be fenced in: a replaced one
+            // (its notice not heard yet) must not take the grant back.
+            let live: bool = sqlx::query_scalar(
+                "SELECT COALESCE(bool_or(session_id = $2 AND revoke_time IS NULL), FALSE) FROM agents WHERE id = $1",
+            )
+            .bind(&agent.agent_id)
+            .bind(session)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !live {
+                tx.rollback().await?;
+                return Ok(ApplierDecision::Held {
+                    by: "a newer session of this agent".into(),
+                });
+            }
             sqlx::query(
                 "INSERT INTO cluster_appliers (cluster_id, agent_id, epoch, grant_time)
                  VALUES ($1, NULL, 0, now()) ON CONFLICT (cluster_id) DO NOTHING",

@@ -210,16 +210,16 @@ impl Store {
             let mut tx = self.begin().await?;
             // FOR UPDATE: registrations with one token run one at a time,
             // so `uses < max_uses` holds when the count is bumped.
-            let row: Option<(String, Uuid, String, i32, i32, bool, bool)> = sqlx::query_as(
+            let row: Option<(String, Uuid, String, i32, i32, bool, bool, DateTime<Utc>)> = sqlx::query_as(
                 "SELECT j.key_hash, c.id, c.name, j.max_uses, j.uses,
-                        j.revoke_time IS NOT NULL, j.expire_time <= now()
+                        j.revoke_time IS NOT NULL, j.expire_time <= now(), j.create_time
                  FROM join_tokens j JOIN clusters c ON c.id = j.cluster_id
                  WHERE j.id = $1 FOR UPDATE OF j",
             )
             .bind(&presented.id)
             .fetch_optional(&mut *tx)
             .await?;
-            let (hash, cluster_id, cluster, max_uses, uses, revoked, expired) =
+            let (hash, cluster_id, cluster, max_uses, uses, revoked, expired, token_created) =
                 row.ok_or_else(denied)?;
             if !tokens::matches(&presented, &hash) {
                 return Err(denied());
@@ -241,15 +241,37 @@ impl Store {
                 .bind(&presented.id)
                 .execute(&mut *tx)
                 .await?;
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM agents WHERE cluster_id = $1 AND node_name = $2 FOR UPDATE",
+            let existing: Option<(String, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+                "SELECT id, revoke_time,
+                        revoke_time IS NULL AND connected AND last_seen_time > now() - interval '30 seconds'
+                 FROM agents WHERE cluster_id = $1 AND node_name = $2 FOR UPDATE",
             )
             .bind(cluster_id)
             .bind(node_name)
             .fetch_optional(&mut *tx)
             .await?;
-            let agent_id =
-                existing.unwrap_or_else(|| format!("{AGENT_PREFIX}_{}", tokens::mint(AGENT_PREFIX).id));
+            if let Some((_, Some(revoked_at), _)) = &existing
+                && token_created <= *revoked_at
+            {
+                // A revocation is not undone by the tokens that existed when
+                // it was made (one sits in a Secret on every node): only a
+                // token minted afterwards, by someone who meant it, re-admits.
+                return Err(unauthenticated(
+                    "this node's agent was revoked after this join token was minted; mint a new one with `mtp cluster join-token create` to re-admit it",
+                ));
+            }
+            if let Some((_, None, true)) = &existing {
+                // The node's agent is connected right now: registering again
+                // under its name would take over its identity. A real
+                // reinstall waits until the old session is gone.
+                return Err(DomainError::FailedPrecondition(format!(
+                    "node {node_name:?} of cluster {cluster:?} has an agent connected right now; register again once it is disconnected, or revoke it first (`mtp agent revoke`)"
+                ))
+                .into());
+            }
+            let agent_id = existing
+                .map(|(id, _, _)| id)
+                .unwrap_or_else(|| format!("{AGENT_PREFIX}_{}", tokens::mint(AGENT_PREFIX).id));
             let mut identity = AgentIdentity {
                 agent_id: agent_id.clone(),
                 cluster_id,
@@ -270,7 +292,7 @@ impl Store {
                        previous_certificate_serial = NULL,
                        certificate_expire_time = EXCLUDED.certificate_expire_time,
                        join_token_id = EXCLUDED.join_token_id,
-                       revoke_time = NULL
+                       revoke_time = NULL, session_id = NULL
                  RETURNING id",
             )
             .bind(&agent_id)
@@ -291,6 +313,13 @@ impl Store {
                 )
                 .into());
             }
+            // Sessions still open with the replaced certificate end (their
+            // beat fails too: the row names no session now).
+            let replaced = AgentNotice::Session {
+                agent_id: agent_id.clone(),
+                session: Uuid::nil(),
+            };
+            notify_agent(&mut tx, &replaced).await?;
             let ctx = ChangeContext {
                 actor: format!("join-token:{}", presented.id),
                 request_id: request_id.to_owned(),

@@ -39,14 +39,18 @@ async fn a_forged_acknowledgement_from_a_second_agent_changes_nothing() {
     // A second agent registered with the cluster's join token asks to
     // apply while the first is alive: refused.
     let forger = agent(&store, "k3s-1", "node-2").await;
+    let forger_session = Uuid::new_v4();
     assert!(
         store
-            .claim_session(&forger, Uuid::new_v4(), "x")
+            .claim_session(&forger, forger_session, "x")
             .await
             .unwrap()
     );
     assert_eq!(
-        store.claim_applier(&forger, STALE).await.unwrap(),
+        store
+            .claim_applier(&forger, forger_session, STALE)
+            .await
+            .unwrap(),
         ApplierDecision::Held {
             by: honest.0.agent_id.clone()
         }
@@ -122,9 +126,10 @@ async fn the_epoch_only_grows_and_an_old_epoch_is_fenced_out() {
     assert_eq!(ack(&store, &(a.clone(), first), 1, &verified).await, None);
     // B's session goes silent past the stale limit: A takes over, above.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(store.claim_session(&a, Uuid::new_v4(), "x").await.unwrap());
+    let again = Uuid::new_v4();
+    assert!(store.claim_session(&a, again, "x").await.unwrap());
     let third = match store
-        .claim_applier(&a, Duration::from_millis(200))
+        .claim_applier(&a, again, Duration::from_millis(200))
         .await
         .unwrap()
     {
@@ -158,13 +163,13 @@ async fn concurrent_candidates_get_exactly_one_grant() {
     let mut agents = Vec::new();
     for i in 0..12 {
         let a = agent(&store, "k3s-1", &format!("node-{i}")).await;
-        assert!(store.claim_session(&a, Uuid::new_v4(), "x").await.unwrap());
-        agents.push(a);
+        let session = Uuid::new_v4();
+        assert!(store.claim_session(&a, session, "x").await.unwrap());
+        agents.push((a, session));
     }
-    let claims = agents.iter().map(|a| {
-        let store = store.clone();
-        let a = a.clone();
-        tokio::spawn(async move { store.claim_applier(&a, STALE).await.unwrap() })
+    let claims = agents.iter().map(|(a, session)| {
+        let (store, a, session) = (store.clone(), a.clone(), *session);
+        tokio::spawn(async move { store.claim_applier(&a, session, STALE).await.unwrap() })
     });
     let decisions: Vec<ApplierDecision> = futures::future::join_all(claims)
         .await
@@ -289,6 +294,17 @@ async fn a_held_prune_waits_for_the_confirmation_of_its_revision() {
     let c = store.confirm_prune(&ctx(), "k3s-1", 3).await.unwrap();
     assert_eq!(c.held_prune.unwrap().confirmed_revision, 3);
     assert_eq!(actions(&store, "cluster.prune_confirmed").await.len(), 1);
+    // Another pass at the same revision is not covered by that confirmation.
+    let other = HeldPrune::new(3, 9, 10, vec!["team-a-y".into()]).unwrap();
+    assert!(store.hold_prune(&holder, epoch, &other).await.unwrap());
+    let shown = store
+        .get_cluster("k3s-1")
+        .await
+        .unwrap()
+        .held_prune
+        .unwrap();
+    assert_eq!((shown.would_delete, shown.confirmed_revision), (9, 0));
+    assert_eq!(actions(&store, "cluster.prune_held").await.len(), 2);
 }
 
 #[tokio::test]
@@ -325,4 +341,96 @@ async fn every_namespace_the_applier_deletes_is_audited() {
     ack(&store, &applier, 2, &deleted[1..]).await.unwrap();
     assert_eq!(actions(&store, "environment.deleted").await.len(), 1);
     assert_eq!(actions(&store, "namespace.deleted_by_agent").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_replaced_session_cannot_take_the_grant_and_a_new_session_releases_the_old_grant() {
+    let store = store().await;
+    cluster(&store, "k3s-1").await;
+    let a = agent(&store, "k3s-1", "node-1").await;
+    let b = agent(&store, "k3s-1", "node-2").await;
+    let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+    assert!(store.claim_session(&a, old, "x").await.unwrap());
+    let first = match store.claim_applier(&a, old, STALE).await.unwrap() {
+        ApplierDecision::Granted { epoch } => epoch,
+        other => panic!("{other:?}"),
+    };
+    // A comes back (its old session's end never recorded, e.g. its replica
+    // crashed) without the Lease: its new session lets go of the grant...
+    assert!(store.claim_session(&a, new, "x").await.unwrap());
+    let c = store.get_cluster("k3s-1").await.unwrap();
+    assert_eq!((c.applier_agent_id, c.applier_epoch), (None, first));
+    // ...so the agent that holds the Lease is granted at once, above.
+    let second = grant(&store, &b).await;
+    assert!(second > first);
+    // And the replaced session of A cannot take it back.
+    assert!(matches!(
+        store.claim_applier(&a, old, STALE).await.unwrap(),
+        ApplierDecision::Held { .. }
+    ));
+}
+
+#[tokio::test]
+async fn acknowledgements_and_reissues_never_deadlock_with_deletions() {
+    let store = store().await;
+    cluster(&store, "k3s-1").await;
+    tenant(&store, "team-a", 100).await;
+    let mut namespaces = Vec::new();
+    for i in 0..40 {
+        namespaces.push(
+            env(&store, "team-a", &format!("e{i}"), "k3s-1")
+                .await
+                .namespace,
+        );
+    }
+    let applier = applier(&store, "k3s-1", "node-1").await;
+    // Deletions one by one (environment row, then the cluster row, then the
+    // audit head) against acks that confirm deletions and mark others
+    // Ready (environment rows, then the audit head), and re-issues (every
+    // environment row, then the cluster row).
+    let deleter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                store
+                    .delete_environment(&ctx(), "team-a", &format!("e{i}"))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let acker = {
+        let (store, applier, namespaces) = (store.clone(), applier.clone(), namespaces.clone());
+        tokio::spawn(async move {
+            for round in 0..80i64 {
+                let results: Vec<(String, NamespaceReport)> = namespaces
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let r = if i % 2 == 0 {
+                            NamespaceReport::Deleted
+                        } else {
+                            NamespaceReport::Verified
+                        };
+                        (n.clone(), r)
+                    })
+                    .collect();
+                let revision = store.get_cluster("k3s-1").await.unwrap().revision;
+                ack(&store, &applier, revision, &results)
+                    .await
+                    .expect("still the applier");
+                let _ = round;
+                store
+                    .reissue_revisions(&applier.0, applier.1, revision + 1)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    deleter
+        .await
+        .expect("no deletion failed (a deadlock aborts one)");
+    acker
+        .await
+        .expect("no acknowledgement failed (a deadlock aborts one)");
 }

@@ -131,6 +131,10 @@ async fn revocation_refuses_the_agent_notifies_its_sessions_and_a_new_registrati
     let notices = store.revision_notices().await;
     let mut heard = notices.subscribe_agents();
     let me = agent(&store, "k3s-1", "node-1").await;
+    let (old_token, _) = store
+        .create_join_token(&ctx(), "k3s-1", chrono::Duration::hours(1), 0)
+        .await
+        .unwrap();
     let (cluster_name, _) = store.revoke_agent(&ctx(), &me.agent_id).await.unwrap();
     assert_eq!(cluster_name, "k3s-1");
     let notice = tokio::time::timeout(Duration::from_secs(10), async {
@@ -163,7 +167,18 @@ async fn revocation_refuses_the_agent_notifies_its_sessions_and_a_new_registrati
         1
     );
 
-    // A new registration of the node: same agent id, new serial, revocation lifted.
+    // A token that existed before the revocation does not re-admit (one
+    // sits in a Secret on every node); a token minted afterwards does:
+    // same agent id, new serial, revocation lifted.
+    let refused = common::register(&store, &old_token, "node-1")
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("revoked after this join token was minted"),
+        "{refused}"
+    );
     let again = agent(&store, "k3s-1", "node-1").await;
     assert_eq!(again.agent_id, me.agent_id);
     assert_ne!(again.certificate_serial, me.certificate_serial);
@@ -211,4 +226,28 @@ async fn max_uses_holds_under_concurrent_registrations() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let why = unauthenticated(register(&store, &short, "more-4").await);
     assert!(why.contains("expired"), "{why}");
+}
+
+#[tokio::test]
+async fn a_connected_node_cannot_be_registered_again_under_its_name() {
+    let store = store().await;
+    cluster(&store, "k3s-1").await;
+    let me = agent(&store, "k3s-1", "node-1").await;
+    let session = uuid::Uuid::new_v4();
+    assert!(store.claim_session(&me, session, "x").await.unwrap());
+    let (token, _) = store
+        .create_join_token(&ctx(), "k3s-1", chrono::Duration::hours(1), 0)
+        .await
+        .unwrap();
+    let err = common::register(&store, &token, "node-1")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("has an agent connected right now"),
+        "{err}"
+    );
+    // Once it is gone, a reinstall registers.
+    store.end_session(&me, session, None).await.unwrap();
+    let again = common::register(&store, &token, "node-1").await.unwrap();
+    assert_eq!(again.agent_id, me.agent_id);
 }

@@ -124,7 +124,7 @@ pub async fn grant(store: &Store, identity: &AgentIdentity) -> i64 {
             .unwrap()
     );
     match store
-        .claim_applier(identity, std::time::Duration::from_secs(15))
+        .claim_applier(identity, session, std::time::Duration::from_secs(15))
         .await
         .unwrap()
     {

@@ -38,6 +38,9 @@ const MAX_AGENT_KEEPALIVES: u32 = 10;
 const DRIFT_BURST: u32 = 100;
 const DRIFT_PER_SECOND: u32 = 10;
 
+/// The shortest time between two certificate renewals of one session.
+const RENEWAL_SPACING: Duration = Duration::from_secs(60);
+
 /// Why a session ended.
 #[derive(Debug)]
 enum SessionEnd {
@@ -101,6 +104,8 @@ pub(super) struct AgentSession {
     /// The held prune revision whose confirmation was passed on.
     confirmed_prune: i64,
     drift_budget: ReportBudget,
+    /// When this session last asked for a certificate.
+    last_renewal: Option<Instant>,
     /// Present from the hello on: the session counts as connected.
     gauges: Option<SessionGauges>,
 }
@@ -118,6 +123,7 @@ impl AgentSession {
             candidate: false,
             epoch: None,
             confirmed_prune: 0,
+            last_renewal: None,
             drift_budget: ReportBudget::new(
                 DRIFT_BURST,
                 DRIFT_PER_SECOND,
@@ -482,6 +488,20 @@ impl AgentSession {
             },
             Some(AgentKind::Applier(state)) => self.on_candidacy(state.applier).await,
             Some(AgentKind::Renew(r)) => {
+                // One renewal per session is what an agent needs; a second
+                // within a minute is refused rather than signed and audited.
+                let now = Instant::now();
+                if self
+                    .last_renewal
+                    .is_some_and(|t| now.duration_since(t) < RENEWAL_SPACING)
+                {
+                    return Err(self
+                        .refuse(format!(
+                            "renew: at most one renewal per {RENEWAL_SPACING:?} per session"
+                        ))
+                        .await);
+                }
+                self.last_renewal = Some(now);
                 let issued = self.channel.renew(&self.identity, &r.csr_pem).await;
                 match issued {
                     Ok(c) => self.send(ControlKind::Certificate(c)).await,
@@ -697,7 +717,7 @@ impl AgentSession {
         match self
             .channel
             .store
-            .claim_applier(&self.identity, stale_after)
+            .claim_applier(&self.identity, self.id, stale_after)
             .await?
         {
             ApplierDecision::Granted { epoch } => {
