@@ -64,6 +64,10 @@ fn unauthenticated(why: &str) -> Error {
     Error::Domain(DomainError::Unauthenticated(why.into()))
 }
 
+/// A join token as registration checks it: key hash, cluster id and name,
+/// max uses, uses, revoked, expired, creation time.
+type JoinTokenCheck = (String, Uuid, String, i32, i32, bool, bool, DateTime<Utc>);
+
 impl Store {
     /// Mints a join token for `cluster`, living `ttl` (bounded by the caller,
     /// see `mtp_core::agents::join_token_ttl`) and good for `max_uses`
@@ -210,7 +214,7 @@ impl Store {
             let mut tx = self.begin().await?;
             // FOR UPDATE: registrations with one token run one at a time,
             // so `uses < max_uses` holds when the count is bumped.
-            let row: Option<(String, Uuid, String, i32, i32, bool, bool, DateTime<Utc>)> = sqlx::query_as(
+            let row: Option<JoinTokenCheck> = sqlx::query_as(
                 "SELECT j.key_hash, c.id, c.name, j.max_uses, j.uses,
                         j.revoke_time IS NOT NULL, j.expire_time <= now(), j.create_time
                  FROM join_tokens j JOIN clusters c ON c.id = j.cluster_id
