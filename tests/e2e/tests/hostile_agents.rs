@@ -51,6 +51,28 @@ async fn cluster(admin: &mut Clients) -> pb::Cluster {
         .into_inner()
 }
 
+/// `count` environments of team-a beside its `seed` one, inserted directly
+/// (the API path is tested elsewhere; this is about what one session must
+/// carry), all at revision 2.
+async fn bulk_environments(pool: &sqlx::PgPool, count: i64) {
+    sqlx::query(
+        "INSERT INTO environments (id, tenant_id, name, cluster_id, profile, namespace,
+                cpu_millis, memory_bytes, storage_bytes, pods, services, persistent_volume_claims,
+                status, reason, revision, create_time)
+         SELECT gen_random_uuid(), e.tenant_id, 'bulk-' || g, e.cluster_id, e.profile, 'team-a-bulk-' || g,
+                1, 1, 1, 1, 1, 1, 'pending', '', 2, now()
+         FROM environments e, generate_series(1, $1) g WHERE e.name = 'seed'",
+    )
+    .bind(count)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE clusters SET revision = 2")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_second_agent_saying_it_applies_cannot_make_anything_ready_or_deleted() {
     let plane = TestPlane::start().await;
@@ -232,21 +254,7 @@ async fn fifty_thousand_environments_arrive_in_pages_and_an_oversized_ack_is_ref
     let pool = plane.sql().await;
     // 50,000 environments inserted directly: the API path is tested
     // elsewhere, this is about what one session must carry.
-    sqlx::query(
-        "INSERT INTO environments (id, tenant_id, name, cluster_id, profile, namespace,
-                cpu_millis, memory_bytes, storage_bytes, pods, services, persistent_volume_claims,
-                status, reason, revision, create_time)
-         SELECT gen_random_uuid(), e.tenant_id, 'bulk-' || g, e.cluster_id, e.profile, 'team-a-bulk-' || g,
-                1, 1, 1, 1, 1, 1, 'pending', '', 2, now()
-         FROM environments e, generate_series(1, 50000) g WHERE e.name = 'seed'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE clusters SET revision = 2")
-        .execute(&pool)
-        .await
-        .unwrap();
+    bulk_environments(&pool, 50000).await;
     let who = enroll(&plane, &mut admin, "node-1").await;
     let mut agent = ScriptedAgent::connect(&plane.url(), &who, 0, true)
         .await
@@ -289,21 +297,7 @@ async fn an_agent_that_stops_reading_is_dropped_and_shutdown_does_not_wait_for_i
         .await
         .unwrap();
     let pool = plane.sql().await;
-    sqlx::query(
-        "INSERT INTO environments (id, tenant_id, name, cluster_id, profile, namespace,
-                cpu_millis, memory_bytes, storage_bytes, pods, services, persistent_volume_claims,
-                status, reason, revision, create_time)
-         SELECT gen_random_uuid(), e.tenant_id, 'bulk-' || g, e.cluster_id, e.profile, 'team-a-bulk-' || g,
-                1, 1, 1, 1, 1, 1, 'pending', '', 2, now()
-         FROM environments e, generate_series(1, 100000) g WHERE e.name = 'seed'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE clusters SET revision = 2")
-        .execute(&pool)
-        .await
-        .unwrap();
+    bulk_environments(&pool, 100000).await;
     let who = enroll(&plane, &mut admin, "node-1").await;
     // Connects, says hello, then never reads: the snapshot cannot go out.
     let stuck = ScriptedAgent::connect(&plane.url(), &who, 0, true)
