@@ -213,6 +213,8 @@ pub fn input(kind: ControlKind, pages: &mut Pages) -> Result<Inbound, PageError>
         }
         ControlKind::Certificate(c) => return Ok(Inbound::Certificate(c)),
         ControlKind::Keepalive(_) => return Ok(Inbound::Nothing),
+        // No usage spool yet: nothing is sent, so there is nothing to delete.
+        ControlKind::UsageRecorded(_) => return Ok(Inbound::Nothing),
     };
     Ok(Inbound::Input {
         input,

@@ -15,5 +15,6 @@ pub mod quantity;
 pub mod quota;
 pub mod tenants;
 pub mod tokens;
+pub mod usage;
 
 pub use error::{Error, Result};

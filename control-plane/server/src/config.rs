@@ -41,6 +41,11 @@ pub struct Args {
     /// How often expired environments are looked for and deleted.
     #[arg(long, env = "MTP_EXPIRY_INTERVAL", value_parser = parse_duration, default_value = "10s")]
     pub expiry_interval: Duration,
+    /// How often usage rollups are recomputed for the hours new usage arrived
+    /// in (reports read rollups, so this is how fresh a report is), and raw
+    /// usage partitions are created ahead and dropped past retention.
+    #[arg(long, env = "MTP_USAGE_ROLLUP_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub usage_rollup_interval: Duration,
     /// How often the fleet gauges of /metrics (environments by status, revision
     /// lag) are refreshed from PostgreSQL.
     #[arg(long, env = "MTP_METRICS_INTERVAL", value_parser = parse_duration, default_value = "15s")]
@@ -160,6 +165,7 @@ pub struct Config {
     pub health_interval: Duration,
     pub agent_keepalive: Duration,
     pub expiry_interval: Duration,
+    pub usage_rollup_interval: Duration,
     /// How often the fleet gauges are refreshed from PostgreSQL.
     pub metrics_interval: Duration,
     /// The CA that signs agent certificates.
@@ -202,6 +208,7 @@ impl Config {
             health_interval: Duration::from_secs(5),
             agent_keepalive: Duration::from_secs(1),
             expiry_interval: Duration::from_millis(500),
+            usage_rollup_interval: Duration::from_millis(200),
             metrics_interval: Duration::from_secs(1),
             agent_ca: AgentCaSource::Ephemeral,
             agent_certificate_lifetime: Duration::from_secs(3600),
@@ -272,6 +279,7 @@ impl Args {
             health_interval: Duration::from_secs(5),
             agent_keepalive: self.agent_keepalive,
             expiry_interval: self.expiry_interval,
+            usage_rollup_interval: self.usage_rollup_interval,
             metrics_interval: self.metrics_interval,
             agent_ca: AgentCaSource::Files(agent_ca),
             agent_certificate_lifetime: lifetime,

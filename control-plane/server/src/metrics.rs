@@ -40,6 +40,9 @@ pub struct Metrics {
     time_to_ready: HistogramVec,
     drift_repairs: IntCounterVec,
     reports_ignored: IntCounterVec,
+    usage_batches: IntCounterVec,
+    usage_windows: IntCounterVec,
+    usage_rollup_hours: IntCounterVec,
     sessions_ended: IntCounterVec,
     expiries: IntCounter,
 }
@@ -140,6 +143,21 @@ impl Metrics {
                 "Agent reports that changed nothing, by cluster, kind (ack, drift, prune_held, reissue) and why (not_applier: not the fenced applier at the current epoch; rate: over the drift budget)",
                 &["cluster", "kind", "why"],
             ),
+            usage_batches: d.counter(
+                "mtp_usage_batches_total",
+                "Usage batches received from agents, by cluster and result (stored; duplicate: stored before, answered and ignored)",
+                &["cluster", "result"],
+            ),
+            usage_windows: d.counter(
+                "mtp_usage_namespace_windows_total",
+                "Namespace windows of usage received, by cluster and result (stored; unknown: not an environment of the cluster)",
+                &["cluster", "result"],
+            ),
+            usage_rollup_hours: d.counter(
+                "mtp_usage_rollup_hours_total",
+                "Hours whose usage rollups this replica recomputed",
+                &[],
+            ),
             sessions_ended: d.counter(
                 "mtp_agent_sessions_ended_total",
                 "Agent sessions this replica ended, by cluster and why (closed, lost, half_open, shutdown, refused, replaced, revoked, stuck, store)",
@@ -215,6 +233,25 @@ impl Metrics {
         self.reports_ignored
             .with_label_values(&[cluster, kind, why])
             .inc();
+    }
+
+    pub fn usage_recorded(&self, cluster: &str, duplicate: bool, windows: u64, unknown: u64) {
+        let result = if duplicate { "duplicate" } else { "stored" };
+        self.usage_batches
+            .with_label_values(&[cluster, result])
+            .inc();
+        self.usage_windows
+            .with_label_values(&[cluster, "stored"])
+            .inc_by(windows);
+        self.usage_windows
+            .with_label_values(&[cluster, "unknown"])
+            .inc_by(unknown);
+    }
+
+    pub fn usage_rolled_up(&self, hours: u64) {
+        self.usage_rollup_hours
+            .with_label_values(&[] as &[&str])
+            .inc_by(hours);
     }
 
     pub fn session_ended(&self, cluster: &str, why: &str) {

@@ -110,6 +110,15 @@ impl ControlPlane {
                 cancel.clone(),
             ),
             tokio::spawn(
+                maintain_usage(
+                    store.clone(),
+                    metrics.clone(),
+                    config.usage_rollup_interval,
+                    cancel.clone(),
+                )
+                .instrument(tracing::info_span!("usage")),
+            ),
+            tokio::spawn(
                 expire_environments(
                     store.clone(),
                     metrics,
@@ -497,6 +506,49 @@ async fn expire_environments(
         match store.expire_environments().await {
             Ok(expired) => metrics.expired(expired.len()),
             Err(e) => tracing::warn!(error = %e, "expiry pass failed"),
+        }
+    }
+}
+
+/// Raw usage windows are kept this many days (rollups are kept); must stay
+/// above the age of the oldest window ingest accepts.
+const USAGE_RAW_RETENTION_DAYS: i64 = 3;
+
+/// Recomputes the rollups of hours new usage arrived in, creates the raw
+/// partitions of the next days, and drops raw partitions past retention.
+/// Safe on every replica at once (rollups are recomputed whole; hours are
+/// taken with SKIP LOCKED; partition changes hold an advisory lock).
+async fn maintain_usage(
+    store: Store,
+    metrics: Metrics,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let mut last_partitions: Option<chrono::NaiveDate> = None;
+    loop {
+        tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(interval) => {} }
+        let today = chrono::Utc::now().date_naive();
+        if last_partitions != Some(today) {
+            let days = (0..3).map(|d| today + chrono::Days::new(d)).collect();
+            let keep_from = today - chrono::Days::new(USAGE_RAW_RETENTION_DAYS as u64);
+            let result = async {
+                store.ensure_usage_partitions(&days).await?;
+                store.drop_usage_partitions_before(keep_from).await
+            }
+            .await;
+            match result {
+                Ok(dropped) => {
+                    last_partitions = Some(today);
+                    if !dropped.is_empty() {
+                        tracing::info!(?dropped, "raw usage partitions past retention dropped");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "usage partition maintenance failed"),
+            }
+        }
+        match store.roll_up_usage(48).await {
+            Ok(hours) => metrics.usage_rolled_up(hours),
+            Err(e) => tracing::warn!(error = %e, "usage rollup pass failed"),
         }
     }
 }

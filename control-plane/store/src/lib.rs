@@ -18,6 +18,7 @@ mod profiles;
 mod revisions;
 mod tenants;
 mod tokens;
+mod usage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use audit::{AuditFilter, AuditReport};
 pub use environments::EnvironmentFilter;
 pub use error::{Error, Result};
 pub use revisions::{AgentNotice, RevisionNotice, RevisionNotices};
+pub use usage::{EnvironmentUsage, UsageRecord};
 
 /// Who is changing state, for the audit event written with the change.
 #[derive(Debug, Clone, PartialEq, Eq)]

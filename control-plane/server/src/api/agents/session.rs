@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mtp_core::agents::AgentIdentity;
 use mtp_core::claims::{self, AckClaim, DriftClaim, HeldPrune, ReportBudget};
+use mtp_core::usage::UsageBatchClaim;
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::agent_message::Kind as AgentKind;
 use mtp_proto::v1::control_message::Kind as ControlKind;
@@ -19,7 +20,7 @@ use tonic::{Code, Status, Streaming};
 use uuid::Uuid;
 
 use super::AgentChannel;
-use crate::api::convert::{DESIRED_PAGE_BYTES, FromRequest, desired_pages, timestamp};
+use crate::api::convert::{DESIRED_PAGE_BYTES, FromRequest, desired_pages, timestamp, usage_batch};
 use crate::api::error::ApiError;
 use crate::metrics::SessionGauges;
 
@@ -40,6 +41,10 @@ const DRIFT_PER_SECOND: u32 = 10;
 
 /// The shortest time between two certificate renewals of one session.
 const RENEWAL_SPACING: Duration = Duration::from_secs(60);
+/// Usage windows older than this are refused: their raw partitions may be
+/// dropped already (see `USAGE_RAW_RETENTION_DAYS`), and an agent's spool
+/// holds 24 hours by default.
+pub(crate) const USAGE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(2);
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -487,6 +492,13 @@ impl AgentSession {
                 Err(e) => Err(self.refuse(e.to_string()).await),
             },
             Some(AgentKind::Applier(state)) => self.on_candidacy(state.applier).await,
+            Some(AgentKind::Usage(batch)) => {
+                let now = chrono::Utc::now();
+                match usage_batch(batch, now, now - USAGE_MAX_AGE) {
+                    Ok(batch) => self.on_usage(batch).await,
+                    Err(e) => Err(self.refuse(e.to_string()).await),
+                }
+            }
             Some(AgentKind::Renew(r)) => {
                 // One renewal per session is what an agent needs; a second
                 // within a minute is refused rather than signed and audited.
@@ -634,6 +646,34 @@ impl AgentSession {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Every agent reports its own node's usage, applier or not. Stored at
+    /// most once (the batch id is the key); every copy is answered, so the
+    /// agent can drop it from its spool.
+    async fn on_usage(&mut self, batch: UsageBatchClaim) -> Result<(), SessionEnd> {
+        let record = self
+            .channel
+            .store
+            .record_usage(&self.identity, &batch, chrono::Utc::now())
+            .await?;
+        self.channel.metrics.usage_recorded(
+            &self.identity.cluster,
+            record.duplicate,
+            record.namespace_windows,
+            record.unknown_namespaces,
+        );
+        if record.unknown_namespaces > 0 {
+            tracing::debug!(
+                unknown = record.unknown_namespaces,
+                "usage of namespaces that are no environment of this cluster ignored"
+            );
+        }
+        self.send(ControlKind::UsageRecorded(pb::UsageRecorded {
+            spool_epoch: batch.spool_epoch,
+            sequence: batch.sequence,
+        }))
+        .await
     }
 
     async fn on_drift(&mut self, drift: DriftClaim) -> Result<(), SessionEnd> {

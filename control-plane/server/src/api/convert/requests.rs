@@ -14,6 +14,7 @@ use mtp_core::quantity::{MAX_COUNT, parse_bytes, parse_cpu_millis, validate_coun
 use mtp_core::quota::{EnvironmentQuota, QuotaOverride, TenantQuota};
 use mtp_core::tenants::{Owners, TenantSpec, TenantUpdate};
 use mtp_core::tokens::NewToken;
+use mtp_core::usage::{GapClaim, NamespaceWindow, UsageAmounts, UsageBatchClaim, WindowClaim};
 use mtp_core::{Error, Result};
 use mtp_proto::v1 as pb;
 
@@ -363,6 +364,74 @@ impl FromRequest<pb::PruneHeld> for HeldPrune {
     fn from_request(p: pb::PruneHeld) -> Result<Self> {
         HeldPrune::new(p.revision, p.would_delete, p.managed, p.sample)
     }
+}
+
+/// An agent's usage batch, validated against the control plane's clock:
+/// windows before `oldest` are past the raw retention.
+pub fn usage_batch(
+    b: pb::UsageBatch,
+    now: chrono::DateTime<chrono::Utc>,
+    oldest: chrono::DateTime<chrono::Utc>,
+) -> Result<UsageBatchClaim> {
+    let missing = |field: String| Error::invalid(field, "is required");
+    let windows = b
+        .windows
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let field = format!("windows[{i}].start");
+            let start = from_timestamp(
+                &field,
+                w.start.as_ref().ok_or_else(|| missing(field.clone()))?,
+            )?;
+            Ok(WindowClaim {
+                start,
+                duration_seconds: w.duration_seconds,
+                covered_seconds: w.covered_seconds,
+                node_cpu_millis: w.node_cpu_millis,
+                node_memory_bytes: w.node_memory_bytes,
+                namespaces: w
+                    .namespaces
+                    .into_iter()
+                    .map(|n| NamespaceWindow {
+                        namespace: n.namespace,
+                        amounts: UsageAmounts {
+                            cpu_requested_core_nanos: n.cpu_requested_core_nanos,
+                            cpu_used_core_nanos: n.cpu_used_core_nanos,
+                            cpu_billed_core_nanos: n.cpu_billed_core_nanos,
+                            memory_requested_byte_seconds: n.memory_requested_byte_seconds,
+                            memory_used_byte_seconds: n.memory_used_byte_seconds,
+                            memory_billed_byte_seconds: n.memory_billed_byte_seconds,
+                            storage_requested_byte_seconds: n.storage_requested_byte_seconds,
+                            storage_used_byte_seconds: n.storage_used_byte_seconds,
+                            storage_billed_byte_seconds: n.storage_billed_byte_seconds,
+                            network_receive_bytes: n.network_receive_bytes,
+                            network_transmit_bytes: n.network_transmit_bytes,
+                            container_seconds: n.container_seconds,
+                        },
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let gaps = b
+        .gaps
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let start = format!("gaps[{i}].start");
+            let end = format!("gaps[{i}].end");
+            Ok(GapClaim {
+                start: from_timestamp(
+                    &start,
+                    g.start.as_ref().ok_or_else(|| missing(start.clone()))?,
+                )?,
+                end: from_timestamp(&end, g.end.as_ref().ok_or_else(|| missing(end.clone()))?)?,
+                reason: g.reason,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    UsageBatchClaim::new(b.spool_epoch, b.sequence, windows, gaps, now, oldest)
 }
 
 #[cfg(test)]
