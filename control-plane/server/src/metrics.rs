@@ -150,7 +150,7 @@ impl Metrics {
             ),
             usage_windows: d.counter(
                 "mtp_usage_namespace_windows_total",
-                "Namespace windows of usage received, by cluster and result (stored; unknown: not an environment of the cluster)",
+                "Windows of usage received, by cluster and result (stored, and unknown: namespace windows stored or not an environment of the cluster; expired: node windows older than the ingest horizon, dropped)",
                 &["cluster", "result"],
             ),
             usage_rollup_hours: d.counter(
@@ -246,6 +246,12 @@ impl Metrics {
         self.usage_windows
             .with_label_values(&[cluster, "unknown"])
             .inc_by(unknown);
+    }
+
+    pub fn usage_expired(&self, cluster: &str, windows: u64) {
+        self.usage_windows
+            .with_label_values(&[cluster, "expired"])
+            .inc_by(windows);
     }
 
     pub fn usage_rolled_up(&self, hours: u64) {

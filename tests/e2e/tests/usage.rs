@@ -169,3 +169,18 @@ async fn a_batch_breaking_the_rules_is_refused_naming_the_field() {
         "nothing of the batch is stored"
     );
 }
+
+#[tokio::test]
+async fn windows_past_the_ingest_horizon_are_dropped_and_the_batch_answered() {
+    let plane = TestPlane::start().await;
+    let (_admin, enrollment) = setup(&plane).await;
+    let mut agent = ScriptedAgent::connect(&plane.url(), &enrollment, 0, false)
+        .await
+        .unwrap();
+    let mut late = batch(4, 1, 2);
+    let old = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap() - TimeDelta::days(5);
+    late.windows[0].start = Some(ts(old));
+    // Answered, not refused: a spool that held it would resend it forever.
+    send_and_confirm(&mut agent, late).await;
+    assert_eq!(stored(&plane).await, (1, 9_000_000_000));
+}

@@ -492,9 +492,29 @@ impl AgentSession {
                 Err(e) => Err(self.refuse(e.to_string()).await),
             },
             Some(AgentKind::Applier(state)) => self.on_candidacy(state.applier).await,
-            Some(AgentKind::Usage(batch)) => {
+            Some(AgentKind::Usage(mut batch)) => {
                 let now = chrono::Utc::now();
-                match usage_batch(batch, now, now - USAGE_MAX_AGE) {
+                let oldest = now - USAGE_MAX_AGE;
+                // Windows past the horizon are answered and counted, never
+                // refused: an agent back from a long outage would otherwise
+                // resend them on every session, wedged.
+                let before = batch.windows.len();
+                batch.windows.retain(|w| {
+                    w.start
+                        .as_ref()
+                        .is_none_or(|t| t.seconds >= oldest.timestamp())
+                });
+                let expired = (before - batch.windows.len()) as u64;
+                if expired > 0 {
+                    tracing::info!(
+                        expired,
+                        "usage windows older than the ingest horizon dropped"
+                    );
+                    self.channel
+                        .metrics
+                        .usage_expired(&self.identity.cluster, expired);
+                }
+                match usage_batch(batch, now, oldest) {
                     Ok(batch) => self.on_usage(batch).await,
                     Err(e) => Err(self.refuse(e.to_string()).await),
                 }
