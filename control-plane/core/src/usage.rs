@@ -53,7 +53,7 @@ pub struct UsageAmounts {
 
 /// The names of the fields of [`UsageAmounts`] and [`UsageTotals`], in the
 /// order of `to_array`; one list, so sums and messages cannot disagree.
-const FIELD_NAMES: [&str; 12] = [
+pub const FIELD_NAMES: [&str; 12] = [
     "cpu_requested_core_nanos",
     "cpu_used_core_nanos",
     "cpu_billed_core_nanos",
@@ -69,7 +69,8 @@ const FIELD_NAMES: [&str; 12] = [
 ];
 
 impl UsageAmounts {
-    fn to_array(self) -> [u64; 12] {
+    /// The amounts in the order of [`FIELD_NAMES`].
+    pub fn to_array(self) -> [u64; 12] {
         [
             self.cpu_requested_core_nanos,
             self.cpu_used_core_nanos,
@@ -430,7 +431,8 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
-    fn to_array(self) -> [u128; 12] {
+    /// The sums in the order of [`FIELD_NAMES`].
+    pub fn to_array(self) -> [u128; 12] {
         [
             self.cpu_requested_core_nanos,
             self.cpu_used_core_nanos,
@@ -447,7 +449,8 @@ impl UsageTotals {
         ]
     }
 
-    fn from_array(a: [u128; 12]) -> Self {
+    /// Sums given in the order of [`FIELD_NAMES`].
+    pub fn from_array(a: [u128; 12]) -> Self {
         UsageTotals {
             cpu_requested_core_nanos: a[0],
             cpu_used_core_nanos: a[1],

@@ -76,6 +76,9 @@ impl StoreConfig {
 pub struct Store {
     pool: PgPool,
     observer: Option<OperationObserver>,
+    /// Days whose raw usage partitions this process made or saw exist, so
+    /// storing a batch does not take the partition lock every time.
+    usage_partitions: Arc<std::sync::Mutex<std::collections::BTreeSet<chrono::NaiveDate>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,6 +101,7 @@ impl Store {
         Ok(Store {
             pool,
             observer: None,
+            usage_partitions: Default::default(),
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use mtp_core::agents::AgentIdentity;
-use mtp_core::usage::{UsageAmounts, UsageBatchClaim, UsageTotals};
+use mtp_core::usage::{FIELD_NAMES, UsageAmounts, UsageBatchClaim, UsageTotals};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
@@ -96,9 +96,16 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            self.known_partitions().extend(days.iter().copied());
             Ok(())
         })
         .await
+    }
+
+    fn known_partitions(&self) -> std::sync::MutexGuard<'_, BTreeSet<NaiveDate>> {
+        self.usage_partitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Stores a validated batch from `identity`'s agent exactly once: the
@@ -113,7 +120,15 @@ impl Store {
         batch: &UsageBatchClaim,
         now: DateTime<Utc>,
     ) -> Result<UsageRecord> {
-        let days: BTreeSet<NaiveDate> = batch.windows.iter().map(|w| day_of(w.start)).collect();
+        let days: BTreeSet<NaiveDate> = {
+            let known = self.known_partitions();
+            batch
+                .windows
+                .iter()
+                .map(|w| day_of(w.start))
+                .filter(|d| !known.contains(d))
+                .collect()
+        };
         self.ensure_usage_partitions(&days).await?;
         self.timed("record_usage", async {
             let mut tx = self.begin().await?;
@@ -342,6 +357,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            // Another replica's cache may still name these days; harmless:
+            // no window that old is accepted any more.
+            self.known_partitions().retain(|d| *d >= keep_from);
             dropped.sort();
             Ok(dropped)
         })
@@ -485,30 +503,17 @@ async fn roll_up_hour(tx: &mut sqlx::PgConnection, hour: DateTime<Utc>) -> Resul
 }
 
 fn totals_from_text(sums: &[String]) -> Result<UsageTotals> {
-    let v: Vec<u128> = sums
+    let parsed: Vec<u128> = sums
         .iter()
         .map(|s| {
             s.parse::<u128>()
                 .map_err(|_| Error::Corrupt(format!("usage sum {s:?} is not a count")))
         })
         .collect::<Result<_>>()?;
-    if v.len() != 12 {
-        return Err(Error::Corrupt("usage sums incomplete".into()));
-    }
-    Ok(UsageTotals {
-        cpu_requested_core_nanos: v[0],
-        cpu_used_core_nanos: v[1],
-        cpu_billed_core_nanos: v[2],
-        memory_requested_byte_seconds: v[3],
-        memory_used_byte_seconds: v[4],
-        memory_billed_byte_seconds: v[5],
-        storage_requested_byte_seconds: v[6],
-        storage_used_byte_seconds: v[7],
-        storage_billed_byte_seconds: v[8],
-        network_receive_bytes: v[9],
-        network_transmit_bytes: v[10],
-        container_seconds: v[11],
-    })
+    let sums: [u128; 12] = parsed
+        .try_into()
+        .map_err(|_| Error::Corrupt("usage sums incomplete".into()))?;
+    Ok(UsageTotals::from_array(sums))
 }
 
 /// Raw window rows as column arrays for one UNNEST insert.
@@ -537,26 +542,7 @@ impl RawColumns {
         self.environments.push(environment);
         self.tenants.push(tenant);
         self.durations.push(duration as i32);
-        for (column, (field, v)) in self.amounts.iter_mut().zip([
-            ("cpu_requested_core_nanos", a.cpu_requested_core_nanos),
-            ("cpu_used_core_nanos", a.cpu_used_core_nanos),
-            ("cpu_billed_core_nanos", a.cpu_billed_core_nanos),
-            (
-                "memory_requested_byte_seconds",
-                a.memory_requested_byte_seconds,
-            ),
-            ("memory_used_byte_seconds", a.memory_used_byte_seconds),
-            ("memory_billed_byte_seconds", a.memory_billed_byte_seconds),
-            (
-                "storage_requested_byte_seconds",
-                a.storage_requested_byte_seconds,
-            ),
-            ("storage_used_byte_seconds", a.storage_used_byte_seconds),
-            ("storage_billed_byte_seconds", a.storage_billed_byte_seconds),
-            ("network_receive_bytes", a.network_receive_bytes),
-            ("network_transmit_bytes", a.network_transmit_bytes),
-            ("container_seconds", a.container_seconds),
-        ]) {
+        for ((column, field), v) in self.amounts.iter_mut().zip(FIELD_NAMES).zip(a.to_array()) {
             column.push(to_i64(field, v)?);
         }
         Ok(())
