@@ -124,6 +124,20 @@ impl ScriptedAgent {
         tls: Option<ClientTlsConfig>,
         first: pb::AgentMessage,
     ) -> Result<Self, Status> {
+        Self::open(url, tls, Some(first)).await
+    }
+
+    /// Opens a session and says nothing yet: the control plane has set the
+    /// session up and waits for the hello (`send` it when the test is ready).
+    pub async fn open_before_hello(url: &str, enrollment: &Enrollment) -> Result<Self, Status> {
+        Self::open(url, Some(enrollment.tls()), None).await
+    }
+
+    async fn open(
+        url: &str,
+        tls: Option<ClientTlsConfig>,
+        first: Option<pb::AgentMessage>,
+    ) -> Result<Self, Status> {
         let endpoint = match tls {
             Some(tls) => tonic::transport::Endpoint::from_shared(url.to_owned())
                 .expect("valid url")
@@ -137,7 +151,9 @@ impl ScriptedAgent {
             .map_err(|e| Status::unavailable(format!("connecting: {e:?}")))?;
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
-        tx.send(first).await.expect("queue hello");
+        if let Some(first) = first {
+            tx.send(first).await.expect("queue hello");
+        }
         let inbound = client
             .session(tonic::Request::new(ReceiverStream::new(rx)))
             .await?

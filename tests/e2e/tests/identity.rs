@@ -764,3 +764,69 @@ async fn a_replica_with_another_agent_ca_refuses_to_start() {
     let key = std::fs::read_to_string(&files.key).unwrap();
     assert!(!message.contains(key.lines().nth(1).unwrap()));
 }
+
+/// Agent notices reach a session in commit order, so those committed before
+/// its claim are history to it: a late registration notice (the one that
+/// issued this very certificate), a stale "newer session" or a revocation
+/// since undone must not end it. One committed after its claim still does.
+/// (The stale notices are sent by hand, while the session waits for its
+/// hello, in the store's payload format: that is the delivery order a busy
+/// listener produces.)
+#[tokio::test]
+async fn notices_committed_before_a_sessions_claim_do_not_end_it() {
+    use sqlx::Connection;
+    const CHANNEL: &str = "mtp_agent_session";
+    let plane = TestPlane::start().await;
+    let mut admin = setup(&plane, &["k3s-1"]).await;
+    let me = enrolled(&mut admin, &plane, "k3s-1", "node-1").await;
+    let mut agent = ScriptedAgent::open_before_hello(&plane.url(), &me)
+        .await
+        .expect("session opens");
+
+    let mut listener = sqlx::postgres::PgListener::connect(&plane.database_url)
+        .await
+        .unwrap();
+    listener.listen(CHANNEL).await.unwrap();
+    let mut db = sqlx::PgConnection::connect(&plane.database_url)
+        .await
+        .unwrap();
+    for what in [
+        "00000000-0000-0000-0000-000000000000".to_owned(),
+        "6f1d2c3e-0000-4000-8000-000000000001".to_owned(),
+        "revoked".to_owned(),
+    ] {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(format!("{}:{what}", me.agent_id))
+            .execute(&mut db)
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, listener.recv())
+            .await
+            .expect("the notice is delivered")
+            .unwrap();
+    }
+    // The control plane's listener heard them too (its own connection; give
+    // it a moment), and they wait in the session's queue ahead of its claim.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    agent.send(hello(0, false).kind.unwrap()).await;
+    agent.next_desired(WAIT).await;
+    assert!(
+        agent.quiet_for(Duration::from_secs(1)).await,
+        "the session lives on"
+    );
+
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(format!(
+            "{}:6f1d2c3e-0000-4000-8000-000000000002",
+            me.agent_id
+        ))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let status = agent.ended(WAIT).await;
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(status.message().contains("replaced"), "{status:?}");
+}

@@ -95,6 +95,12 @@ pub(super) struct AgentSession {
     // between that read and the subscription can be missed.
     notices: broadcast::Receiver<RevisionNotice>,
     agent_notices: broadcast::Receiver<AgentNotice>,
+    /// This session's own claim notice has come back on `agent_notices`.
+    /// Notices are delivered in commit order, so everything heard before
+    /// it (an earlier session's claim, the registration that issued this
+    /// session's certificate, a revocation undone by a re-registration)
+    /// committed before this session's claim and is history to it.
+    heard_own_claim: bool,
     identity: AgentIdentity,
     /// This session's id: the agent's one live session while the agent row
     /// names it.
@@ -120,6 +126,7 @@ impl AgentSession {
         AgentSession {
             notices: channel.notices.subscribe(),
             agent_notices: channel.notices.subscribe_agents(),
+            heard_own_claim: false,
             channel,
             identity,
             id: Uuid::new_v4(),
@@ -392,7 +399,14 @@ impl AgentSession {
     ) -> Result<(), SessionEnd> {
         match notice {
             Ok(n) if n.agent_id() != self.identity.agent_id => Ok(()),
-            Ok(AgentNotice::Session { session, .. }) if session == self.id => Ok(()),
+            Ok(AgentNotice::Session { session, .. }) if session == self.id => {
+                self.heard_own_claim = true;
+                Ok(())
+            }
+            // Committed before this session's claim: not about it. (Were
+            // this session's own notice lost, the beat's row check is the
+            // fallback.)
+            Ok(_) if !self.heard_own_claim => Ok(()),
             Ok(AgentNotice::Session { .. }) => Err(SessionEnd::Replaced),
             Ok(AgentNotice::Revoked { .. }) => Err(SessionEnd::Revoked),
             Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
