@@ -154,8 +154,8 @@ check "components/emptydir-state: Namespace mtp-system enforces restricted" \
 # --- RBAC --------------------------------------------------------------------
 roles="$(docs_of "$work/d" ClusterRole) $(docs_of "$work/d" Role)"
 check "no Role/ClusterRole grants '*' (verbs, resources, apiGroups)" hasnt "^ *- ['\"]?\\*['\"]?$" $roles
-check "no escalate/impersonate verbs, no secrets/pods access" \
-    hasnt '^ *- (escalate|impersonate|secrets|pods|pods/exec|nodes/proxy)$' $roles
+check "no escalate/impersonate verbs, no secrets, pod subresources (exec, log, attach...) or nodes/proxy" \
+    hasnt '^ *- ["]?(escalate|impersonate|secrets|pods/[a-z]+|nodes/(proxy|log|metrics)|nodes/[*])["]?$' $roles
 # Split ClusterRole mtp-agent into its rules and look at the one with `bind`.
 cr="$(docs_of "$work/d" ClusterRole)"
 awk -v dir="$work/rules" 'BEGIN{system("mkdir -p " dir)} /^rules:/{r=1; next} r && /^- /{n++} r && /^[a-z]/{r=0} r && n {print > (dir "/" n ".yaml")}' $cr
@@ -165,6 +165,19 @@ check "bind: exactly one rule, on clusterroles, resourceNames exactly admin and 
     grep -Eq -- '- clusterroles$' $bind_rules &&
     [ \"\$(awk '/^  resourceNames:/{r=1;next} /^  [a-z]/{r=0} r' $bind_rules | sed 's/^ *- //' | sort | tr '\n' ' ')\" = 'admin edit ' ] &&
     [ \"\$(awk '/^  verbs:/{r=1;next} /^  [a-z]/{r=0} r' $bind_rules | sed 's/^ *- //' | tr '\n' ' ')\" = 'bind ' ]"
+# Usage sampling: reading pods, the Node and the kubelet Summary, nothing more.
+verbs_of_rule_with() {
+    local f
+    for f in "$work"/rules/*.yaml; do
+        if awk '/^  resources:/{r=1;next} /^  [a-z]/{r=0} r' "$f" | grep -Eq -- "^ *- $1$"; then
+            awk '/^  resources:/{r=1;next} /^  [a-z]/{r=0} r' "$f" | grep -c . | grep -qx 1 || { echo "shared rule"; return; }
+            awk '/^  verbs:/{r=1;next} /^  [a-z]/{r=0} r' "$f" | sed 's/^ *- //' | sort | tr '\n' ' '
+        fi
+    done
+}
+check "ClusterRole: pods only list and watch, in a rule of their own" test "$(verbs_of_rule_with pods)" = "list watch "
+check "ClusterRole: nodes only get (the agent's own Node), in a rule of their own" test "$(verbs_of_rule_with nodes)" = "get "
+check "ClusterRole: nodes/stats only get (the kubelet Summary API), in a rule of their own" test "$(verbs_of_rule_with nodes/stats)" = "get "
 check "ClusterRole: delete only on namespaces and networkpolicies" bash -c "
     for f in $work/rules/*.yaml; do
         if grep -Eq -- '^ *- delete$' \$f; then

@@ -290,3 +290,61 @@ async fn the_agent_reads_no_secrets() {
         &["forbidden"],
     );
 }
+
+/// Usage sampling needs the kubelet Summary API (`nodes/stats`), the pods of
+/// the agent's node and its Node: the real RBAC engine, asked as the agent,
+/// grants exactly that and none of the neighbours that would turn a stolen
+/// token into a shell or a log reader (`nodes/proxy` also allows exec).
+#[tokio::test]
+async fn the_agent_reads_kubelet_stats_and_pods_but_cannot_exec_or_proxy() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let env = Env::create("alice@example.com").await;
+    let agent = env.agent().await;
+    let reviews = Api::<SelfSubjectAccessReview>::all(agent);
+    let cases: &[(&str, &str, &str, &str, bool)] = &[
+        // verb, resource, subresource, namespace, allowed
+        ("get", "nodes", "stats", "", true),
+        ("get", "nodes", "", "", true),
+        ("list", "pods", "", "", true),
+        ("watch", "pods", "", "", true),
+        ("get", "nodes", "proxy", "", false),
+        ("create", "nodes", "proxy", "", false),
+        ("get", "nodes", "log", "", false),
+        ("list", "nodes", "", "", false),
+        ("patch", "nodes", "", "", false),
+        ("get", "pods", "log", "kube-system", false),
+        ("create", "pods", "exec", "kube-system", false),
+        ("create", "pods", "attach", "kube-system", false),
+        ("create", "pods", "portforward", "kube-system", false),
+        ("create", "pods", "", "kube-system", false),
+        ("delete", "pods", "", "kube-system", false),
+        ("create", "pods", "eviction", "kube-system", false),
+    ];
+    for &(verb, resource, subresource, namespace, allowed) in cases {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    resource: Some(resource.into()),
+                    subresource: (!subresource.is_empty()).then(|| subresource.into()),
+                    namespace: (!namespace.is_empty()).then(|| namespace.into()),
+                    name: (resource == "nodes").then(|| "node-1".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = reviews
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("the apiserver answers the access review");
+        let got = answer.status.map(|s| s.allowed).unwrap_or(false);
+        assert_eq!(
+            got, allowed,
+            "{verb} {resource}/{subresource} in {namespace:?}: allowed={got}, want {allowed}"
+        );
+    }
+}
