@@ -239,10 +239,6 @@ pub fn store_managed(obj: &mut Value, entries: &[Entry]) {
     }
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// One field a rejected apply would have taken from another manager.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conflict {
@@ -260,13 +256,15 @@ pub type Conflicts = Vec<Conflict>;
 /// Server-side apply of `config` by `manager` onto `live` (or onto nothing, for a create).
 ///
 /// Returns the new object (system metadata copied from `live` is left to the caller)
-/// with its `managedFields` updated, or the conflicts when `force` is false.
+/// with its `managedFields` updated, or the conflicts when `force` is false. `time` is
+/// the entry's timestamp (the cluster clock's, RFC 3339 in whole seconds).
 pub fn apply(
     live: Option<&Value>,
     config: &Value,
     manager: &str,
     force: bool,
     api_version: &str,
+    time: &str,
 ) -> Result<Value, Conflicts> {
     let empty = json!({});
     let live = live.unwrap_or(&empty);
@@ -327,7 +325,7 @@ pub fn apply(
         manager: manager.to_string(),
         operation: "Apply".into(),
         api_version: api_version.to_string(),
-        time: now(),
+        time: time.to_string(),
         fields: new_set,
         subresource: None,
     };
@@ -345,8 +343,15 @@ pub fn apply(
 
 /// Ownership bookkeeping for a non-apply write (create, PUT, merge patch) by `manager`:
 /// it takes every field it changed; fields it changed or removed leave other managers.
-pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str) {
-    record_update_of(old, new, manager, api_version, None);
+/// `time` stamps the manager's entry when the write changed something.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    time: &str,
+) {
+    record_update_of(old, new, manager, api_version, None, time);
 }
 
 /// [`record_update`] for a write through `subresource` (`status`), which real managers
@@ -357,6 +362,7 @@ pub fn record_update_of(
     manager: &str,
     api_version: &str,
     subresource: Option<&str>,
+    time: &str,
 ) {
     let empty = json!({});
     let old_v = old.unwrap_or(&empty);
@@ -395,7 +401,7 @@ pub fn record_update_of(
         }
     };
     entries[i].fields.extend(changed);
-    entries[i].time = now();
+    entries[i].time = time.to_string();
     entries[i].api_version = api_version.to_string();
     store_managed(new, &entries);
 }
@@ -475,9 +481,9 @@ mod tests {
     #[test]
     fn reapply_without_a_field_removes_it() {
         let a = json!({"metadata": {"name": "x", "labels": {"a": "1", "b": "2"}}});
-        let obj = apply(None, &a, "m", false, "v1").unwrap();
+        let obj = apply(None, &a, "m", false, "v1", "2026-01-01T00:00:00Z").unwrap();
         let b = json!({"metadata": {"name": "x", "labels": {"a": "1"}}});
-        let obj = apply(Some(&obj), &b, "m", false, "v1").unwrap();
+        let obj = apply(Some(&obj), &b, "m", false, "v1", "2026-01-01T00:00:00Z").unwrap();
         assert_eq!(obj["metadata"]["labels"], json!({"a": "1"}));
     }
 }

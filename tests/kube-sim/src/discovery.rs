@@ -97,7 +97,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
     )
 }
 
-fn age(obj: &Value) -> String {
+fn age(obj: &Value, now: chrono::DateTime<chrono::Utc>) -> String {
     let Some(ts) = obj
         .pointer("/metadata/creationTimestamp")
         .and_then(Value::as_str)
@@ -105,9 +105,7 @@ fn age(obj: &Value) -> String {
     else {
         return "<unknown>".into();
     };
-    let secs = (chrono::Utc::now() - ts.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
+    let secs = (now - ts.with_timezone(&chrono::Utc)).num_seconds().max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -120,12 +118,14 @@ fn column(name: &str, format: &str) -> Value {
     json!({ "name": name, "type": "string", "format": format, "description": "", "priority": 0 })
 }
 
-/// Renders objects as a `meta.k8s.io/v1` `Table` (Name, kind-specific columns, Age).
+/// Renders objects as a `meta.k8s.io/v1` `Table` (Name, kind-specific columns, Age);
+/// ages count to `now`, the cluster clock's time.
 pub fn table(
     kind: &ResourceKind,
     objects: &[&Value],
     rv: &str,
     continue_token: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Value {
     let mut columns = vec![column("Name", "name")];
     match kind.resource {
@@ -161,7 +161,7 @@ pub fn table(
                 }
                 _ => {}
             }
-            cells.push(json!(age(o)));
+            cells.push(json!(age(o, now)));
             json!({ "cells": cells, "object": o })
         })
         .collect();

@@ -209,6 +209,16 @@ pub fn namespaces() -> &'static ResourceKind {
     &KINDS[0]
 }
 
+/// The kind registered for pods (kubelet stats and pod life).
+pub fn pods() -> &'static ResourceKind {
+    find("", "v1", "pods").expect("pods are in the table")
+}
+
+/// The kind registered for nodes (kubelet endpoints).
+pub fn nodes() -> &'static ResourceKind {
+    find("", "v1", "nodes").expect("nodes are in the table")
+}
+
 /// Distinct API groups (excluding core) with their versions, in table order.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();

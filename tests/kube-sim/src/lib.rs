@@ -7,17 +7,23 @@
 //! let client = sim.client();
 //! sim.faults().deny("delete", "networkpolicies");
 //! sim.set_pod_usage("team-a", "web-0", kube_sim::PodUsage { cpu_nano_cores: 250_000_000, memory_working_set_bytes: 64 << 20 });
+//! // GET {kubelet_url}/stats/summary: the node's kubelet Summary (checked as `get nodes/stats`).
+//! let kubelet = sim.kubelet_url("node-1");
+//! # drop(kubelet);
 //! # drop(client);
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
 
 pub mod apply;
+pub mod clock;
+pub mod demo;
 pub mod discovery;
 pub mod faults;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod kubelet;
+pub mod pod_life;
 pub mod protobuf;
 pub mod selectors;
 pub mod server;
@@ -36,8 +42,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use clock::SimClock;
 pub use faults::Faults;
-pub use kubelet::{PodUsage, UsageProfile};
+pub use kubelet::{ContainerUsage, PodUsage, UsageCurve, UsageProfile, UsageTotals};
 pub use status::StatusError;
 pub use store::Store;
 
@@ -75,6 +82,9 @@ pub struct SimOptions {
     pub bookmark_interval: Duration,
     /// How long a deleted namespace stays `Terminating` before its contents are removed.
     pub namespace_finalize_delay: Duration,
+    /// The clock of object timestamps, pod and container times and kubelet counters
+    /// (default: the wall clock; [`SimClock::manual`] for exact usage tests).
+    pub clock: SimClock,
 }
 
 impl Default for SimOptions {
@@ -87,6 +97,7 @@ impl Default for SimOptions {
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(1),
             namespace_finalize_delay: Duration::from_millis(50),
+            clock: SimClock::real(),
         }
     }
 }
@@ -127,9 +138,9 @@ impl SimCluster {
             opts.bearer_token.as_deref(),
         );
         let shared = Arc::new(server::Shared {
-            store: Arc::new(Store::new(opts.watch_history)),
+            store: Arc::new(Store::with_clock(opts.watch_history, opts.clock.clone())),
             faults: Arc::new(Faults::default()),
-            kubelet: Arc::new(kubelet::Kubelet::default()),
+            kubelet: Arc::new(kubelet::Kubelet::new(opts.clock.clone())),
             bearer_token: opts.bearer_token.clone(),
             bookmark_interval: opts.bookmark_interval,
             namespace_finalize_delay: opts.namespace_finalize_delay,
@@ -224,6 +235,91 @@ impl SimCluster {
             .get(kind, namespace, name)
             .ok()
             .map(|v| (*v).clone()))
+    }
+
+    /// The cluster's clock (shared with every cluster started from the same options).
+    pub fn clock(&self) -> SimClock {
+        self.shared.store.clock().clone()
+    }
+
+    /// The base URL of `node`'s simulated kubelet, `{url}/kubelet/{node}`: what
+    /// `https://<node>:10250` is on a real cluster (append `/stats/summary`). It answers
+    /// with the same TLS and bearer token as the API, and authorizes like a kubelet:
+    /// `get` on `nodes/stats`.
+    pub fn kubelet_url(&self, node: &str) -> String {
+        format!("{}/kubelet/{node}", self.url)
+    }
+
+    /// Sets the usage curve of one container: offsets count from the container's current
+    /// start (`state.running.startedAt`), and again from zero after each restart.
+    pub fn set_container_curve(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        curve: UsageCurve,
+    ) {
+        self.shared
+            .kubelet
+            .set_container_curve(namespace, pod, container, curve);
+    }
+
+    /// Sets the used and total bytes reported for a PVC in the stats of the pods that
+    /// mount it (`volume[].pvcRef`).
+    pub fn set_volume_usage(
+        &self,
+        namespace: &str,
+        pvc: &str,
+        used_bytes: u64,
+        capacity_bytes: u64,
+    ) {
+        self.shared
+            .kubelet
+            .set_volume_usage(namespace, pvc, used_bytes, capacity_bytes);
+    }
+
+    /// Restarts a container of a running pod now (by the clock), as the kubelet does after
+    /// a crash: the old run goes to `lastState.terminated`, `restartCount` grows, and the
+    /// container's kubelet counters and `startTime` start over. Watches see MODIFIED.
+    pub fn restart_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<(), StatusError> {
+        let at = clock::rfc3339(self.shared.store.clock().now());
+        self.shared
+            .store
+            .modify_status(
+                kinds::pods(),
+                namespace,
+                pod,
+                pod_life::KUBELET_MANAGER,
+                |p| pod_life::restart(p, container, &at),
+            )
+            .map(drop)
+    }
+
+    /// Ends a running pod now (by the clock): `Succeeded` (exit code 0) or `Failed` (1),
+    /// every container `terminated`. The kubelet stops reporting it; the pod stays in the
+    /// API until deleted.
+    pub fn finish_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        succeeded: bool,
+    ) -> Result<(), StatusError> {
+        let at = clock::rfc3339(self.shared.store.clock().now());
+        self.shared
+            .store
+            .modify_status(
+                kinds::pods(),
+                namespace,
+                pod,
+                pod_life::KUBELET_MANAGER,
+                |p| pod_life::finish(p, succeeded, &at),
+            )
+            .map(drop)
     }
 
     /// Sets the constant CPU/memory usage the kubelet stats report for a pod.

@@ -177,7 +177,16 @@ struct Target {
 enum Route {
     Doc(Value),
     Resource(Target),
+    /// The Summary through the apiserver's node proxy (authorized as `nodes/proxy`).
     NodeStats(String),
+    /// The Summary straight from a node's kubelet (authorized as `nodes/stats`).
+    KubeletStats(String),
+}
+
+/// Whether a path is served by a simulated kubelet (`/kubelet/{node}/...`), whose errors
+/// are plain text as a real kubelet's, not `Status` objects.
+fn is_kubelet_path(path: &str) -> bool {
+    path.starts_with("/kubelet/")
 }
 
 fn route(path: &str, addr: &str) -> Result<Route, StatusError> {
@@ -208,6 +217,9 @@ fn route(path: &str, addr: &str) -> Result<Route, StatusError> {
         ["apis", g, v] => return discovery::resources(g, v).map(Route::Doc).ok_or_else(none),
         ["api", "v1", "nodes", node, "proxy", "stats", "summary"] => {
             return Ok(Route::NodeStats(node.to_string()));
+        }
+        ["kubelet", node, "stats", "summary"] => {
+            return Ok(Route::KubeletStats(node.to_string()));
         }
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -268,8 +280,18 @@ pub async fn handle(
             .and_then(|h| h.strip_prefix("Bearer "))
             .is_some_and(|t| t == token);
         if !ok {
+            if is_kubelet_path(req.uri().path()) {
+                return Ok(full(
+                    401,
+                    "text/plain; charset=utf-8",
+                    b"Unauthorized".to_vec(),
+                ));
+            }
             return Ok(error_response(&StatusError::unauthorized()));
         }
+    }
+    if is_kubelet_path(req.uri().path()) {
+        return Ok(kubelet_request(&shared, &req));
     }
     let result = handle_inner(&shared, req).await;
     Ok(result.unwrap_or_else(|e| error_response(&e)))
@@ -340,28 +362,25 @@ async fn handle_inner(
             return Ok(json_response(200, &doc));
         }
         Route::NodeStats(node) => {
+            if parts.method != Method::GET {
+                return Err(StatusError::method_not_allowed(parts.method.as_str()));
+            }
             check_faults(
                 shared,
                 "get",
                 &Target {
-                    kind: node_kind(),
+                    kind: kinds::nodes(),
                     namespace: None,
                     name: Some(node.clone()),
                     subresource: Some("proxy".into()),
                 },
                 "nodes/proxy",
             )?;
-            shared.store.get(node_kind(), "", &node)?;
-            let pods: Vec<Arc<Value>> = shared
-                .store
-                .all(kinds::find("", "v1", "pods").expect("pods are served"))
-                .into_iter()
-                .filter(|p| {
-                    p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node.as_str())
-                })
-                .collect();
-            return Ok(json_response(200, &shared.kubelet.summary(&node, &pods)));
+            shared.store.get(kinds::nodes(), "", &node)?;
+            return Ok(json_response(200, &node_summary(shared, &node)));
         }
+        // Answered by `kubelet_request` before routing.
+        Route::KubeletStats(_) => return Err(StatusError::no_route(&path)),
         Route::Resource(t) => t,
     };
     let kind = target.kind;
@@ -403,7 +422,7 @@ async fn handle_inner(
                     .unwrap_or("");
                 return Ok(json_response(
                     200,
-                    &discovery::table(kind, &[&obj], rv, None),
+                    &discovery::table(kind, &[&obj], rv, None, store.clock().now()),
                 ));
             }
             Ok(json_response(200, &obj))
@@ -440,6 +459,7 @@ async fn handle_inner(
                         &refs,
                         &page.rv.to_string(),
                         page.continue_token.as_deref(),
+                        store.clock().now(),
                     ),
                 ));
             }
@@ -470,6 +490,7 @@ async fn handle_inner(
                 initial_events_end: query.get("sendInitialEvents").is_some_and(|v| v == "true"),
                 timeout,
                 as_table,
+                clock: store.clock().clone(),
             };
             let ctx = WatchContext {
                 store: store.clone(),
@@ -581,8 +602,51 @@ async fn handle_inner(
     }
 }
 
-fn node_kind() -> &'static ResourceKind {
-    kinds::find("", "v1", "nodes").expect("nodes are served")
+/// The Summary of `node`: its running pods only, as a kubelet has no cgroup stats for
+/// pods that finished (they stay in the API) or have not started.
+fn node_summary(shared: &Shared, node: &str) -> Value {
+    let pods: Vec<Arc<Value>> = shared
+        .store
+        .all(kinds::pods())
+        .into_iter()
+        .filter(|p| {
+            p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                && crate::pod_life::is_running(p)
+        })
+        .collect();
+    shared.kubelet.summary(node, &pods)
+}
+
+/// A request to a simulated kubelet (`/kubelet/{node}/stats/summary`), after the bearer
+/// token check. A real kubelet authorizes its API with a SubjectAccessReview of the
+/// path's node subresource (`get nodes/stats` for `/stats/*`), so that is what
+/// [`Faults::deny`] rules match; errors are plain text, as a kubelet writes them.
+fn kubelet_request<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
+    let text = |code: u16, msg: String| full(code, "text/plain; charset=utf-8", msg.into_bytes());
+    let path = req.uri().path();
+    let node = match route(path, &shared.addr) {
+        Ok(Route::KubeletStats(node)) => node,
+        _ => return text(404, "404 page not found\n".into()),
+    };
+    if req.method() != Method::GET {
+        return text(405, "Method Not Allowed\n".into());
+    }
+    if shared.faults.is_denied("get", "nodes/stats") {
+        return text(
+            403,
+            "Forbidden (user=system:serviceaccount:kube-sim:client, verb=get, resource=nodes, subresource=stats)\n"
+                .into(),
+        );
+    }
+    if shared.faults.should_fail("get") {
+        return text(500, "injected fault: get nodes/stats\n".into());
+    }
+    // kube-sim serves every node's kubelet on one port: a node without a Node object
+    // has no kubelet.
+    if shared.store.get(kinds::nodes(), "", &node).is_err() {
+        return text(404, format!("node {node:?} not found\n"));
+    }
+    json_response(200, &node_summary(shared, &node))
 }
 
 fn check_faults(

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::apply;
+use crate::clock::{self, SimClock};
 use crate::kinds::{self, KINDS, ResourceKind};
+use crate::pod_life;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{self, StatusError};
 
@@ -65,6 +67,7 @@ pub struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<Event>>,
     history: usize,
+    clock: SimClock,
 }
 
 /// What a delete did.
@@ -93,10 +96,6 @@ pub fn kind_index(kind: &ResourceKind) -> usize {
         .iter()
         .position(|k| k == kind)
         .expect("kinds come from the table")
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn is_dns1123_label(s: &str) -> bool {
@@ -226,8 +225,7 @@ fn default_fields(kind: &ResourceKind, name: &str, obj: &mut Value) {
 
 /// The conditions the namespace controller reports once it has emptied a namespace
 /// (all `False`: nothing failed, nothing remains), just before it finalizes it.
-fn namespace_emptied_conditions() -> Value {
-    let at = now();
+fn namespace_emptied_conditions(at: String) -> Value {
     let c = |kind: &str, reason: &str, message: &str| {
         json!({
             "type": kind,
@@ -280,6 +278,11 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
 impl Store {
     /// An empty store keeping `history` events for watch resumption.
     pub fn new(history: usize) -> Self {
+        Self::with_clock(history, SimClock::real())
+    }
+
+    /// An empty store whose timestamps come from `clock`.
+    pub fn with_clock(history: usize, clock: SimClock) -> Self {
         let (events, _) = broadcast::channel(history.clamp(64, 16_384));
         Self {
             inner: Mutex::new(Inner {
@@ -289,12 +292,18 @@ impl Store {
             }),
             events,
             history: history.max(1),
+            clock,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent data (writes are single inserts).
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The clock timestamps come from.
+    pub fn clock(&self) -> &SimClock {
+        &self.clock
     }
 
     /// Current resource version.
@@ -452,7 +461,7 @@ impl Store {
     /// Fills server-owned metadata of a new object and applies defaulting. What a client
     /// could have sent (defaulted fields) is set here, before ownership is recorded;
     /// what only the server sets comes after, in [`Store::prepare_for_create`].
-    fn initialize(kind: &ResourceKind, ns: &str, name: &str, obj: &mut Value) {
+    fn initialize(&self, kind: &ResourceKind, ns: &str, name: &str, obj: &mut Value) {
         obj["apiVersion"] = json!(kind.api_version());
         obj["kind"] = json!(kind.kind);
         if !obj.get("metadata").is_some_and(Value::is_object) {
@@ -468,7 +477,7 @@ impl Store {
             meta.remove("namespace");
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        meta.insert("creationTimestamp".into(), json!(now()));
+        meta.insert("creationTimestamp".into(), json!(self.clock.now_secs()));
         meta.insert("generation".into(), json!(1));
         meta.remove("deletionTimestamp");
         meta.remove("resourceVersion");
@@ -477,10 +486,22 @@ impl Store {
 
     /// Fields a real apiserver's create strategy sets (`PrepareForCreate`), after field
     /// ownership is recorded: no manager owns them.
-    fn prepare_for_create(kind: &ResourceKind, obj: &mut Value) {
+    /// A pod created already bound to a node (`spec.nodeName`) is started at once, as
+    /// the kubelet would: `Running`, `startTime` and a running status per container.
+    fn prepare_for_create(&self, kind: &ResourceKind, obj: &mut Value) {
         if kind.resource == "namespaces" {
             obj["spec"] = json!({ "finalizers": ["kubernetes"] });
             obj["status"] = json!({ "phase": "Active" });
+        }
+        if kind.resource == "pods"
+            && kind.group.is_empty()
+            && obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
+            && obj.pointer("/status/phase").is_none()
+        {
+            obj["status"] = pod_life::running_status(obj, &clock::rfc3339(self.clock.now()));
         }
     }
 
@@ -533,9 +554,15 @@ impl Store {
         if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("managedFields");
         }
-        Self::initialize(kind, ns, &name, &mut body);
-        apply::record_update(None, &mut body, manager, &kind.api_version());
-        Self::prepare_for_create(kind, &mut body);
+        self.initialize(kind, ns, &name, &mut body);
+        apply::record_update(
+            None,
+            &mut body,
+            manager,
+            &kind.api_version(),
+            &self.clock.now_secs(),
+        );
+        self.prepare_for_create(kind, &mut body);
         Ok(self.commit(&mut inner, ki, key, EventType::Added, body))
     }
 
@@ -621,7 +648,13 @@ impl Store {
             .cloned()
             .unwrap_or(Value::Null);
         default_fields(kind, name, &mut body);
-        apply::record_update(Some(&old), &mut body, manager, &kind.api_version());
+        apply::record_update(
+            Some(&old),
+            &mut body,
+            manager,
+            &kind.api_version(),
+            &self.clock.now_secs(),
+        );
         self.replace(&mut inner, kind, key, &old, body)
     }
 
@@ -651,7 +684,13 @@ impl Store {
         apply::merge_into(&mut new, patch, true);
         check_type(kind, &new, false)?;
         default_fields(kind, name, &mut new);
-        apply::record_update(Some(&old), &mut new, manager, &kind.api_version());
+        apply::record_update(
+            Some(&old),
+            &mut new,
+            manager,
+            &kind.api_version(),
+            &self.clock.now_secs(),
+        );
         self.replace(&mut inner, kind, key, &old, new)
     }
 
@@ -698,11 +737,18 @@ impl Store {
             None => {
                 validate_name(kind, name)?;
                 Self::check_namespace(&inner, kind, ns, name)?;
-                let mut obj = apply::apply(None, config, manager, force, &kind.api_version())
-                    .map_err(conflict)?;
+                let mut obj = apply::apply(
+                    None,
+                    config,
+                    manager,
+                    force,
+                    &kind.api_version(),
+                    &self.clock.now_secs(),
+                )
+                .map_err(conflict)?;
                 let managed = obj["metadata"]["managedFields"].take();
-                Self::initialize(kind, ns, name, &mut obj);
-                Self::prepare_for_create(kind, &mut obj);
+                self.initialize(kind, ns, name, &mut obj);
+                self.prepare_for_create(kind, &mut obj);
                 obj["metadata"]["managedFields"] = managed;
                 Ok((
                     self.commit(&mut inner, ki, key, EventType::Added, obj),
@@ -710,12 +756,50 @@ impl Store {
                 ))
             }
             Some(old) => {
-                let mut obj = apply::apply(Some(&old), config, manager, force, &kind.api_version())
-                    .map_err(conflict)?;
+                let mut obj = apply::apply(
+                    Some(&old),
+                    config,
+                    manager,
+                    force,
+                    &kind.api_version(),
+                    &self.clock.now_secs(),
+                )
+                .map_err(conflict)?;
                 default_fields(kind, name, &mut obj);
                 Ok((self.replace(&mut inner, kind, key, &old, obj)?, false))
             }
         }
+    }
+
+    /// A server-side status write (e.g. by the simulated kubelet): `f` edits a copy of the
+    /// object, recorded as an `Update` of `manager` through the `status` subresource and
+    /// committed as MODIFIED (nothing when `f` changed nothing). An error of `f` leaves the
+    /// object as it was.
+    pub fn modify_status(
+        &self,
+        kind: &ResourceKind,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        f: impl FnOnce(&mut Value) -> Result<(), StatusError>,
+    ) -> Result<Arc<Value>, StatusError> {
+        let mut inner = self.lock();
+        let key = (ns.to_string(), name.to_string());
+        let old = inner.objects[kind_index(kind)]
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| StatusError::not_found(&kind.qualified_resource(), name))?;
+        let mut new = (*old).clone();
+        f(&mut new)?;
+        apply::record_update_of(
+            Some(&old),
+            &mut new,
+            manager,
+            &kind.api_version(),
+            Some("status"),
+            &self.clock.now_secs(),
+        );
+        self.replace(&mut inner, kind, key, &old, new)
     }
 
     /// DELETE: removes an object, or starts namespace termination.
@@ -744,7 +828,7 @@ impl Store {
             }
             let mut new = (*old).clone();
             // No deletionGracePeriodSeconds: a namespace is not deleted gracefully.
-            new["metadata"]["deletionTimestamp"] = json!(now());
+            new["metadata"]["deletionTimestamp"] = json!(self.clock.now_secs());
             new["status"]["phase"] = json!("Terminating");
             let out = self.commit(&mut inner, ki, key, EventType::Modified, new);
             return Ok(Deleted::NamespaceTerminating((*out).clone()));
@@ -796,13 +880,14 @@ impl Store {
             return;
         }
         let mut emptied = (*obj).clone();
-        emptied["status"]["conditions"] = namespace_emptied_conditions();
+        emptied["status"]["conditions"] = namespace_emptied_conditions(self.clock.now_secs());
         apply::record_update_of(
             Some(&obj),
             &mut emptied,
             "kube-controller-manager",
             "v1",
             Some("status"),
+            &self.clock.now_secs(),
         );
         let emptied = self.commit(&mut inner, nsi, key.clone(), EventType::Modified, emptied);
         // Finalizing (`spec.finalizers` emptied through `finalize`) deletes the namespace

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch as tokio_watch};
 
+use crate::clock::SimClock;
 use crate::discovery;
 use crate::kinds::ResourceKind;
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -34,6 +35,8 @@ pub struct WatchRequest {
     pub timeout: Duration,
     /// Render objects as kubectl `Table`s.
     pub as_table: bool,
+    /// The cluster clock (the `Table` Age column counts to its time).
+    pub clock: SimClock,
 }
 
 /// Everything a watch task needs from its cluster.
@@ -57,7 +60,7 @@ fn line(req: &WatchRequest, etype: &str, obj: &Value) -> Bytes {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .unwrap_or("");
-        rendered = discovery::table(req.kind, &[obj], rv, None);
+        rendered = discovery::table(req.kind, &[obj], rv, None, req.clock.now());
         &rendered
     } else {
         obj

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use kube_sim::demo::DemoPods;
 use kube_sim::{SimCluster, SimOptions};
 
 /// Serve simulated Kubernetes API servers.
@@ -53,6 +54,17 @@ struct Args {
     /// Retained watch history (events) per cluster.
     #[arg(long, default_value_t = 10_000)]
     watch_history: usize,
+    /// Demo workload for the quick start: keep N pods (`demo-0`..) running on the
+    /// simulated node in every namespace labelled `app.kubernetes.io/managed-by=mtp`
+    /// (re-checked every second), with CPU/memory requests (100m..500m, 128Mi..512Mi)
+    /// and usage curves (some below, some above their requests, stepping after two
+    /// minutes), served by the node's kubelet at `<url>/kubelet/<node>/stats/summary`.
+    /// 0 disables it.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    simulate_pods: usize,
+    /// The node the demo pods run on; its Node object (8 CPUs, 32Gi) is created if absent.
+    #[arg(long, default_value = "node-1", value_name = "NAME")]
+    simulate_node: String,
 }
 
 #[tokio::main]
@@ -121,6 +133,34 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let sims = std::sync::Arc::new(sims);
+    if args.simulate_pods > 0 {
+        let demo = DemoPods {
+            node: args.simulate_node.clone(),
+            pods_per_namespace: args.simulate_pods,
+        };
+        for s in sims.iter() {
+            demo.ensure_node(s.store())
+                .map_err(|e| anyhow::anyhow!("creating node {}: {}", demo.node, e.message))?;
+            eprintln!(
+                "kube-sim: {} demo pods per managed namespace on node {} (kubelet {})",
+                demo.pods_per_namespace,
+                demo.node,
+                s.kubelet_url(&demo.node)
+            );
+        }
+        let sims = sims.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for s in sims.iter() {
+                    if let Err(e) = demo.reconcile(s) {
+                        tracing::warn!(error = %e.message, "demo pods");
+                    }
+                }
+            }
+        });
+    }
     if let Some(every) = args.drop_watches_every.filter(|s| *s > 0) {
         let sims = sims.clone();
         tokio::spawn(async move {
