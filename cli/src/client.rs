@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mtp_proto::v1::{
     audit_service_client::AuditServiceClient, cluster_service_client::ClusterServiceClient,
-    environment_service_client::EnvironmentServiceClient,
+    cost_service_client::CostServiceClient, environment_service_client::EnvironmentServiceClient,
     profile_service_client::ProfileServiceClient, tenant_service_client::TenantServiceClient,
     token_service_client::TokenServiceClient,
 };
@@ -156,6 +156,11 @@ impl ControlPlane {
         AuditServiceClient::with_interceptor(c, i)
     }
 
+    pub fn cost(&self) -> CostServiceClient<Svc> {
+        let (c, i) = self.svc();
+        CostServiceClient::with_interceptor(c, i)
+    }
+
     /// Awaits one RPC and turns a failure into a `CallError` naming `action`
     /// (e.g. `get tenant "team-a"`) and the request id.
     pub async fn call<T>(
@@ -188,6 +193,7 @@ impl ControlPlane {
             message: status.message().to_string(),
             request_id: echoed.or(sent),
             addr: self.addr.clone(),
+            hint: None,
         })
     }
 }

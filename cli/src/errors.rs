@@ -76,6 +76,9 @@ pub struct CallError {
     pub request_id: Option<String>,
     /// The control plane address, for the UNAVAILABLE hint.
     pub addr: String,
+    /// A hint the command knows better than the generic one for the code
+    /// (e.g. `--allow-high` when the server refused an implausible price).
+    pub hint: Option<&'static str>,
 }
 
 impl CliError {
@@ -204,6 +207,9 @@ impl CallError {
     }
 
     fn hint(&self) -> Option<String> {
+        if let Some(h) = self.hint {
+            return Some(h.to_string());
+        }
         match self.code {
             Code::Unauthenticated => Some(
                 "set MTP_TOKEN or --token (or --token-file / token_file in the config file)"
@@ -291,6 +297,7 @@ mod tests {
             message: msg.into(),
             request_id: Some("rid-1".into()),
             addr: "http://127.0.0.1:7443".into(),
+            hint: None,
         })
     }
 

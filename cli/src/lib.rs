@@ -5,6 +5,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod errors;
+pub mod money;
 pub mod output;
 
 use std::path::PathBuf;
@@ -12,8 +13,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    Ctx, agents::AgentCmd, audit::AuditCmd, clusters::ClusterCmd, environments::EnvCmd,
-    profiles::ProfileCmd, tenants::TenantCmd, tokens::TokenCmd,
+    Ctx, agents::AgentCmd, audit::AuditCmd, budgets::BudgetCmd, clusters::ClusterCmd,
+    cost::CostCmd, environments::EnvCmd, prices::PriceCmd, profiles::ProfileCmd,
+    tenants::TenantCmd, tokens::TokenCmd,
 };
 use crate::errors::{CliError, EXIT_CODES_HELP};
 use crate::output::Format;
@@ -79,6 +81,22 @@ pub enum Command {
     /// The audit log: list events, verify the hash chain.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Usage and cost: reports and charts per tenant, environment or cluster.
+    #[command(subcommand)]
+    Cost(CostCmd),
+    /// The price book: what a core-hour, GiB-hour and GiB-month cost.
+    #[command(subcommand, visible_alias = "prices")]
+    Price(PriceCmd),
+    /// Tenant budgets: a monthly amount with alert thresholds.
+    #[command(subcommand, visible_alias = "budgets")]
+    Budget(BudgetCmd),
+}
+
+impl Command {
+    /// Whether `-o csv` means something for this command.
+    pub fn supports_csv(&self) -> bool {
+        matches!(self, Command::Cost(CostCmd::Report(_)))
+    }
 }
 
 impl Cli {
@@ -102,6 +120,14 @@ pub async fn run(cli: Cli) -> (Format, Result<(), CliError>) {
     };
     let settings = config::resolve(&cli.overrides(), &file);
     let format = settings.output;
+    if format == Format::Csv && !cli.command.supports_csv() {
+        return (
+            format,
+            Err(CliError::usage(
+                "-o csv is only supported by `mtp cost report`; use -o table or -o json",
+            )),
+        );
+    }
     let api = match client::ControlPlane::new(&settings) {
         Ok(api) => api,
         Err(e) => return (format, Err(e)),
@@ -115,6 +141,9 @@ pub async fn run(cli: Cli) -> (Format, Result<(), CliError>) {
         Command::Env(c) => commands::environments::run(c, &ctx).await,
         Command::Token(c) => commands::tokens::run(c, &ctx).await,
         Command::Audit(c) => commands::audit::run(c, &ctx).await,
+        Command::Cost(c) => commands::cost::run(c, &ctx).await,
+        Command::Price(c) => commands::prices::run(c, &ctx).await,
+        Command::Budget(c) => commands::budgets::run(c, &ctx).await,
     };
     (format, result)
 }
@@ -175,6 +204,52 @@ mod tests {
             panic!("not env create");
         };
         assert_eq!(a.wait.timeout.num_seconds(), 90);
+    }
+
+    #[test]
+    fn cost_price_and_budget_commands_parse_and_only_cost_report_takes_csv() {
+        let p = |args: &[&str]| Cli::try_parse_from([&["mtp"], args].concat());
+        let c = p(&["cost", "report", "-o", "csv", "--window", "7d"]).unwrap();
+        assert_eq!(c.output, Some(Format::Csv));
+        assert!(c.command.supports_csv());
+        assert!(!p(&["cost", "chart"]).unwrap().command.supports_csv());
+        assert!(
+            !p(&["tenant", "list", "-o", "csv"])
+                .unwrap()
+                .command
+                .supports_csv()
+        );
+        assert!(p(&["cost", "chart", "--out", "x.svg", "--by", "cluster"]).is_ok());
+        assert!(p(&["price", "list", "--cluster", "eu-1"]).is_ok());
+        assert!(p(&["budget", "get", "team-a"]).is_ok());
+        assert!(p(&["budget", "set", "team-a", "--monthly", "500"]).is_ok());
+        assert!(p(&["cost", "report", "-o", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn csv_is_refused_for_other_commands_before_any_call() {
+        let config = tempfile::NamedTempFile::new().unwrap();
+        let cli = Cli::try_parse_from([
+            "mtp",
+            "tenant",
+            "list",
+            "-o",
+            "csv",
+            "--addr",
+            "http://127.0.0.1:1",
+            "--config",
+            config.path().to_str().unwrap(),
+        ])
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (format, res) = rt.block_on(run(cli));
+        assert_eq!(format, Format::Csv);
+        let e = res.unwrap_err();
+        assert_eq!(e.exit_code(), errors::exit::USAGE);
+        assert!(e.render_human().contains("-o csv is only supported"), "{e}");
     }
 
     #[test]

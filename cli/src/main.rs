@@ -25,7 +25,7 @@ fn main() {
     if let Err(err) = result {
         match format {
             Format::Json => eprintln!("{}", err.render_json()),
-            Format::Table => eprintln!("{}", err.render_human()),
+            Format::Table | Format::Csv => eprintln!("{}", err.render_human()),
         }
         std::process::exit(err.exit_code());
     }

@@ -17,6 +17,8 @@ pub enum Format {
     Table,
     /// One JSON document on stdout; errors as JSON on stderr.
     Json,
+    /// Comma-separated values with a header line (`mtp cost report` only).
+    Csv,
 }
 
 impl Format {

@@ -161,6 +161,18 @@ async fn readme_tour_works_and_json_is_parseable() {
 
     let tenant = json(run(&["tenant", "get", "team-a", "-o", "json"]));
     assert_eq!(tenant["display_name"], "Team A");
+    // The table adds the month's cost against the budget; a control plane
+    // without a cost service (or a tenant without a budget) must not break it.
+    let details = ok(run(&["tenant", "get", "team-a"]));
+    let budget = details
+        .lines()
+        .find(|l| l.starts_with("Budget:"))
+        .unwrap_or_else(|| panic!("no Budget line:\n{details}"));
+    let budget = budget.trim_start_matches("Budget:").trim();
+    assert!(
+        budget == "none" || budget.starts_with("unavailable ("),
+        "{details}"
+    );
 
     let token = json(run(&[
         "token",

@@ -4,8 +4,11 @@
 
 pub mod agents;
 pub mod audit;
+pub mod budgets;
 pub mod clusters;
+pub mod cost;
 pub mod environments;
+pub mod prices;
 pub mod profiles;
 pub mod tenants;
 pub mod tokens;

@@ -18,7 +18,8 @@ pub enum TenantCmd {
     /// List the tenants this token may see, with usage/quota per resource.
     #[command(visible_alias = "ls")]
     List,
-    /// Show one tenant: owners, allowed profiles, usage against quota.
+    /// Show one tenant: owners, allowed profiles, usage against quota, and
+    /// (in the table) the month's cost against its budget.
     Get {
         /// Tenant name.
         name: String,
@@ -163,7 +164,13 @@ pub async fn run(cmd: TenantCmd, ctx: &Ctx) -> Result<(), CliError> {
         TenantCmd::List => list(ctx).await,
         TenantCmd::Get { name } => {
             let t = get(ctx, &name).await?;
-            show(ctx, &t);
+            if ctx.json() {
+                emit_json(&TenantView::from(&t));
+            } else {
+                // The cost service is optional: its summary never fails the get.
+                let budget = super::budgets::fetch_summary(ctx, &t.name).await;
+                emit(&details(&t, Some(&budget)));
+            }
             Ok(())
         }
         TenantCmd::Update(a) => update(a, ctx).await,
@@ -336,7 +343,7 @@ fn show(ctx: &Ctx, t: &Tenant) {
     if ctx.json() {
         emit_json(&TenantView::from(t));
     } else {
-        emit(&details(t));
+        emit(&details(t, None));
     }
 }
 
@@ -380,7 +387,8 @@ fn list_table(tenants: &[Tenant], now: chrono::DateTime<chrono::Utc>) -> Table {
     t
 }
 
-fn details(t: &Tenant) -> String {
+/// The `get` block; `budget` is the `Budget:` line's value when known.
+fn details(t: &Tenant, budget: Option<&str>) -> String {
     let o = t.owners.clone().unwrap_or_default();
     let list = |v: &[String]| v.join(", ");
     let mut d = Details::new();
@@ -399,6 +407,9 @@ fn details(t: &Tenant) -> String {
         )
         .field("Created", output::rfc3339_or_dash(t.create_time.as_ref()))
         .field("Updated", output::rfc3339_or_dash(t.update_time.as_ref()));
+    if let Some(b) = budget {
+        d.field("Budget", b);
+    }
     let q = t.quota.clone().unwrap_or_default();
     let u = t.usage.clone().unwrap_or_default();
     let mut table = Table::new(&["RESOURCE", "USED", "QUOTA"]);
@@ -536,9 +547,30 @@ mod tests {
 
     #[test]
     fn details_show_usage_against_quota() {
-        let s = details(&tenant());
+        let s = details(&tenant(), None);
         assert!(s.contains("Allowed profiles:  all"), "{s}");
+        assert!(!s.contains("Budget"), "{s}");
         assert!(s.contains("cpu            2      8\n"), "{s}");
+        assert!(s.contains("environments   2      10\n"), "{s}");
+    }
+
+    #[test]
+    fn get_shows_the_budget_line() {
+        let s = details(
+            &tenant(),
+            Some("EUR 123.45 of EUR 500.00 this month (24.7 %), thresholds 50/80/100"),
+        );
+        assert!(
+            s.contains(
+                "\nBudget:            EUR 123.45 of EUR 500.00 this month (24.7 %), thresholds 50/80/100\n"
+            ),
+            "{s}"
+        );
+        let s = details(
+            &tenant(),
+            Some("unavailable (this control plane has no cost service)"),
+        );
+        assert!(s.contains("Budget:            unavailable ("), "{s}");
         assert!(s.contains("environments   2      10\n"), "{s}");
     }
 

@@ -420,6 +420,7 @@ mod tests {
                 message: "not found".into(),
                 request_id: None,
                 addr: "http://x".into(),
+                hint: None,
             })
         };
         let (res, lines, _) = run_wait(
