@@ -17,11 +17,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser};
 
-use crate::AgentConfig;
 use crate::lease::LeaseConfig;
 use crate::reconciler::ReconcilerConfig;
 use crate::session::SessionConfig;
 use crate::telemetry::LogFormat;
+use crate::{AgentConfig, UsageConfig};
 
 /// mtp-agent — runs on every K3s node (DaemonSet). Connects out to the
 /// k8s-mtp control plane, receives its cluster's environments and, while it
@@ -40,6 +40,8 @@ pub struct Args {
     pub reconcile: ReconcileArgs,
     #[command(flatten)]
     pub prune: PruneArgs,
+    #[command(flatten)]
+    pub usage: UsageArgs,
     #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
@@ -174,6 +176,102 @@ impl PruneArgs {
         }
         Ok(share)
     }
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Usage")]
+pub struct UsageArgs {
+    /// How often this node's kubelet Summary API is sampled for usage
+    /// (1s to 10m; 0 turns usage off) [default: 10s].
+    #[arg(long, env = "MTP_AGENT_USAGE_SAMPLE_INTERVAL", value_name = "DURATION", value_parser = parse_duration_or_zero)]
+    pub usage_sample_interval: Option<Duration>,
+    /// Turns usage sampling and reporting off (as --usage-sample-interval 0).
+    #[arg(long, env = "MTP_AGENT_NO_USAGE")]
+    pub no_usage: bool,
+    /// Length of the usage windows reported (whole seconds, at least 10s,
+    /// dividing 1h).
+    #[arg(long, env = "MTP_AGENT_USAGE_WINDOW", value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    pub usage_window: Duration,
+    /// Most usage windows kept on disk while the control plane is not
+    /// reachable; past it the oldest are dropped and reported as a gap.
+    #[arg(long, env = "MTP_AGENT_USAGE_SPOOL_WINDOWS", value_name = "WINDOWS", default_value_t = crate::usage::DEFAULT_SPOOL_WINDOWS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub usage_spool_windows: u64,
+    /// Base URL of this node's kubelet (the Summary API is GET
+    /// <URL>/stats/summary, with the agent's own credentials: `get
+    /// nodes/stats`) [default: https://$MTP_AGENT_NODE_IP:10250].
+    #[arg(long, env = "MTP_AGENT_KUBELET_URL", value_name = "URL")]
+    pub kubelet_url: Option<String>,
+    /// This node's IP (DaemonSet: from the downward API, status.hostIP),
+    /// for the default --kubelet-url; `NODE_IP` is read too.
+    #[arg(
+        long,
+        env = "MTP_AGENT_NODE_IP",
+        value_name = "IP",
+        overrides_with = "node_ip"
+    )]
+    pub node_ip: Option<std::net::IpAddr>,
+}
+
+impl UsageArgs {
+    fn into_usage(self) -> anyhow::Result<UsageConfig> {
+        let interval = if self.no_usage {
+            Duration::ZERO
+        } else {
+            self.usage_sample_interval
+                .unwrap_or(crate::usage::DEFAULT_SAMPLE_INTERVAL)
+        };
+        if interval.is_zero() {
+            return Ok(UsageConfig::disabled());
+        }
+        let interval = within(
+            "--usage-sample-interval",
+            interval,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?;
+        let window = self.usage_window;
+        let window_seconds = u32::try_from(window.as_secs()).unwrap_or(u32::MAX);
+        if window.subsec_nanos() != 0 || !crate::usage::valid_window(window_seconds) {
+            bail!(
+                "--usage-window must be whole seconds, at least 10s, and divide 1h (got {})",
+                mtp_proto::duration::format(window)
+            );
+        }
+        let node_ip = self.node_ip.or_else(|| {
+            std::env::var("NODE_IP")
+                .ok()
+                .and_then(|ip| ip.trim().parse().ok())
+        });
+        let kubelet_url = match (self.kubelet_url, node_ip) {
+            (Some(url), _) => url,
+            (None, Some(std::net::IpAddr::V6(ip))) => format!("https://[{ip}]:10250"),
+            (None, Some(ip)) => format!("https://{ip}:10250"),
+            (None, None) => bail!(
+                "usage sampling needs this node's kubelet: set --kubelet-url or --node-ip / MTP_AGENT_NODE_IP (the DaemonSet sets it from status.hostIP), or turn usage off with --no-usage"
+            ),
+        };
+        if !(kubelet_url.starts_with("https://") || kubelet_url.starts_with("http://")) {
+            bail!("--kubelet-url must be an https:// URL (got {kubelet_url:?})");
+        }
+        Ok(UsageConfig {
+            sample_interval: interval,
+            window_seconds,
+            spool_windows: usize::try_from(self.usage_spool_windows)
+                .context("--usage-spool-windows")?,
+            max_sample_gap: None,
+            kubelet_url: Some(kubelet_url),
+            // Filled in by the binary from its Kubernetes client config.
+            credentials: None,
+        })
+    }
+}
+
+/// A duration, or `0` (off).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 #[derive(Debug, ClapArgs)]
@@ -351,12 +449,14 @@ impl Args {
         let lease = self.lease.into_lease(old, &mut deprecated)?;
         let mut reconciler = self.reconcile.into_reconciler(old, &mut deprecated)?;
         reconciler.prune_max_share = self.prune.share()?;
+        let usage = self.usage.into_usage()?;
         Ok(Config {
             agent: AgentConfig {
                 session,
                 lease,
                 reconciler,
                 state_dir: self.cluster.state_dir,
+                usage,
             },
             kubeconfig: self.cluster.kubeconfig,
             admin_addr: self.admin.admin_addr,
@@ -498,6 +598,8 @@ mod tests {
             "http://cp:7443",
             "--node-name",
             "n1",
+            "--node-ip",
+            "10.0.0.5",
         ];
         argv.extend_from_slice(args);
         Args::try_parse_from(argv)
@@ -603,6 +705,88 @@ mod tests {
         assert!(e.contains("--backoff-initial"), "{e}");
         let e = parse(&["--lease-retry-interval", "1ms"]).unwrap_err();
         assert!(e.contains("--lease-retry-interval"), "{e}");
+    }
+
+    #[test]
+    fn usage_is_on_by_default_against_the_node_ip_and_can_be_turned_off() {
+        let u = parse(&[]).unwrap().agent.usage;
+        assert_eq!(u.sample_interval, Duration::from_secs(10));
+        assert_eq!(u.window_seconds, 60);
+        assert_eq!(u.spool_windows, 1440);
+        assert_eq!(u.kubelet_url.as_deref(), Some("https://10.0.0.5:10250"));
+        let u = parse(&["--node-ip", "fd00::5"]).unwrap().agent.usage;
+        assert_eq!(u.kubelet_url.as_deref(), Some("https://[fd00::5]:10250"));
+        let u = parse(&[
+            "--kubelet-url",
+            "https://127.0.0.1:9/kubelet/n1",
+            "--usage-sample-interval",
+            "2s",
+            "--usage-window",
+            "5m",
+            "--usage-spool-windows",
+            "12",
+        ])
+        .unwrap()
+        .agent
+        .usage;
+        assert_eq!(
+            (
+                u.kubelet_url.as_deref(),
+                u.sample_interval,
+                u.window_seconds,
+                u.spool_windows
+            ),
+            (
+                Some("https://127.0.0.1:9/kubelet/n1"),
+                Duration::from_secs(2),
+                300,
+                12
+            )
+        );
+        assert!(!parse(&["--no-usage"]).unwrap().agent.usage.is_enabled());
+        assert!(
+            !parse(&["--usage-sample-interval", "0"])
+                .unwrap()
+                .agent
+                .usage
+                .is_enabled()
+        );
+        for bad in ["7s", "70s", "2h", "1500ms"] {
+            let e = parse(&["--usage-window", bad]).unwrap_err();
+            assert!(e.contains("--usage-window"), "{bad}: {e}");
+        }
+        let e = parse(&["--usage-sample-interval", "20m"]).unwrap_err();
+        assert!(e.contains("--usage-sample-interval"), "{e}");
+    }
+
+    #[test]
+    fn usage_without_a_kubelet_is_a_clear_error() {
+        // The fallback variable would make it valid.
+        if std::env::var_os("NODE_IP").is_some() {
+            return;
+        }
+        let argv = [
+            "mtp-agent",
+            "--control-plane",
+            "http://cp:7443",
+            "--node-name",
+            "n1",
+        ];
+        let e = Args::try_parse_from(argv)
+            .unwrap()
+            .into_config()
+            .map(|_| ())
+            .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("--kubelet-url") && e.contains("--no-usage"),
+            "{e}"
+        );
+        let off = Args::try_parse_from(argv.iter().copied().chain(["--no-usage"]))
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert!(!off.agent.usage.is_enabled());
     }
 
     #[test]

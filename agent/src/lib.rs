@@ -4,6 +4,8 @@
 //!
 //! Tasks: `session` (control plane), `lease` (election), `watch` (drift
 //! prompts) feed the `reconciler`, the only one that writes to the cluster.
+//! `usage` samples this node's kubelet (every agent, applier or not) into
+//! a spool that the session drains when no report is waiting.
 
 pub mod admin;
 pub mod bundle;
@@ -20,6 +22,7 @@ pub mod report;
 pub mod runtime;
 pub mod session;
 pub mod telemetry;
+pub mod usage;
 pub mod verify;
 pub mod watch;
 
@@ -39,6 +42,8 @@ use crate::metrics::Metrics;
 pub use crate::reconciler::AgentStatus;
 use crate::reconciler::{Channels, Reconciler, ReconcilerConfig, Stored};
 use crate::session::{SessionConfig, Sessions};
+pub use crate::usage::UsageConfig;
+use crate::usage::UsageLink;
 
 /// Everything an agent needs besides its Kubernetes client.
 #[derive(Debug, Clone)]
@@ -48,6 +53,8 @@ pub struct AgentConfig {
     pub reconciler: ReconcilerConfig,
     /// Where the identity (key, certificate) and the last desired state are kept.
     pub state_dir: PathBuf,
+    /// Usage sampling of this node (`UsageConfig::disabled()`: off).
+    pub usage: UsageConfig,
 }
 
 /// A started agent. Dropping it leaves the tasks running; use `stop` or `kill`.
@@ -113,6 +120,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningAgent> {
     let (state_dir, desired) = open_state_dir(&config.state_dir)?;
+    let metrics = Metrics::new();
+    let usage = open_usage(&config, &client, &metrics)?;
 
     let (inputs_tx, inputs_rx) = mpsc::channel(1024);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -120,7 +129,6 @@ pub async fn start(
     // `None` until the elector's first round: the role is not known yet.
     let (role_tx, role_rx) = channel::channel(None);
     let (connected_tx, connected_rx) = channel::channel(false);
-    let metrics = Metrics::new();
     let node = config.session.node_name.clone();
 
     let mut tasks = JoinSet::new();
@@ -166,12 +174,27 @@ pub async fn start(
         connected: connected_tx,
         metrics: metrics.clone(),
         identity: Default::default(),
+        usage: usage.as_ref().map(|(link, _)| link.clone()),
     };
     tasks.spawn(
         sessions
             .run(shutdown.clone())
             .instrument(tracing::info_span!("session", %node)),
     );
+    if let Some((link, source)) = usage {
+        let sampling = usage::Sampling {
+            source,
+            link,
+            config: config.usage.clone(),
+            status: status_rx.clone(),
+            metrics: metrics.clone(),
+        };
+        tasks.spawn(
+            sampling
+                .run(shutdown.clone())
+                .instrument(tracing::info_span!("usage", %node)),
+        );
+    }
 
     Ok(RunningAgent {
         shutdown,
@@ -181,6 +204,47 @@ pub async fn start(
         readiness,
         metrics,
     })
+}
+
+/// With usage on: the spool (opened, so a bad state directory fails the
+/// start) and the node's sources. Refused when the kubelet or the
+/// credentials for it are not known.
+fn open_usage(
+    config: &AgentConfig,
+    client: &kube::Client,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<(UsageLink, usage::source::NodeSource)>> {
+    let usage = &config.usage;
+    if !usage.is_enabled() {
+        return Ok(None);
+    }
+    if !usage::valid_window(usage.window_seconds) {
+        anyhow::bail!(
+            "--usage-window must divide 3600 s and be at least 10 s (got {} s)",
+            usage.window_seconds
+        );
+    }
+    let url = usage.kubelet_url.as_deref().context(
+        "usage is on but the kubelet is not known: set --kubelet-url or MTP_AGENT_NODE_IP (or --no-usage)",
+    )?;
+    let credentials = usage
+        .credentials
+        .as_ref()
+        .context("usage is on but no Kubernetes credentials were given for the kubelet")?;
+    let source = usage::source::NodeSource::new(
+        credentials,
+        url,
+        client.clone(),
+        config.session.node_name.clone(),
+    )?;
+    let spool = usage::open_spool(&config.state_dir, usage, metrics).with_context(|| {
+        format!(
+            "opening the usage spool in {}",
+            config.state_dir.join(usage::SPOOL_DIR).display()
+        )
+    })?;
+    tracing::info!(kubelet = url, interval = ?usage.sample_interval, window_seconds = usage.window_seconds, spooled_windows = spool.windows(), "usage sampling on");
+    Ok(Some((UsageLink::new(spool, metrics.clone()), source)))
 }
 
 /// The state directory and the desired state stored in it.

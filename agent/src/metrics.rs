@@ -1,11 +1,13 @@
 //! Prometheus metrics of the agent: session and role, the applied revision,
-//! reconcile passes, drift repairs, held prune passes and the outbound queue.
+//! reconcile passes, drift repairs, held prune passes, the outbound queue,
+//! and usage (samples, the spool, batches sent and acknowledged).
 
 use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 const PASS_BUCKETS: &[f64] = &[
@@ -24,6 +26,12 @@ pub struct Metrics {
     pass_duration: HistogramVec,
     drift_repairs: IntCounter,
     outbox_depth: IntGaugeVec,
+    usage_samples: IntCounterVec,
+    usage_last_sample: IntGauge,
+    usage_spool_windows: IntGauge,
+    usage_windows_dropped: IntCounter,
+    usage_batches_sent: IntCounter,
+    usage_batches_acknowledged: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -87,7 +95,41 @@ impl Metrics {
             &["kind"],
         )
         .expect("static metric definition");
-        let collectors: [Box<dyn Collector>; 8] = [
+        let usage_samples = IntCounterVec::new(
+            Opts::new(
+                "mtp_agent_usage_samples_total",
+                "Samples of the kubelet Summary API of this node, by result (ok, error)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let usage_last_sample = gauge(
+            "mtp_agent_usage_last_sample_timestamp_seconds",
+            "The kubelet's time of the last successful usage sample (seconds since the Unix epoch; 0: none)",
+        );
+        let usage_spool_windows = gauge(
+            "mtp_agent_usage_spool_windows",
+            "Usage windows in the spool on disk, waiting for the control plane to record them",
+        );
+        let usage_windows_dropped = IntCounter::new(
+            "mtp_agent_usage_windows_dropped_total",
+            "Usage windows dropped because the spool was full (reported as gaps)",
+        )
+        .expect("static metric definition");
+        let usage_batches_sent = IntCounter::new(
+            "mtp_agent_usage_batches_sent_total",
+            "Usage batches sent to the control plane (re-sends included)",
+        )
+        .expect("static metric definition");
+        let usage_batches_acknowledged = IntCounter::new(
+            "mtp_agent_usage_batches_acknowledged_total",
+            "Usage batches the control plane recorded (and the agent deleted from its spool)",
+        )
+        .expect("static metric definition");
+        for result in ["ok", "error"] {
+            usage_samples.with_label_values(&[result]);
+        }
+        let collectors: [Box<dyn Collector>; 14] = [
             Box::new(connected.clone()),
             Box::new(applier.clone()),
             Box::new(lease_held.clone()),
@@ -96,6 +138,12 @@ impl Metrics {
             Box::new(pass_duration.clone()),
             Box::new(drift_repairs.clone()),
             Box::new(outbox_depth.clone()),
+            Box::new(usage_samples.clone()),
+            Box::new(usage_last_sample.clone()),
+            Box::new(usage_spool_windows.clone()),
+            Box::new(usage_windows_dropped.clone()),
+            Box::new(usage_batches_sent.clone()),
+            Box::new(usage_batches_acknowledged.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric registered once");
@@ -110,6 +158,12 @@ impl Metrics {
             pass_duration,
             drift_repairs,
             outbox_depth,
+            usage_samples,
+            usage_last_sample,
+            usage_spool_windows,
+            usage_windows_dropped,
+            usage_batches_sent,
+            usage_batches_acknowledged,
         }
     }
 
@@ -150,6 +204,33 @@ impl Metrics {
         self.outbox_depth
             .with_label_values(&[kind])
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// A usage sample succeeded (at the kubelet's `time`, seconds) or failed.
+    pub fn usage_sample(&self, ok: Option<i64>) {
+        let result = if ok.is_some() { "ok" } else { "error" };
+        self.usage_samples.with_label_values(&[result]).inc();
+        if let Some(time) = ok {
+            self.usage_last_sample.set(time);
+        }
+    }
+
+    pub fn set_usage_spool_windows(&self, windows: usize) {
+        self.usage_spool_windows
+            .set(i64::try_from(windows).unwrap_or(i64::MAX));
+    }
+
+    pub fn usage_windows_dropped(&self, windows: usize) {
+        self.usage_windows_dropped
+            .inc_by(u64::try_from(windows).unwrap_or(u64::MAX));
+    }
+
+    pub fn usage_batch_sent(&self) {
+        self.usage_batches_sent.inc();
+    }
+
+    pub fn usage_batch_acknowledged(&self) {
+        self.usage_batches_acknowledged.inc();
     }
 
     /// The Prometheus text exposition of every metric.

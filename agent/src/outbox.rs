@@ -9,9 +9,9 @@
 //! | role  | at most [`ROLE_LIMIT`], the oldest dropped first |
 //! | prune held | one at most: the latest supersedes (it describes the hold as it stands) |
 //!
-//! Next: usage samples get a kind of their own with `DropOldest` (or
-//! coalesced per sampling window) and their own budget; like every policy
-//! here it evicts only its own kind, so usage can never push drift out.
+//! Usage is not queued here: it waits in its spool on disk (`usage`), and
+//! the session sends a batch only when this outbox is empty, so usage can
+//! never delay or push out a report.
 //!
 //! Reports leave in the order they came; a merged ack takes the place of
 //! the newest one it holds (it moves later, never earlier, so it never

@@ -22,6 +22,11 @@ pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
             .context("no in-cluster config and no usable kubeconfig (set --kubeconfig)")?,
     };
     let cluster_url = kube_config.cluster_url.to_string();
+    let mut config = config;
+    if config.agent.usage.is_enabled() {
+        // The kubelet is called with the same credentials and CA.
+        config.agent.usage.credentials = Some(kube_config.clone());
+    }
     let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
     let admin = tokio::net::TcpListener::bind(config.admin_addr)
         .await

@@ -219,6 +219,7 @@ fn config(addr: SocketAddr, dir: &Path) -> AgentConfig {
             prune_max_share: 0.5,
         },
         state_dir: dir.to_path_buf(),
+        usage: mtp_agent::UsageConfig::disabled(),
     }
 }
 
@@ -422,4 +423,276 @@ async fn pages_grants_and_cuts_over_the_wire() {
 
     shutdown.cancel();
     agent.stop().await;
+}
+
+/// Usage end to end on kube-sim (TLS and a bearer token, so the kubelet is
+/// called with the agent's own credentials and CA, under the `/kubelet/node-1`
+/// path prefix): sampled on the simulated clock, spooled, sent, deleted when
+/// recorded, and sent again on a new session while not recorded.
+#[tokio::test]
+async fn usage_is_sampled_spooled_sent_and_resent_until_recorded() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube_sim::{ContainerUsage, SimClock, UsageCurve};
+
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let clock = SimClock::manual(start);
+    let sim = SimCluster::start(SimOptions {
+        tls: true,
+        bearer_token: Some("agent-token".into()),
+        clock: clock.clone(),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    for name in ["kube-system"] {
+        let ns =
+            serde_json::from_value::<Namespace>(serde_json::json!({"metadata": {"name": name}}))
+                .unwrap();
+        Api::<Namespace>::all(sim.client())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "node-1"},
+        "status": {"allocatable": {"cpu": "4", "memory": "8Gi"}}
+    }))
+    .unwrap();
+    Api::<Node>::all(sim.client())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    enroll(dir.path());
+    let (addr, mut sessions) = fake_control_plane().await;
+    let credentials = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(sim.kubeconfig_yaml()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut config = config(addr, dir.path());
+    config.usage = mtp_agent::UsageConfig {
+        sample_interval: Duration::from_millis(100),
+        window_seconds: 10,
+        ..mtp_agent::UsageConfig::enabled(sim.kubelet_url("node-1"), credentials)
+    };
+    let shutdown = CancellationToken::new();
+    let agent = mtp_agent::start(config, sim.client(), shutdown.clone())
+        .await
+        .unwrap();
+    let mut s = next_session(&mut sessions).await;
+    s.hello().await;
+    s.start(true).await;
+    s.send(ControlKind::Snapshot(pb::DesiredSnapshot {
+        revision: 2,
+        namespaces: vec![ns("team-a-dev")],
+        tenants: vec![team_a()],
+        more: false,
+    }))
+    .await;
+    s.ack_of(2).await;
+    // A pod asking for half a core and using a whole one, and one in a
+    // namespace the agent does not manage.
+    Api::<Namespace>::all(sim.client())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "other"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    for namespace in ["team-a-dev", "other"] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "main", "image": "x",
+                "resources": {"requests": {"cpu": "500m", "memory": "1Mi"}}}]}
+        }))
+        .unwrap();
+        Api::<Pod>::namespaced(sim.client(), namespace)
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap();
+        sim.set_container_curve(
+            namespace,
+            "web",
+            "main",
+            UsageCurve::constant(ContainerUsage {
+                cpu_nano_cores: 1_000_000_000,
+                memory_working_set_bytes: 2 << 20,
+                ..Default::default()
+            }),
+        );
+    }
+    // The simulated clock moves 2 s every 50 ms.
+    let ticking = tokio::spawn({
+        let clock = clock.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                clock.advance(Duration::from_secs(2));
+            }
+        }
+    });
+
+    // Batches arrive; none recorded yet: at most four.
+    let mut batches: Vec<pb::UsageBatch> = Vec::new();
+    while batches.len() < 4 {
+        if let AgentKind::Usage(b) = s.next().await {
+            batches.push(b);
+        }
+    }
+    let more = s.quiet_for(Duration::from_millis(800)).await;
+    assert!(
+        !more.iter().any(|m| matches!(m, AgentKind::Usage(_))),
+        "a fifth batch before any was recorded: {more:?}"
+    );
+    for b in &batches {
+        control_plane_accepts(b);
+    }
+    let sequences: Vec<u64> = batches.iter().map(|b| b.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3, 4], "in spool order");
+    let epoch = batches[0].spool_epoch;
+    assert!(epoch > 0 && batches.iter().all(|b| b.spool_epoch == epoch));
+    // A fully covered window: the managed pod only, exactly.
+    let full = batches
+        .iter()
+        .flat_map(|b| &b.windows)
+        .find(|w| w.covered_seconds == 10 && !w.namespaces.is_empty())
+        .unwrap_or_else(|| panic!("a covered window: {batches:#?}"));
+    assert_eq!(full.start.unwrap().seconds % 10, 0);
+    assert_eq!(full.duration_seconds, 10);
+    assert_eq!(
+        (full.node_cpu_millis, full.node_memory_bytes),
+        (4000, 8 << 30)
+    );
+    assert_eq!(full.namespaces.len(), 1, "{full:#?}");
+    let u = &full.namespaces[0];
+    assert_eq!(u.namespace, "team-a-dev");
+    assert_eq!(u.cpu_requested_core_nanos, 5_000_000_000);
+    assert!(u.cpu_used_core_nanos.abs_diff(10_000_000_000) <= 2, "{u:?}");
+    assert_eq!(u.cpu_billed_core_nanos, u.cpu_used_core_nanos);
+    assert_eq!(u.memory_requested_byte_seconds, 10 << 20);
+    assert_eq!(u.memory_used_byte_seconds, 20 << 20);
+    assert_eq!(u.container_seconds, 10);
+
+    // Recorded: 1, 3 and an unknown one. 2 and 4 stay in the spool.
+    for seq in [1, 3, 999] {
+        s.send(ControlKind::UsageRecorded(pb::UsageRecorded {
+            spool_epoch: epoch,
+            sequence: seq,
+        }))
+        .await;
+    }
+    // Two more may go now.
+    let mut next = Vec::new();
+    while next.len() < 2 {
+        if let AgentKind::Usage(b) = s.next().await {
+            next.push(b.sequence);
+        }
+    }
+    assert_eq!(next, [5, 6]);
+    ticking.abort();
+
+    // A new session: what was not recorded goes again, oldest first.
+    s.to_agent
+        .send(Err(Status::unavailable("cut")))
+        .await
+        .unwrap();
+    drop(s);
+    let mut s = next_session(&mut sessions).await;
+    s.hello().await;
+    s.start(true).await;
+    let mut again = Vec::new();
+    while again.len() < 4 {
+        if let AgentKind::Usage(b) = s.next().await {
+            again.push(b.sequence);
+        }
+    }
+    assert_eq!(again, [2, 4, 5, 6]);
+    let spooled = std::fs::read_dir(dir.path().join("usage-spool"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".batch"))
+        .count();
+    assert!(
+        spooled >= 4,
+        "recorded batches deleted, the others kept: {spooled}"
+    );
+    let text = agent.metrics().render();
+    assert!(
+        text.contains("mtp_agent_usage_batches_acknowledged_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mtp_agent_usage_samples_total{result=\"ok\"}"),
+        "{text}"
+    );
+    shutdown.cancel();
+    agent.wait().await;
+}
+
+/// The control plane's own validation of a usage batch (what would end the
+/// session if it failed), with its clock at the agent's.
+fn control_plane_accepts(batch: &pb::UsageBatch) {
+    use mtp_core::usage::{GapClaim, NamespaceWindow, UsageAmounts, UsageBatchClaim, WindowClaim};
+    let time = |t: &Option<prost_types::Timestamp>| {
+        let t = t.expect("a time");
+        chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
+    };
+    let windows = batch
+        .windows
+        .iter()
+        .map(|w| WindowClaim {
+            start: time(&w.start),
+            duration_seconds: w.duration_seconds,
+            covered_seconds: w.covered_seconds,
+            node_cpu_millis: w.node_cpu_millis,
+            node_memory_bytes: w.node_memory_bytes,
+            namespaces: w
+                .namespaces
+                .iter()
+                .map(|n| NamespaceWindow {
+                    namespace: n.namespace.clone(),
+                    amounts: UsageAmounts {
+                        cpu_requested_core_nanos: n.cpu_requested_core_nanos,
+                        cpu_used_core_nanos: n.cpu_used_core_nanos,
+                        cpu_billed_core_nanos: n.cpu_billed_core_nanos,
+                        memory_requested_byte_seconds: n.memory_requested_byte_seconds,
+                        memory_used_byte_seconds: n.memory_used_byte_seconds,
+                        memory_billed_byte_seconds: n.memory_billed_byte_seconds,
+                        storage_requested_byte_seconds: n.storage_requested_byte_seconds,
+                        storage_used_byte_seconds: n.storage_used_byte_seconds,
+                        storage_billed_byte_seconds: n.storage_billed_byte_seconds,
+                        network_receive_bytes: n.network_receive_bytes,
+                        network_transmit_bytes: n.network_transmit_bytes,
+                        container_seconds: n.container_seconds,
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    let gaps = batch
+        .gaps
+        .iter()
+        .map(|g| GapClaim {
+            start: time(&g.start),
+            end: time(&g.end),
+            reason: g.reason.clone(),
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    if let Err(e) = UsageBatchClaim::new(
+        batch.spool_epoch,
+        batch.sequence,
+        windows,
+        gaps,
+        now,
+        chrono::DateTime::from_timestamp(0, 0).unwrap(),
+    ) {
+        panic!("the control plane would refuse {batch:#?}: {e}");
+    }
 }

@@ -168,7 +168,10 @@ else
   rm -f "$kubeconfig" "$agent_kubeconfig"
   if [ "$cluster_kind" = kube-sim ]; then
     step "starting kube-sim (simulated K3s API) on $sim_addr"
+    # Simulated pods in every environment namespace, with requests and
+    # usage, served by kube-sim's kubelet: the agent's usage has numbers.
     nohup "$cargo_bin/kube-sim" --kubeconfig "$kubeconfig" --bind "$sim_addr" \
+      --simulate-pods "${MTP_DEMO_PODS:-3}" --simulate-node local-node-1 \
       >"$state/logs/cluster.log" 2>&1 &
     echo $! >"$clusterpid"
     wait_s=10
@@ -198,6 +201,15 @@ fi
 "$mtp" cluster get local >/dev/null 2>&1 \
   || { step "registering cluster 'local'"; "$mtp" cluster create local --no-join-token >/dev/null; }
 
+# A default price for every cluster, from today (OpenCost's defaults, which
+# are GCP's list prices), so cost reports show money: change it with
+# `mtp price set`.
+if ! "$mtp" price list -o json 2>/dev/null | grep -q cpu_core_hour; then
+  step "setting a default price (USD 0.031611 per core-hour, 0.004237 per GiB-hour, 0.04 per GiB-month)"
+  "$mtp" price set --cpu-hour 0.031611 --memory-gib-hour 0.004237 --storage-gib-month 0.04 \
+    --currency USD --from "$(date -u +%F)" >/dev/null
+fi
+
 if [ -f "$agentpid" ] && kill -0 "$(cat "$agentpid")" 2>/dev/null; then
   step "agent already running (pid $(cat "$agentpid"))"
 else
@@ -212,8 +224,15 @@ else
     [ -s "$state/agent/join-token" ] || die "could not mint a join token for cluster 'local'"
     join_args=(--join-token-file "$state/agent/join-token")
   fi
+  # Usage: kube-sim serves the node's kubelet Summary under its own URL; a
+  # real kube-apiserver has no kubelet, so no usage there.
+  if [ "$cluster_kind" = kube-sim ]; then
+    usage_args=(--kubelet-url "http://$sim_addr/kubelet/local-node-1")
+  else
+    usage_args=(--no-usage)
+  fi
   step "starting mtp-agent for cluster 'local'"
-  nohup "$cargo_bin/mtp-agent" --control-plane "$grpc_url" --ca-cert "$tls/ca.crt" \
+  nohup "$cargo_bin/mtp-agent" --control-plane "$grpc_url" --ca-cert "$tls/ca.crt" "${usage_args[@]}" \
     --node-name local-node-1 --kubeconfig "$agent_kubeconfig" --state-dir "$state/agent" \
     --admin-addr "${MTP_AGENT_ADMIN_ADDR:-127.0.0.1:9464}" \
     "${join_args[@]}" >"$state/logs/agent.log" 2>&1 &
@@ -241,5 +260,7 @@ Use the CLI:
   mtp tenant create team-a --owner-user alice@example.com --cpu 8 --memory 16Gi --storage 100Gi --pods 200 --max-environments 10
   mtp env create team-a dev --cluster local --profile small --wait
   kubectl --kubeconfig $kubeconfig get resourcequota,networkpolicy,rolebinding -n team-a-dev
+  # A few minutes later (kube-sim runs simulated pods in every environment):
+  mtp cost report --window 24h --by environment
 Stop everything with: bash deploy/local/down.sh
 MSG

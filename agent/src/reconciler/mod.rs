@@ -125,6 +125,9 @@ pub struct AgentStatus {
     /// that resumes from its revision gets changes, not a snapshot).
     pub snapshots_received: u64,
     pub changes_received: u64,
+    /// The namespaces of the desired state held (whose pods' usage this
+    /// agent reports, applier or not).
+    pub managed_namespaces: Arc<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -706,6 +709,11 @@ impl Reconciler {
         let withheld = self.namespaces.withheld();
         let prune_held = self.prune.held_revision();
         self.channels.status.send_modify(|s| {
+            if s.desired_revision != self.state.revision
+                || s.managed_namespaces.len() != self.state.namespaces.len()
+            {
+                s.managed_namespaces = Arc::new(self.state.namespaces.keys().cloned().collect());
+            }
             s.applier = self.applier;
             s.lease_held = self.lease_held;
             s.grant_epoch = self.granted;

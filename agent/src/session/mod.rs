@@ -4,7 +4,9 @@
 //! revision, renew the certificate when half its lifetime is gone, pass desired state
 //! to the reconciler and its reports back (through the `Outbox`), send
 //! keepalives, detect a half-open stream, and reconnect with jittered
-//! exponential backoff. `wire` is where reports become protobuf.
+//! exponential backoff, and send usage batches from the spool (only when no
+//! report waits, at most four unrecorded, all again on a new session).
+//! `wire` is where reports become protobuf.
 
 mod pages;
 mod wire;
@@ -30,6 +32,7 @@ use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::reconciler::{AgentStatus, Input, Outbound};
+use crate::usage::{Outgoing, UsageLink};
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -63,6 +66,8 @@ pub struct Sessions {
     pub metrics: Metrics,
     /// Where registration and renewal stand (start with `Default`).
     pub identity: IdentityState,
+    /// The usage spool to send from (`None`: usage is off).
+    pub usage: Option<UsageLink>,
 }
 
 /// The session's view of the agent's identity.
@@ -107,10 +112,15 @@ impl Sessions {
         // Reports are kept across a disconnect by kind (see `outbox`); acks
         // are not: a new session gets a full status ack instead.
         let mut outbox = Outbox::new(self.metrics.clone());
+        // Usage batches stay in the spool across sessions; each session
+        // sends again what was not recorded.
+        let mut usage = self.usage.clone().map(Outgoing::new);
         let mut want_snapshot = false;
         loop {
             outbox.session_ended();
-            let ended = self.session(&mut outbox, want_snapshot, &shutdown).await;
+            let ended = self
+                .session(&mut outbox, usage.as_mut(), want_snapshot, &shutdown)
+                .await;
             self.set_connected(false);
             outbox.session_ended();
             want_snapshot = false;
@@ -330,6 +340,7 @@ impl Sessions {
     async fn session(
         &mut self,
         outbox: &mut Outbox,
+        usage: Option<&mut Outgoing>,
         want_snapshot: bool,
         shutdown: &CancellationToken,
     ) -> Ended {
@@ -342,7 +353,7 @@ impl Sessions {
         if self.to_reconciler.send(Input::Connected).await.is_err() {
             return Ended::Shutdown;
         }
-        self.serve(open, outbox, shutdown).await
+        self.serve(open, outbox, usage, shutdown).await
     }
 
     /// Connects, registers if need be, and says hello with the revision of
@@ -419,9 +430,13 @@ impl Sessions {
         &mut self,
         open: Open,
         outbox: &mut Outbox,
+        mut usage: Option<&mut Outgoing>,
         shutdown: &CancellationToken,
     ) -> Ended {
         let Open { tx, mut inbound } = open;
+        if let Some(u) = usage.as_deref_mut() {
+            u.session_started();
+        }
         let keepalive = self.config.keepalive;
         let silent_limit = keepalive * self.config.missed_keepalives.max(1);
         let mut ticker = tokio::time::interval(keepalive);
@@ -437,8 +452,12 @@ impl Sessions {
             productive,
         };
         let ended = loop {
+            let ready = may_send(&sending, outbox, usage.as_deref_mut());
+            let link = usage.as_deref().map(|u| u.link().clone());
             tokio::select! {
                 () = shutdown.cancelled() => break Ended::Shutdown,
+                // New batches in the spool: look again.
+                () = spooled(link.as_ref()) => {}
                 message = inbound.message() => {
                     last_heard = Instant::now();
                     let kind = match message {
@@ -480,6 +499,12 @@ impl Sessions {
                             self.on_certificate(certificate);
                             continue;
                         }
+                        wire::Inbound::UsageRecorded(id) => {
+                            if let Some(u) = usage.as_deref_mut() {
+                                u.recorded(id);
+                            }
+                            continue;
+                        }
                         wire::Inbound::Nothing => continue,
                     };
                     if self.to_reconciler.send(input).await.is_err() {
@@ -491,14 +516,9 @@ impl Sessions {
                     Some(Outbound::NeedSnapshot) => break Ended::NeedSnapshot,
                     Some(Outbound::Report(r)) => outbox.push(r),
                 },
-                permit = tx.reserve(), if !sending.is_empty() || !outbox.is_empty() => {
+                permit = tx.reserve(), if ready => {
                     let Ok(permit) = permit else { break lost(productive) };
-                    if sending.is_empty()
-                        && let Some(report) = outbox.pop()
-                    {
-                        sending.extend(wire::messages(report));
-                    }
-                    if let Some(message) = sending.pop_front() {
+                    if let Some(message) = next_message(&mut sending, outbox, usage.as_deref_mut()) {
                         permit.send(message);
                     }
                 }
@@ -559,6 +579,43 @@ impl Sessions {
     }
 }
 
+/// Whether a message waits for the stream: a report (or the rest of one),
+/// or else a usage batch that may go.
+fn may_send(
+    sending: &VecDeque<pb::AgentMessage>,
+    outbox: &Outbox,
+    usage: Option<&mut Outgoing>,
+) -> bool {
+    !sending.is_empty() || !outbox.is_empty() || usage.is_some_and(|u| u.ready())
+}
+
+/// The next message for the stream: the rest of the report being sent,
+/// else the next report, and only when no report waits, a usage batch
+/// (usage never delays desired state).
+fn next_message(
+    sending: &mut VecDeque<pb::AgentMessage>,
+    outbox: &mut Outbox,
+    usage: Option<&mut Outgoing>,
+) -> Option<pb::AgentMessage> {
+    if sending.is_empty()
+        && let Some(report) = outbox.pop()
+    {
+        sending.extend(wire::messages(report));
+    }
+    if let Some(message) = sending.pop_front() {
+        return Some(message);
+    }
+    usage.and_then(Outgoing::next_batch)
+}
+
+/// Resolves when batches were spooled (never without usage).
+async fn spooled(link: Option<&UsageLink>) {
+    match link {
+        Some(link) => link.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Seconds since the epoch of a certificate's expiry (0: unknown, which
 /// makes it due for renewal at once).
 fn expire_seconds(t: Option<&prost_types::Timestamp>) -> u64 {
@@ -615,6 +672,100 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Report;
+    use crate::usage::spool::Spool;
+
+    fn usage_window(i: i64) -> pb::UsageWindow {
+        pb::UsageWindow {
+            start: Some(prost_types::Timestamp {
+                seconds: 1_767_225_600 + 60 * i,
+                nanos: 0,
+            }),
+            duration_seconds: 60,
+            covered_seconds: 60,
+            ..Default::default()
+        }
+    }
+
+    /// The usage sequence of a message, or `None` for another kind.
+    fn usage_sequence(m: &pb::AgentMessage) -> Option<u64> {
+        match &m.kind {
+            Some(AgentKind::Usage(b)) => Some(b.sequence),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn usage_waits_for_reports_goes_four_at_a_time_and_is_sent_again_on_a_new_session() {
+        let tmp = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let spool = Spool::open(tmp.path(), 100, 7, metrics.clone()).unwrap();
+        let link = UsageLink::new(spool, metrics.clone());
+        for i in 0..6 {
+            link.push(vec![usage_window(i)]).unwrap();
+        }
+        let mut usage = Outgoing::new(link.clone());
+        usage.session_started();
+        let mut outbox = Outbox::new(metrics.clone());
+        let mut sending = VecDeque::new();
+        outbox.push(Report::Role { applier: true });
+        outbox.push(Report::Role { applier: false });
+
+        // Reports first, every one of them.
+        for _ in 0..2 {
+            assert!(may_send(&sending, &outbox, Some(&mut usage)));
+            let m = next_message(&mut sending, &mut outbox, Some(&mut usage)).unwrap();
+            assert!(matches!(m.kind, Some(AgentKind::Applier(_))), "{m:?}");
+        }
+        // Then usage, in spool order, four without an answer at most.
+        let mut sent = Vec::new();
+        while may_send(&sending, &outbox, Some(&mut usage)) {
+            let m = next_message(&mut sending, &mut outbox, Some(&mut usage)).unwrap();
+            sent.push(usage_sequence(&m).unwrap());
+        }
+        assert_eq!(sent, [1, 2, 3, 4]);
+        assert_eq!(usage.in_flight(), crate::usage::MAX_IN_FLIGHT);
+        // A report that arrives now goes before the next batch.
+        outbox.push(Report::Role { applier: true });
+        usage.recorded((7, 2));
+        usage.recorded((99, 1)); // unknown: ignored
+        let m = next_message(&mut sending, &mut outbox, Some(&mut usage)).unwrap();
+        assert!(matches!(m.kind, Some(AgentKind::Applier(_))));
+        let m = next_message(&mut sending, &mut outbox, Some(&mut usage)).unwrap();
+        assert_eq!(usage_sequence(&m), Some(5));
+        assert!(
+            !may_send(&sending, &outbox, Some(&mut usage)),
+            "four in flight again"
+        );
+        assert!(next_message(&mut sending, &mut outbox, Some(&mut usage)).is_none());
+
+        // A new session: everything not recorded, from the oldest.
+        usage.session_started();
+        let mut again = Vec::new();
+        while let Some(m) = next_message(&mut sending, &mut outbox, Some(&mut usage)) {
+            again.push(usage_sequence(&m).unwrap());
+        }
+        assert_eq!(again, [1, 3, 4, 5]);
+        for seq in [1, 3, 4, 5] {
+            usage.recorded((7, seq));
+        }
+        let m = next_message(&mut sending, &mut outbox, Some(&mut usage)).unwrap();
+        assert_eq!(usage_sequence(&m), Some(6));
+        usage.recorded((7, 6));
+        assert!(!may_send(&sending, &outbox, Some(&mut usage)));
+        assert_eq!(link.lock().windows(), 0, "recorded batches are deleted");
+        let text = metrics.render();
+        assert!(
+            text.contains("mtp_agent_usage_batches_sent_total 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtp_agent_usage_batches_acknowledged_total 6"),
+            "{text}"
+        );
+        // Without usage, only reports.
+        assert!(!may_send(&sending, &outbox, None));
+    }
 
     #[test]
     fn loopback_hosts_are_told_apart() {

@@ -169,6 +169,8 @@ pub enum Inbound {
     Grant(Grant),
     /// A renewed client certificate (the session's credential handling).
     Certificate(pb::CertificateIssued),
+    /// The control plane recorded the usage batch (spool epoch, sequence).
+    UsageRecorded((u64, u64)),
     /// Nothing to do: a keepalive, a page of an update not complete yet,
     /// or a kind this agent does not know.
     Nothing,
@@ -213,8 +215,9 @@ pub fn input(kind: ControlKind, pages: &mut Pages) -> Result<Inbound, PageError>
         }
         ControlKind::Certificate(c) => return Ok(Inbound::Certificate(c)),
         ControlKind::Keepalive(_) => return Ok(Inbound::Nothing),
-        // No usage spool yet: nothing is sent, so there is nothing to delete.
-        ControlKind::UsageRecorded(_) => return Ok(Inbound::Nothing),
+        ControlKind::UsageRecorded(r) => {
+            return Ok(Inbound::UsageRecorded((r.spool_epoch, r.sequence)));
+        }
     };
     Ok(Inbound::Input {
         input,
@@ -364,6 +367,23 @@ mod tests {
             panic!("{empty:?}");
         };
         assert_eq!((a.revision, a.sequence, a.results.len()), (2, 5, 0));
+    }
+
+    #[test]
+    fn usage_recorded_names_the_batch() {
+        let mut pages = Pages::default();
+        let inbound = input(
+            ControlKind::UsageRecorded(pb::UsageRecorded {
+                spool_epoch: 7,
+                sequence: 9,
+            }),
+            &mut pages,
+        )
+        .unwrap();
+        assert!(
+            matches!(inbound, Inbound::UsageRecorded((7, 9))),
+            "{inbound:?}"
+        );
     }
 
     #[test]

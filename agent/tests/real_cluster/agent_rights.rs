@@ -337,11 +337,20 @@ async fn the_agent_reads_kubelet_stats_and_pods_but_cannot_exec_or_proxy() {
             },
             ..Default::default()
         };
-        let answer = reviews
-            .create(&PostParams::default(), &review)
-            .await
-            .expect("the apiserver answers the access review");
-        let got = answer.status.map(|s| s.allowed).unwrap_or(false);
+        // The authorizer's RBAC cache may not hold a ClusterRole created a
+        // moment ago: a grant is waited for (a refusal needs no wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let got = loop {
+            let answer = reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("the apiserver answers the access review");
+            let got = answer.status.map(|s| s.allowed).unwrap_or(false);
+            if got || !allowed || std::time::Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         assert_eq!(
             got, allowed,
             "{verb} {resource}/{subresource} in {namespace:?}: allowed={got}, want {allowed}"

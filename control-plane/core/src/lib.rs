@@ -7,6 +7,7 @@ pub mod agents;
 pub mod audit;
 pub mod claims;
 pub mod clusters;
+pub mod cost;
 pub mod environments;
 pub mod error;
 pub mod names;

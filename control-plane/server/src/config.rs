@@ -46,6 +46,14 @@ pub struct Args {
     /// usage partitions are created ahead and dropped past retention.
     #[arg(long, env = "MTP_USAGE_ROLLUP_INTERVAL", value_parser = parse_duration, default_value = "30s")]
     pub usage_rollup_interval: Duration,
+    /// How old a usage window may be and still be stored (older ones are
+    /// answered and dropped). Must stay below the raw retention.
+    #[arg(long, env = "MTP_USAGE_MAX_AGE", value_parser = parse_duration, default_value = "2d")]
+    pub usage_max_age: Duration,
+    /// Days raw usage windows are kept (hourly and daily rollups are kept
+    /// longer); must exceed --usage-max-age.
+    #[arg(long, env = "MTP_USAGE_RAW_RETENTION_DAYS", default_value_t = 3)]
+    pub usage_raw_retention_days: u64,
     /// How often the fleet gauges of /metrics (environments by status, revision
     /// lag) are refreshed from PostgreSQL.
     #[arg(long, env = "MTP_METRICS_INTERVAL", value_parser = parse_duration, default_value = "15s")]
@@ -91,6 +99,11 @@ pub struct TlsArgs {
     #[arg(long, env = "MTP_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 }
+
+/// Default of --usage-max-age: an agent's spool holds 24 hours by default.
+pub const DEFAULT_USAGE_MAX_AGE: Duration = Duration::from_secs(2 * 86_400);
+/// Default of --usage-raw-retention-days.
+pub const DEFAULT_USAGE_RAW_RETENTION_DAYS: u64 = 3;
 
 /// Where the agent CA's files go with `--dev` when no path is given.
 pub const DEV_AGENT_CA_DIR: &str = ".mtp-dev";
@@ -166,6 +179,10 @@ pub struct Config {
     pub agent_keepalive: Duration,
     pub expiry_interval: Duration,
     pub usage_rollup_interval: Duration,
+    /// Oldest usage window ingest stores.
+    pub usage_max_age: Duration,
+    /// Days raw usage windows are kept.
+    pub usage_raw_retention_days: u64,
     /// How often the fleet gauges are refreshed from PostgreSQL.
     pub metrics_interval: Duration,
     /// The CA that signs agent certificates.
@@ -209,6 +226,8 @@ impl Config {
             agent_keepalive: Duration::from_secs(1),
             expiry_interval: Duration::from_millis(500),
             usage_rollup_interval: Duration::from_millis(200),
+            usage_max_age: DEFAULT_USAGE_MAX_AGE,
+            usage_raw_retention_days: DEFAULT_USAGE_RAW_RETENTION_DAYS,
             metrics_interval: Duration::from_secs(1),
             agent_ca: AgentCaSource::Ephemeral,
             agent_certificate_lifetime: Duration::from_secs(3600),
@@ -265,6 +284,14 @@ impl Args {
                 mtp_proto::duration::format(MAX_CERTIFICATE_LIFETIME)
             );
         }
+        let retention = Duration::from_secs(self.usage_raw_retention_days.saturating_mul(86_400));
+        if self.usage_max_age >= retention {
+            bail!(
+                "--usage-max-age ({}) must be shorter than --usage-raw-retention-days ({} days): older windows would land in partitions already dropped",
+                mtp_proto::duration::format(self.usage_max_age),
+                self.usage_raw_retention_days
+            );
+        }
         if self.max_request_bytes < 4096 {
             bail!("--max-request-bytes must be at least 4096");
         }
@@ -280,6 +307,8 @@ impl Args {
             agent_keepalive: self.agent_keepalive,
             expiry_interval: self.expiry_interval,
             usage_rollup_interval: self.usage_rollup_interval,
+            usage_max_age: self.usage_max_age,
+            usage_raw_retention_days: self.usage_raw_retention_days,
             metrics_interval: self.metrics_interval,
             agent_ca: AgentCaSource::Files(agent_ca),
             agent_certificate_lifetime: lifetime,
@@ -357,6 +386,27 @@ mod tests {
             let r = config(&["--dev", "--agent-certificate-lifetime", lifetime]);
             assert_eq!(r.is_ok(), ok, "{lifetime}: {:?}", r.err());
         }
+    }
+
+    #[test]
+    fn the_usage_horizon_stays_inside_raw_retention() {
+        let c = config(&["--dev"]).unwrap();
+        assert_eq!(c.usage_max_age, Duration::from_secs(2 * 86_400));
+        assert_eq!(c.usage_raw_retention_days, 3);
+        let c = config(&[
+            "--dev",
+            "--usage-max-age",
+            "45d",
+            "--usage-raw-retention-days",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(c.usage_max_age, Duration::from_secs(45 * 86_400));
+        let err = config(&["--dev", "--usage-max-age", "3d"]).unwrap_err();
+        assert!(
+            err.to_string().contains("--usage-raw-retention-days"),
+            "{err}"
+        );
     }
 
     #[test]

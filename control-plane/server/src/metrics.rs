@@ -13,7 +13,7 @@ use mtp_core::clusters::ClusterSummary;
 use mtp_core::environments::EnvironmentStatus;
 use prometheus::core::Collector;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -45,6 +45,11 @@ pub struct Metrics {
     usage_rollup_hours: IntCounterVec,
     sessions_ended: IntCounterVec,
     expiries: IntCounter,
+    tenant_cost: GaugeVec,
+    environment_cost: GaugeVec,
+    tenant_budget: GaugeVec,
+    budget_crossed: IntGaugeVec,
+    budget_alerts: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,6 +88,10 @@ impl Definer {
 
     fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn float_gauge(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels))
     }
 }
 
@@ -167,8 +176,77 @@ impl Metrics {
                 "mtp_environment_expiries_total",
                 "Environments whose expiry time passed and that this replica marked for deletion",
             )),
+            tenant_cost: d.float_gauge(
+                "mtp_tenant_cost_month_to_date",
+                "A tenant's cost in the current UTC month so far, in the price book's currency (the exact amount as a float; usage with no price in force is left out). From PostgreSQL, the same on every replica",
+                &["tenant", "currency"],
+            ),
+            environment_cost: d.float_gauge(
+                "mtp_environment_cost_month_to_date",
+                "An environment's cost in the current UTC month so far, in the price book's currency",
+                &["tenant", "environment", "currency"],
+            ),
+            tenant_budget: d.float_gauge(
+                "mtp_tenant_budget_monthly",
+                "A tenant's monthly budget, in the price book's currency",
+                &["tenant", "currency"],
+            ),
+            budget_crossed: d.gauge(
+                "mtp_budget_threshold_crossed",
+                "1 when a tenant's month-to-date cost has reached the budget threshold (percent of the monthly budget), else 0",
+                &["tenant", "threshold"],
+            ),
+            budget_alerts: d.add(IntCounter::new(
+                "mtp_budget_alerts_total",
+                "Budget thresholds this replica recorded as crossed (each fires once per tenant and month across replicas)",
+            )),
             registry: d.0,
         }
+    }
+
+    /// Sets the cost gauges from one evaluation: month-to-date cost per
+    /// tenant (nanos), budgets, and which thresholds are crossed. Replaces
+    /// the previous values, so deleted tenants and budgets go away.
+    pub fn set_cost(
+        &self,
+        currency: &str,
+        tenants: &[(String, i128)],
+        budgets: &[(String, i128)],
+        crossed: &[(String, u32, bool)],
+    ) {
+        self.tenant_cost.reset();
+        for (tenant, nanos) in tenants {
+            self.tenant_cost
+                .with_label_values(&[tenant.as_str(), currency])
+                .set(units(*nanos));
+        }
+        self.tenant_budget.reset();
+        for (tenant, nanos) in budgets {
+            self.tenant_budget
+                .with_label_values(&[tenant.as_str(), currency])
+                .set(units(*nanos));
+        }
+        self.budget_crossed.reset();
+        for (tenant, threshold, is) in crossed {
+            self.budget_crossed
+                .with_label_values(&[tenant.as_str(), &threshold.to_string()])
+                .set(i64::from(*is));
+        }
+    }
+
+    /// Sets the per-environment month-to-date cost (nanos), replacing the
+    /// previous values.
+    pub fn set_environment_cost(&self, currency: &str, environments: &[(String, String, i128)]) {
+        self.environment_cost.reset();
+        for (tenant, env, nanos) in environments {
+            self.environment_cost
+                .with_label_values(&[tenant.as_str(), env.as_str(), currency])
+                .set(units(*nanos));
+        }
+    }
+
+    pub fn budget_alerts_fired(&self, n: u64) {
+        self.budget_alerts.inc_by(n);
     }
 
     pub fn observe_rpc(&self, method: &str, code: i32, elapsed: Duration) {
@@ -275,6 +353,12 @@ impl Metrics {
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
     }
+}
+
+/// Nanos of a currency as a float of units (for gauges only; the exact
+/// amount is in reports).
+fn units(nanos: i128) -> f64 {
+    nanos as f64 / 1e9
 }
 
 /// "Ok", "InvalidArgument", … as tonic names the codes.

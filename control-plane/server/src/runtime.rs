@@ -10,7 +10,7 @@ use anyhow::Context;
 use mtp_proto::v1::{
     FILE_DESCRIPTOR_SET, agent_service_server::AgentServiceServer,
     audit_service_server::AuditServiceServer, cluster_service_server::ClusterServiceServer,
-    environment_service_server::EnvironmentServiceServer,
+    cost_service_server::CostServiceServer, environment_service_server::EnvironmentServiceServer,
     profile_service_server::ProfileServiceServer, tenant_service_server::TenantServiceServer,
     token_service_server::TokenServiceServer,
 };
@@ -79,7 +79,8 @@ impl ControlPlane {
             config.agent_keepalive,
             cancel.clone(),
         )
-        .with_identity(agent_ca.clone(), config.tls.is_some());
+        .with_identity(agent_ca.clone(), config.tls.is_some())
+        .with_usage_max_age(config.usage_max_age);
         let (health, health_service) = tonic_health::server::health_reporter();
         let routes = routes(&config, Api::new(store.clone()), agents)?;
         let router = with_limits(crate::tls::server_builder(
@@ -113,7 +114,10 @@ impl ControlPlane {
                 maintain_usage(
                     store.clone(),
                     metrics.clone(),
-                    config.usage_rollup_interval,
+                    UsageMaintenance {
+                        interval: config.usage_rollup_interval,
+                        raw_retention_days: config.usage_raw_retention_days,
+                    },
                     cancel.clone(),
                 )
                 .instrument(tracing::info_span!("usage")),
@@ -225,7 +229,8 @@ pub fn routes(config: &Config, api: Api, agents: AgentChannel) -> anyhow::Result
         .add_service(ClusterServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(EnvironmentServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(TokenServiceServer::new(api.clone()).max_decoding_message_size(limit))
-        .add_service(AuditServiceServer::new(api).max_decoding_message_size(limit))
+        .add_service(AuditServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(CostServiceServer::new(api).max_decoding_message_size(limit))
         .add_service(
             AgentServiceServer::new(agents)
                 .max_decoding_message_size(limit.max(AGENT_MESSAGE_BYTES))
@@ -236,7 +241,7 @@ pub fn routes(config: &Config, api: Api, agents: AgentChannel) -> anyhow::Result
 
 /// Names reported by the health service: "" (the server as a whole) and each
 /// service of ours, as the generated servers name themselves.
-const HEALTH_NAMES: [&str; 8] = [
+const HEALTH_NAMES: [&str; 9] = [
     "",
     <AgentServiceServer<AgentChannel> as NamedService>::NAME,
     <TenantServiceServer<Api> as NamedService>::NAME,
@@ -245,6 +250,7 @@ const HEALTH_NAMES: [&str; 8] = [
     <EnvironmentServiceServer<Api> as NamedService>::NAME,
     <TokenServiceServer<Api> as NamedService>::NAME,
     <AuditServiceServer<Api> as NamedService>::NAME,
+    <CostServiceServer<Api> as NamedService>::NAME,
 ];
 
 /// Limits every connection to the gRPC port lives by: TCP and HTTP/2
@@ -510,27 +516,42 @@ async fn expire_environments(
     }
 }
 
-/// Raw usage windows are kept this many days (rollups are kept); must stay
-/// above the age of the oldest window ingest accepts.
-const USAGE_RAW_RETENTION_DAYS: i64 = 3;
+/// Longest time between two budget evaluations when no usage arrives.
+const BUDGET_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How the usage loop runs.
+#[derive(Debug, Clone, Copy)]
+struct UsageMaintenance {
+    interval: Duration,
+    /// Raw usage windows are kept this many days (rollups are kept); must
+    /// stay above the age of the oldest window ingest accepts.
+    raw_retention_days: u64,
+}
 
 /// Recomputes the rollups of hours new usage arrived in, creates the raw
-/// partitions of the next days, and drops raw partitions past retention.
+/// partitions of the next days, drops raw partitions past retention, then
+/// evaluates budgets (month-to-date cost per tenant for `/metrics`, each
+/// threshold crossed recorded and audited once per tenant and month).
 /// Safe on every replica at once (rollups are recomputed whole; hours are
-/// taken with SKIP LOCKED; partition changes hold an advisory lock).
+/// taken with SKIP LOCKED; partition changes hold an advisory lock; the
+/// `budget_alerts` key lets one replica fire each alert).
 async fn maintain_usage(
     store: Store,
     metrics: Metrics,
-    interval: Duration,
+    settings: UsageMaintenance,
     cancel: CancellationToken,
 ) {
     let mut last_partitions: Option<chrono::NaiveDate> = None;
+    let mut last_budgets: Option<std::time::Instant> = None;
+    let mut last_environments: Option<std::time::Instant> = None;
+    // The first pass fills the per-environment series.
+    let mut env_pending = true;
     loop {
-        tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(interval) => {} }
+        tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(settings.interval) => {} }
         let today = chrono::Utc::now().date_naive();
         if last_partitions != Some(today) {
             let days = (0..3).map(|d| today + chrono::Days::new(d)).collect();
-            let keep_from = today - chrono::Days::new(USAGE_RAW_RETENTION_DAYS as u64);
+            let keep_from = today - chrono::Days::new(settings.raw_retention_days);
             let result = async {
                 store.ensure_usage_partitions(&days).await?;
                 store.drop_usage_partitions_before(keep_from).await
@@ -546,9 +567,37 @@ async fn maintain_usage(
                 Err(e) => tracing::warn!(error = %e, "usage partition maintenance failed"),
             }
         }
-        match store.roll_up_usage(48).await {
-            Ok(hours) => metrics.usage_rolled_up(hours),
-            Err(e) => tracing::warn!(error = %e, "usage rollup pass failed"),
+        let rolled = match store.roll_up_usage(48).await {
+            Ok(hours) => {
+                metrics.usage_rolled_up(hours);
+                hours
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "usage rollup pass failed");
+                0
+            }
+        };
+        // Costs change when usage is rolled up (or a price or budget is
+        // set): evaluate after a pass that rolled something up, else at
+        // least every BUDGET_INTERVAL (which also turns the month). The
+        // per-environment series reads every environment's rollups: at
+        // most every ten intervals, but never left stale.
+        env_pending |= rolled > 0;
+        let env_due =
+            env_pending && last_environments.is_none_or(|t| t.elapsed() >= settings.interval * 10);
+        if rolled > 0 || env_due || last_budgets.is_none_or(|t| t.elapsed() >= BUDGET_INTERVAL) {
+            let now = chrono::Utc::now();
+            match crate::api::cost::evaluate_budgets(&store, &metrics, now, env_due).await {
+                Ok(fired) => {
+                    metrics.budget_alerts_fired(fired);
+                    last_budgets = Some(std::time::Instant::now());
+                    if env_due {
+                        env_pending = false;
+                        last_environments = last_budgets;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "budget evaluation failed"),
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod agents;
 mod appliers;
 mod audit;
 mod clusters;
+mod cost;
 mod environments;
 mod error;
 mod identities;
@@ -30,6 +31,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 pub use agents::AckOutcome;
 pub use appliers::{ApplierDecision, SessionStanding};
 pub use audit::{AuditFilter, AuditReport};
+pub use cost::{
+    CostGrouping, NodeCell, ReportingNode, Rollup, StoredBudget, StoredPrice, UsageCell, UsageQuery,
+};
 pub use environments::EnvironmentFilter;
 pub use error::{Error, Result};
 pub use revisions::{AgentNotice, RevisionNotice, RevisionNotices};

@@ -448,6 +448,13 @@ async fn roll_up_hour(tx: &mut sqlx::PgConnection, hour: DateTime<Utc>) -> Resul
     const SUMS: &str = "SUM(cpu_requested), SUM(cpu_used), SUM(cpu_billed), SUM(memory_requested), \
         SUM(memory_used), SUM(memory_billed), SUM(storage_requested), SUM(storage_used), SUM(storage_billed), \
         SUM(network_receive), SUM(network_transmit), SUM(container_seconds)";
+    // Hours of one day recomputed by two replicas at once would both
+    // rewrite that day's rows: the second's insert would collide with the
+    // first's. One day at a time (the lock goes with the transaction).
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mtp_usage_rollup_day'), $1)")
+        .bind((day.timestamp() / 86_400) as i32)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM usage_hourly WHERE hour = $1")
         .bind(hour)
         .execute(&mut *tx)
@@ -502,7 +509,7 @@ async fn roll_up_hour(tx: &mut sqlx::PgConnection, hour: DateTime<Utc>) -> Resul
     Ok(())
 }
 
-fn totals_from_text(sums: &[String]) -> Result<UsageTotals> {
+pub(crate) fn totals_from_text(sums: &[String]) -> Result<UsageTotals> {
     let parsed: Vec<u128> = sums
         .iter()
         .map(|s| {

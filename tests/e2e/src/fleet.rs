@@ -20,9 +20,12 @@ pub const LEASE: Duration = Duration::from_millis(1500);
 
 /// A simulated K3s cluster with the namespaces a real one starts with.
 pub async fn cluster() -> SimCluster {
-    let sim = SimCluster::start(SimOptions::default())
-        .await
-        .expect("kube-sim starts");
+    cluster_with(SimOptions::default()).await
+}
+
+/// As [`cluster`], started with `options` (e.g. a simulated clock).
+pub async fn cluster_with(options: SimOptions) -> SimCluster {
+    let sim = SimCluster::start(options).await.expect("kube-sim starts");
     let namespaces = Api::<Namespace>::all(sim.client());
     for name in ["default", "kube-system"] {
         namespaces
@@ -70,6 +73,8 @@ pub fn agent_config(
             ..ReconcilerConfig::default()
         },
         state_dir,
+        // Off unless a test points the agent at a kubelet (kube-sim's).
+        usage: mtp_agent::usage::UsageConfig::disabled(),
     }
 }
 
@@ -99,8 +104,21 @@ impl TestAgent {
         join_token: &str,
         node: &str,
     ) -> TestAgent {
+        TestAgent::start_configured(client, control_plane, join_token, node, |_| {}).await
+    }
+
+    /// As [`TestAgent::start_on`], with `edit` applied to the configuration
+    /// first (e.g. usage sampling turned on).
+    pub async fn start_configured(
+        client: kube::Client,
+        control_plane: &str,
+        join_token: &str,
+        node: &str,
+        edit: impl FnOnce(&mut AgentConfig),
+    ) -> TestAgent {
         let dir = tempfile::tempdir().expect("state dir");
-        let config = agent_config(control_plane, join_token, node, dir.path().join("state"));
+        let mut config = agent_config(control_plane, join_token, node, dir.path().join("state"));
+        edit(&mut config);
         let mut agent = TestAgent {
             config,
             client,
@@ -148,6 +166,15 @@ impl TestAgent {
 
     pub fn is_applier(&self) -> bool {
         self.status().applier
+    }
+
+    /// The value of an unlabelled metric of the running agent (`None`:
+    /// not running, or not exported yet).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.running.as_ref()?.metrics().render();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 }
 

@@ -204,6 +204,7 @@ pub struct Clients {
     pub clusters: pb::cluster_service_client::ClusterServiceClient<Authed>,
     pub tokens: pb::token_service_client::TokenServiceClient<Authed>,
     pub audit: pb::audit_service_client::AuditServiceClient<Authed>,
+    pub cost: pb::cost_service_client::CostServiceClient<Authed>,
 }
 
 impl Clients {
@@ -217,6 +218,7 @@ impl Clients {
             clusters: pb::cluster_service_client::ClusterServiceClient::new(i()),
             tokens: pb::token_service_client::TokenServiceClient::new(i()),
             audit: pb::audit_service_client::AuditServiceClient::new(i()),
+            cost: pb::cost_service_client::CostServiceClient::new(i()),
         }
     }
 

@@ -15,7 +15,7 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
             .fetch_all(&sql)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4]);
+    assert_eq!(applied, [1, 2, 3, 4, 5]);
     let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE builtin")
         .fetch_one(&sql)
         .await

@@ -5,6 +5,7 @@ pub mod agents;
 mod audit;
 mod clusters;
 pub mod convert;
+pub(crate) mod cost;
 mod environments;
 pub mod error;
 mod profiles;

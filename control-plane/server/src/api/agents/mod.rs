@@ -45,6 +45,8 @@ pub struct AgentChannel {
     /// Failed registrations per peer: a flood of made-up join tokens is
     /// held off before it reaches PostgreSQL.
     throttle: AuthThrottle,
+    /// Usage windows older than this are answered and dropped.
+    usage_max_age: chrono::TimeDelta,
 }
 
 impl AgentChannel {
@@ -67,7 +69,14 @@ impl AgentChannel {
             ),
             tls: false,
             throttle: AuthThrottle::default(),
+            usage_max_age: session::USAGE_MAX_AGE,
         }
+    }
+
+    /// The ingest horizon of usage windows (default: `session::USAGE_MAX_AGE`, 2 days).
+    pub fn with_usage_max_age(mut self, max_age: Duration) -> Self {
+        self.usage_max_age = chrono::TimeDelta::from_std(max_age).unwrap_or(session::USAGE_MAX_AGE);
+        self
     }
 
     /// The agent CA that signs certificates, and whether the port serves TLS.

@@ -41,9 +41,10 @@ const DRIFT_PER_SECOND: u32 = 10;
 
 /// The shortest time between two certificate renewals of one session.
 const RENEWAL_SPACING: Duration = Duration::from_secs(60);
-/// Usage windows older than this are refused: their raw partitions may be
-/// dropped already (see `USAGE_RAW_RETENTION_DAYS`), and an agent's spool
-/// holds 24 hours by default.
+/// Usage windows older than this are refused by default: their raw
+/// partitions may be dropped already (see `--usage-raw-retention-days`),
+/// and an agent's spool holds 24 hours by default. `--usage-max-age`
+/// changes it.
 pub(crate) const USAGE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(2);
 
 /// Why a session ended.
@@ -508,7 +509,7 @@ impl AgentSession {
             Some(AgentKind::Applier(state)) => self.on_candidacy(state.applier).await,
             Some(AgentKind::Usage(mut batch)) => {
                 let now = chrono::Utc::now();
-                let oldest = now - USAGE_MAX_AGE;
+                let oldest = now - self.channel.usage_max_age;
                 // Windows past the horizon are answered and counted, never
                 // refused: an agent back from a long outage would otherwise
                 // resend them on every session, wedged.
