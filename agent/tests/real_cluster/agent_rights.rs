@@ -345,15 +345,16 @@ async fn the_agent_reads_kubelet_stats_and_pods_but_cannot_exec_or_proxy() {
                 .create(&PostParams::default(), &review)
                 .await
                 .expect("the apiserver answers the access review");
-            let got = answer.status.map(|s| s.allowed).unwrap_or(false);
+            let got = answer.status.as_ref().is_some_and(|s| s.allowed);
             if got || !allowed || std::time::Instant::now() > deadline {
-                break got;
+                break (got, answer.status);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         };
+        let (got, status) = got;
         assert_eq!(
             got, allowed,
-            "{verb} {resource}/{subresource} in {namespace:?}: allowed={got}, want {allowed}"
+            "{verb} {resource}/{subresource} in {namespace:?}: allowed={got}, want {allowed} ({status:?})"
         );
     }
 }

@@ -129,10 +129,37 @@ async fn sampled(agents: &[&TestAgent], at: DateTime<Utc>) {
     }
 }
 
-/// Waits until an agent's spool is empty: everything it closed was recorded.
-async fn drained(agent: &TestAgent) {
-    eventually("the spool drains", WAIT, || async {
-        (agent.metric("mtp_agent_usage_spool_windows") == Some(0.0)).then_some(())
+/// Waits until the node window of `cluster` starting at `start` is stored
+/// (an agent's sample closes a window a moment after it is counted, and
+/// sends it a moment later).
+async fn window_stored(sql: &sqlx::PgPool, cluster: &str, start: DateTime<Utc>) {
+    eventually(
+        &format!("{cluster}'s window at {start} stored"),
+        WAIT,
+        || async {
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM usage_node_windows w JOIN clusters c ON c.id = w.cluster_id \
+             WHERE c.name = $1 AND w.window_start = $2",
+            )
+            .bind(cluster)
+            .bind(start)
+            .fetch_one(sql)
+            .await
+            .unwrap();
+            (stored > 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until every hour with stored windows is rolled up.
+async fn rolled_up(sql: &sqlx::PgPool) {
+    eventually("every hour rolled up", WAIT, || async {
+        let dirty: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_dirty_hours")
+            .fetch_one(sql)
+            .await
+            .unwrap();
+        (dirty == 0).then_some(())
     })
     .await;
 }
@@ -301,6 +328,7 @@ async fn a_simulated_month_costs_exactly_what_was_computed_by_hand() {
     );
     sim2.set_volume_usage("team-a-prod", "db-data", 10 * GIB, 20 * GIB);
 
+    let sql = plane.sql().await;
     sampled(&[&agent1, &agent2], t0).await;
     for hour in 1..=MONTH_HOURS {
         let now = t0 + TimeDelta::hours(hour);
@@ -310,7 +338,7 @@ async fn a_simulated_month_costs_exactly_what_was_computed_by_hand() {
             // recorded, its spool is wiped, and it is away ten hours.
             500 => {
                 sampled(&[&agent2], now).await;
-                drained(&agent2).await;
+                window_stored(&sql, "k3s-2", now - TimeDelta::hours(1)).await;
                 agent2.kill().await;
                 std::fs::remove_dir_all(agent2.config.state_dir.join("usage-spool"))
                     .expect("the spool is there to wipe");
@@ -356,19 +384,12 @@ async fn a_simulated_month_costs_exactly_what_was_computed_by_hand() {
             _ => {}
         }
     }
-    drained(&agent1).await;
-    drained(&agent2).await;
-    let sql = plane.sql().await;
-    eventually("every hour rolled up", WAIT, || async {
-        let dirty: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_dirty_hours")
-            .fetch_one(&sql)
-            .await
-            .unwrap();
-        (dirty == 0).then_some(())
-    })
-    .await;
-
     let end = t0 + TimeDelta::hours(MONTH_HOURS);
+    for cluster in ["k3s-1", "k3s-2"] {
+        window_stored(&sql, cluster, end - TimeDelta::hours(1)).await;
+    }
+    rolled_up(&sql).await;
+
     let by_env = report(&mut admin, t0, end, pb::CostGrouping::Environment).await;
     let env = |name: &str| {
         by_env
@@ -493,4 +514,116 @@ async fn a_simulated_month_costs_exactly_what_was_computed_by_hand() {
         ["web"]
     );
     assert!(mine.idle.is_empty(), "idle cost is for platform admins");
+}
+
+/// No loss and no double count across the faults a platform meets: two
+/// simulated days of one pod, with PostgreSQL crashed for four hours and the
+/// control plane killed for four more (restarted on its address, and a
+/// second replica beside it at the end). The agent keeps sampling into its
+/// spool meanwhile and sends it all when it can: the cost is the full 48
+/// hours, exactly, and coverage is whole.
+#[tokio::test]
+async fn usage_survives_a_postgresql_crash_and_a_control_plane_kill_exactly() {
+    let t0 = Utc::now().duration_trunc(TimeDelta::days(1)).unwrap() - TimeDelta::days(5);
+    let server = mtp_e2e::mtp_pg_harness::DedicatedServer::start()
+        .await
+        .unwrap();
+    let url = server.create_database().await.unwrap();
+    let plane_config = |url: &str| {
+        let mut config = Config::for_dev(url.to_owned());
+        config.usage_max_age = Duration::from_secs(10 * 86_400);
+        config.usage_raw_retention_days = 12;
+        config
+    };
+    let plane = TestPlane::start_with(plane_config(&url)).await;
+    let addr = plane.running.grpc_addr;
+    let mut admin = plane
+        .admin_with(
+            &[("team-a", quota("100", "400Gi", "4Ti", 10_000, 100))],
+            &["k3s-1"],
+        )
+        .await;
+    admin
+        .create_env("team-a", "dev", "k3s-1", "small")
+        .await
+        .unwrap();
+    admin.cost.set_price(price("", t0, "0.03")).await.unwrap();
+    let clock = SimClock::manual(t0);
+    let sim = cluster_with(SimOptions {
+        clock: clock.clone(),
+        ..SimOptions::default()
+    })
+    .await;
+    create_node(&sim, "node-1").await;
+    let token = admin.join_token("k3s-1").await;
+    let agent = sampling_agent(&sim, &plane, &token, "node-1").await;
+    admin
+        .wait_status("team-a", "dev", pb::EnvironmentStatus::Ready, WAIT)
+        .await;
+    // 250m requested, 1 core used; 1 GiB requested, 512 MiB used.
+    create_pod(
+        &sim,
+        "team-a-dev",
+        pod("app", "node-1", &[("app", "250m", "1Gi")], None),
+    )
+    .await;
+    sim.set_container_curve(
+        "team-a-dev",
+        "app",
+        "app",
+        UsageCurve::constant(usage(1000, 512 * MIB)),
+    );
+
+    let mut restarted = None;
+    let mut first = Some(plane);
+    sampled(&[&agent], t0).await;
+    for hour in 1..=48 {
+        let now = t0 + TimeDelta::hours(hour);
+        clock.set(now);
+        sampled(&[&agent], now).await;
+        match hour {
+            12 => server.kill().await.unwrap(),
+            16 => server.restart().await.unwrap(),
+            30 => first.take().expect("running").running.kill(),
+            34 => {
+                let mut config = plane_config(&url);
+                config.grpc_listen = addr;
+                restarted = Some(TestPlane::start_with(config).await);
+            }
+            _ => {}
+        }
+    }
+    let restarted = restarted.expect("the control plane came back");
+    let _replica = TestPlane::start_with(plane_config(&url)).await;
+    let sql = restarted.sql().await;
+    let end = t0 + TimeDelta::hours(48);
+    window_stored(&sql, "k3s-1", end - TimeDelta::hours(1)).await;
+    rolled_up(&sql).await;
+
+    let mut admin = restarted.admin().await;
+    let r = report(&mut admin, t0, end, pb::CostGrouping::Environment).await;
+    let dev = r
+        .rows
+        .iter()
+        .find(|r| r.environment == "dev")
+        .expect("the dev row");
+    // CPU: 1 core (usage) × 48 h = 48 core-h × 0.03 = 1.44. Memory: 1 GiB
+    // (request) × 48 h = 48 GiB-h × 0.004 = 0.192.
+    assert_eq!(
+        costs(dev),
+        [
+            Some(1_440_000_000),
+            Some(192_000_000),
+            Some(0),
+            Some(1_632_000_000)
+        ],
+        "{dev:#?}"
+    );
+    assert_eq!(dev.coverage, 1.0, "{dev:#?}");
+    assert!(r.gaps.is_empty(), "{:#?}", r.gaps);
+    let windows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_windows")
+        .fetch_one(&sql)
+        .await
+        .unwrap();
+    assert_eq!(windows, 48, "one raw window per hour, none twice");
 }
