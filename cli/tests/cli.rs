@@ -161,18 +161,57 @@ async fn readme_tour_works_and_json_is_parseable() {
 
     let tenant = json(run(&["tenant", "get", "team-a", "-o", "json"]));
     assert_eq!(tenant["display_name"], "Team A");
-    // The table adds the month's cost against the budget; a control plane
-    // without a cost service (or a tenant without a budget) must not break it.
+    // The table adds the month's cost against the budget; a tenant without
+    // a budget says so.
     let details = ok(run(&["tenant", "get", "team-a"]));
     let budget = details
         .lines()
         .find(|l| l.starts_with("Budget:"))
         .unwrap_or_else(|| panic!("no Budget line:\n{details}"));
-    let budget = budget.trim_start_matches("Budget:").trim();
-    assert!(
-        budget == "none" || budget.starts_with("unavailable ("),
+    assert_eq!(
+        budget.trim_start_matches("Budget:").trim(),
+        "none",
         "{details}"
     );
+
+    // Prices, a unit mistake caught, a budget, and a report for scripts.
+    let price = [
+        "price",
+        "set",
+        "--memory-gib-hour",
+        "0.0042",
+        "--storage-gib-month",
+        "0.04",
+        "--currency",
+        "EUR",
+    ];
+    let monthly = run(&[&price[..], &["--cpu-hour", "22.6", "--from", "2026-01-01"]].concat());
+    assert_eq!(monthly.status.code(), Some(2), "{}", stderr(&monthly));
+    assert!(
+        stderr(&monthly).contains("--allow-high"),
+        "{}",
+        stderr(&monthly)
+    );
+    ok(run(&[
+        &price[..],
+        &["--cpu-hour", "0.031", "--from", "2026-01-01"],
+    ]
+    .concat()));
+    assert!(ok(run(&["price", "list"])).contains("0.031"));
+    ok(run(&["budget", "set", "team-a", "--monthly", "500"]));
+    let details = ok(run(&["tenant", "get", "team-a"]));
+    let budget = details
+        .lines()
+        .find_map(|l| l.strip_prefix("Budget:"))
+        .map(str::trim)
+        .unwrap_or_default();
+    assert!(
+        budget.starts_with("EUR 0.00 of EUR 500.00 this month"),
+        "{details}"
+    );
+    let report = json(run(&["cost", "report", "--window", "24h", "-o", "json"]));
+    assert_eq!(report["currency"], "EUR", "{report}");
+    assert!(report["rows"].is_array(), "{report}");
 
     let token = json(run(&[
         "token",
@@ -209,6 +248,7 @@ async fn readme_tour_works_and_json_is_parseable() {
             "tenant.create",
             "environment.create",
             "environment.create",
+            "budget.set",
             "token.create"
         ]
     );

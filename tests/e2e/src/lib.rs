@@ -15,6 +15,7 @@ use tonic::{Request, Status};
 pub mod agent;
 pub mod fleet;
 pub mod pki;
+pub mod process;
 
 pub use pki::pki;
 

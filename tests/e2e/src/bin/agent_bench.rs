@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use mtp_agent::bundle::Bundle;
 use mtp_agent::kubernetes::ClusterApi;
+use mtp_e2e::process::{cpu_time, rss_kib};
 use mtp_e2e::{TestPlane, fleet, quota};
 use mtp_kube_harness::{AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, KubeServer};
 use mtp_proto::v1 as pb;
@@ -41,6 +42,18 @@ struct Args {
     /// agent and the direct applies run as the agent's ServiceAccount.
     #[arg(long, value_enum, default_value_t = ClusterKind::KubeSim)]
     cluster: ClusterKind,
+    /// kube-sim only: after the environments are Ready, run this many pods
+    /// (spread over the environments, each with requests and a usage curve)
+    /// on the agent's node and measure the agent's CPU and RSS while it
+    /// samples them every `--usage-sample-interval`. 0: usage off.
+    #[arg(long, default_value_t = 0)]
+    usage_pods: usize,
+    /// The agent's sampling period while measuring usage.
+    #[arg(long, default_value = "10s")]
+    usage_sample_interval: String,
+    /// How long to measure the agent while it samples.
+    #[arg(long, default_value_t = 60)]
+    usage_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -65,19 +78,6 @@ fn report(label: &str, mut samples: Vec<Duration>) {
         ms(percentile(&samples, 99.0)),
         ms(*samples.last().unwrap_or(&Duration::ZERO)),
     );
-}
-
-/// Resident set size (current, peak) of a process, from /proc.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 fn to_duration(ts: Option<&prost_types::Timestamp>) -> Option<Duration> {
@@ -141,8 +141,21 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let token = admin.join_token("bench-1").await;
+    let usage_args: Vec<String> = match (&sim, args.usage_pods) {
+        (Some(sim), n) if n > 0 => vec![
+            "--kubelet-url".into(),
+            sim.kubelet_url("bench-node"),
+            "--usage-sample-interval".into(),
+            args.usage_sample_interval.clone(),
+        ],
+        (None, n) if n > 0 => {
+            anyhow::bail!("--usage-pods needs --cluster kube-sim (a real apiserver has no kubelet)")
+        }
+        _ => vec!["--no-usage".into()],
+    };
 
     let mut agent = tokio::process::Command::new(&agent_bin)
+        .args(&usage_args)
         .args(["--control-plane", &plane.url(), "--node-name", "bench-node"])
         .arg("--ca-cert")
         .arg(mtp_e2e::pki().ca_path())
@@ -286,6 +299,17 @@ async fn main() -> anyhow::Result<()> {
             peak as f64 / 1024.0
         );
     }
+    if let (Some(sim), true) = (&sim, args.usage_pods > 0) {
+        measure_usage(
+            &plane,
+            sim,
+            pid,
+            args.environments,
+            args.usage_pods,
+            args.usage_seconds,
+        )
+        .await?;
+    }
     let _ = agent.start_kill();
     let _ = agent.wait().await;
     if let Some(sim) = sim {
@@ -313,4 +337,87 @@ async fn bench_config_for(
             .ok_or_else(|| anyhow::anyhow!("{namespace} not in the snapshot")),
         _ => anyhow::bail!("expected a snapshot"),
     }
+}
+
+/// Runs `pods` pods over the `environments` namespaces on the agent's node
+/// (kube-sim's kubelet serves their usage) and prints the agent's CPU and
+/// RSS over `seconds` of sampling, and the namespace-windows the control
+/// plane stored meanwhile.
+async fn measure_usage(
+    plane: &TestPlane,
+    sim: &kube_sim::SimCluster,
+    pid: u32,
+    environments: usize,
+    pods: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{Api, PostParams};
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "bench-node" },
+        "status": { "allocatable": { "cpu": "64", "memory": "256Gi" } },
+    }))?;
+    Api::<Node>::all(sim.client())
+        .create(&PostParams::default(), &node)
+        .await?;
+    eprintln!(
+        "mtp-agent-bench: {pods} pods over {environments} namespaces, then {seconds} s of sampling…"
+    );
+    let sql = plane.sql().await;
+    let namespaces: Vec<String> =
+        sqlx::query_scalar("SELECT namespace FROM environments ORDER BY namespace")
+            .fetch_all(&sql)
+            .await?;
+    for i in 0..pods {
+        let ns = &namespaces[i % namespaces.len()];
+        let name = format!("p{i}");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name },
+            "spec": {
+                "nodeName": "bench-node",
+                "containers": [{
+                    "name": "app",
+                    "image": "registry.example/app:1",
+                    "resources": { "requests": { "cpu": "100m", "memory": "128Mi" } },
+                }],
+            },
+        }))?;
+        Api::<Pod>::namespaced(sim.client(), ns)
+            .create(&PostParams::default(), &pod)
+            .await?;
+        sim.set_container_curve(
+            ns,
+            &name,
+            "app",
+            kube_sim::UsageCurve::constant(kube_sim::ContainerUsage {
+                cpu_nano_cores: 50_000_000 + (i as u64 % 7) * 40_000_000,
+                memory_working_set_bytes: (64 + (i as u64 % 5) * 32) << 20,
+                ..Default::default()
+            }),
+        );
+    }
+    // Let the first windows close, then measure.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let stored = |sql: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM usage_windows")
+            .fetch_one(&sql)
+            .await
+    };
+    let windows_before = stored(sql.clone()).await?;
+    let cpu_before = cpu_time(pid).unwrap_or_default();
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
+    let wall = began.elapsed();
+    let windows = stored(sql).await? - windows_before;
+    let (rss, peak) = rss_kib(pid).unwrap_or_default();
+    println!(
+        "usage sampling, {environments} namespaces, {pods} pods: agent CPU {:.2} s over {:.0} s ({:.1} % of a core), RSS {:.1} MiB (peak {:.1} MiB); {windows} namespace-windows stored meanwhile",
+        cpu.as_secs_f64(),
+        wall.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+    );
+    Ok(())
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mtp_e2e::agent::{Enrollment, ScriptedAgent, register};
+use mtp_e2e::process::{cpu_time, rss_kib};
 use mtp_e2e::{Clients, pki, quota};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::control_message::Kind as ControlKind;
@@ -36,30 +37,6 @@ struct Args {
     /// The control-plane binary [default: next to this benchmark].
     #[arg(long)]
     control_plane_bin: Option<PathBuf>,
-}
-
-/// Resident set size (current, peak) in KiB, from /proc.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// CPU time (user + system) a process used so far.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on Linux.
-    Some(Duration::from_millis(ticks * 10))
 }
 
 fn free_port() -> u16 {

@@ -37,6 +37,14 @@ struct Args {
     /// Raw retention in days (the control plane's default is 3).
     #[arg(long, default_value_t = 3)]
     raw_retention_days: u64,
+    /// Reports timed (each grouping) over 30 days of daily rollups of this
+    /// many environments on two clusters, through GetCostReport on an
+    /// in-process control plane. 0: skip.
+    #[arg(long, default_value_t = 10_000)]
+    report_environments: usize,
+    /// Reports per grouping.
+    #[arg(long, default_value_t = 21)]
+    report_runs: usize,
 }
 
 const GI: u64 = 1 << 30;
@@ -282,5 +290,113 @@ async fn main() -> anyhow::Result<()> {
         args.raw_retention_days,
         rollups_month / 1e3,
     );
+    if args.report_environments > 0 {
+        reports(args.report_environments, args.report_runs).await?;
+    }
+    Ok(())
+}
+
+/// Times 30-day reports over `environments` environments (daily rollups
+/// written directly: this is about reading them) through the API.
+async fn reports(environments: usize, runs: usize) -> anyhow::Result<()> {
+    use mtp_proto::v1 as pb;
+    let db = mtp_pg_harness::fresh_database().await;
+    let plane = mtp_e2e::TestPlane::start_on(db.url().to_owned()).await;
+    let mut admin = plane
+        .admin_with(
+            &[("team-a", mtp_e2e::quota("100", "400Gi", "4Ti", 100, 10))],
+            &["k3s-1", "k3s-2"],
+        )
+        .await;
+    let from = Utc::now().duration_trunc(TimeDelta::days(1))? - TimeDelta::days(31);
+    let ts = |t: DateTime<Utc>| {
+        Some(prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        })
+    };
+    admin
+        .cost
+        .set_price(pb::SetPriceRequest {
+            price: Some(pb::Price {
+                effective_time: ts(from),
+                currency_code: "EUR".into(),
+                cpu_core_hour: "0.031".into(),
+                memory_gib_hour: "0.0042".into(),
+                storage_gib_month: "0.04".into(),
+                ..Default::default()
+            }),
+            allow_high: false,
+        })
+        .await?;
+    let sql = plane.sql().await;
+    sqlx::query(
+        "INSERT INTO environments (id, tenant_id, name, cluster_id, profile, namespace,
+                cpu_millis, memory_bytes, storage_bytes, pods, services, persistent_volume_claims,
+                status, reason, revision, create_time)
+         SELECT gen_random_uuid(), t.id, 'env-' || g, c.id, 'small', 'team-a-env-' || g,
+                1, 1, 1, 1, 1, 1, 'ready', '', 1, now() - interval '40 days'
+         FROM tenants t, generate_series(1, $1) g,
+              LATERAL (SELECT id FROM clusters ORDER BY name OFFSET (g % 2) LIMIT 1) c",
+    )
+    .bind(environments as i64)
+    .execute(&sql)
+    .await?;
+    // Daily rollups of every environment for 30 days.
+    sqlx::query(
+        "INSERT INTO usage_daily (day, environment_id, cluster_id, tenant_id, cpu_requested, cpu_used, \
+           cpu_billed, memory_requested, memory_used, memory_billed, storage_requested, storage_used, \
+           storage_billed, network_receive, network_transmit, container_seconds) \
+         SELECT d.day, e.id, e.cluster_id, e.tenant_id, \
+           43200000000000, 21600000000000, 43200000000000, 92771293593600, 46385646796800, 92771293593600, \
+           0, 0, 0, 1000, 10, 86400 \
+         FROM generate_series($1::timestamptz, $1::timestamptz + interval '29 days', interval '1 day') AS d(day), \
+              environments e",
+    )
+    .bind(from)
+    .execute(&sql)
+    .await?;
+    sqlx::query("VACUUM ANALYZE").execute(&sql).await?;
+    let to = from + TimeDelta::days(30);
+    println!("report: 30 days × {environments} environments on 2 clusters, {runs} runs each");
+    for (group, what) in [
+        (pb::CostGrouping::Tenant, "tenant"),
+        (pb::CostGrouping::Cluster, "cluster"),
+        (pb::CostGrouping::Environment, "environment (every page)"),
+    ] {
+        let mut times = Vec::with_capacity(runs);
+        let mut rows = 0;
+        for _ in 0..runs {
+            let began = Instant::now();
+            let mut token = String::new();
+            rows = 0;
+            loop {
+                let page = admin
+                    .cost
+                    .get_cost_report(pb::GetCostReportRequest {
+                        start_time: ts(from),
+                        end_time: ts(to),
+                        group_by: group as i32,
+                        page_size: 5000,
+                        page_token: token.clone(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                rows += page.rows.len();
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            times.push(began.elapsed());
+        }
+        times.sort();
+        println!(
+            "  by {what}: {rows} rows, p50 {:.1} ms, p90 {:.1} ms",
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.9).as_secs_f64() * 1e3,
+        );
+    }
     Ok(())
 }
