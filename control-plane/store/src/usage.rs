@@ -156,7 +156,9 @@ impl Store {
 
             // The environment behind each namespace at each window: the
             // newest created before the window ended (a namespace name can
-            // be reused after its environment was deleted).
+            // be reused after its environment was deleted, so deleted ones
+            // count too). A join, not `= ANY($2)`: with thousands of names
+            // that is compared row by row (0.4 s for 5,000 names).
             let names: BTreeSet<&str> = batch
                 .windows
                 .iter()
@@ -164,8 +166,9 @@ impl Store {
                 .collect();
             let names: Vec<&str> = names.into_iter().collect();
             let candidates: Vec<(String, Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT namespace, id, tenant_id, create_time FROM environments \
-                 WHERE cluster_id = $1 AND namespace = ANY($2) ORDER BY create_time DESC",
+                "SELECT e.namespace, e.id, e.tenant_id, e.create_time FROM environments e \
+                 JOIN UNNEST($2::text[]) AS n(namespace) ON n.namespace = e.namespace \
+                 WHERE e.cluster_id = $1 ORDER BY e.create_time DESC",
             )
             .bind(identity.cluster_id)
             .bind(&names)
