@@ -12,6 +12,8 @@ use super::sample::{self, Nanos, PodInfo, PodStats};
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pods per list page.
+const POD_PAGE: u32 = 250;
 
 #[derive(Clone)]
 pub struct NodeSource {
@@ -57,27 +59,40 @@ impl NodeSource {
         Ok((time, pods))
     }
 
-    /// The pods of this node in `managed` namespaces.
+    /// The pods of this node in `managed` namespaces, read in pages of
+    /// [`POD_PAGE`] so that a node with thousands of pods never holds their
+    /// full objects all at once (only what the sampler keeps of each).
     pub async fn pods(&self, managed: &BTreeSet<String>) -> Result<Vec<PodInfo>, String> {
-        let params = ListParams::default().fields(&format!("spec.nodeName={}", self.node));
-        let pods = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            Api::<Pod>::all(self.api.clone()).list(&params),
-        )
-        .await
-        .map_err(|_| format!("listing pods took more than {REQUEST_TIMEOUT:?}"))?
-        .map_err(|e| format!("listing the pods of node {}: {e}", self.node))?;
-        Ok(pods
-            .items
-            .iter()
-            .filter(|p| {
-                p.metadata
-                    .namespace
-                    .as_ref()
-                    .is_some_and(|ns| managed.contains(ns))
-            })
-            .map(sample::pod_info)
-            .collect())
+        let api = Api::<Pod>::all(self.api.clone());
+        let mut infos = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default()
+                .fields(&format!("spec.nodeName={}", self.node))
+                .limit(POD_PAGE);
+            if let Some(t) = &token {
+                params = params.continue_token(t);
+            }
+            let page = tokio::time::timeout(REQUEST_TIMEOUT, api.list(&params))
+                .await
+                .map_err(|_| format!("listing pods took more than {REQUEST_TIMEOUT:?}"))?
+                .map_err(|e| format!("listing the pods of node {}: {e}", self.node))?;
+            infos.extend(
+                page.items
+                    .iter()
+                    .filter(|p| {
+                        p.metadata
+                            .namespace
+                            .as_ref()
+                            .is_some_and(|ns| managed.contains(ns))
+                    })
+                    .map(sample::pod_info),
+            );
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(infos),
+            }
+        }
     }
 
     /// This node's allocatable CPU (millis) and memory (bytes).

@@ -396,6 +396,10 @@ async fn measure_usage(
             }),
         );
     }
+    eprintln!(
+        "mtp-agent-bench: agent RSS with the pods created: {:?} KiB",
+        rss_kib(pid)
+    );
     // Let the first windows close, then measure.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let stored = |sql: sqlx::PgPool| async move {
@@ -406,7 +410,12 @@ async fn measure_usage(
     let windows_before = stored(sql.clone()).await?;
     let cpu_before = cpu_time(pid).unwrap_or_default();
     let began = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let mut rss_over_time = Vec::new();
+    while began.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(10).min(Duration::from_secs(seconds))).await;
+        rss_over_time.push(rss_kib(pid).map_or(0, |(rss, _)| rss / 1024));
+    }
+    eprintln!("mtp-agent-bench: agent RSS every 10 s (MiB): {rss_over_time:?}");
     let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
     let wall = began.elapsed();
     let windows = stored(sql).await? - windows_before;
