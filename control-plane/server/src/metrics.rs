@@ -326,6 +326,13 @@ impl Metrics {
             .inc_by(unknown);
     }
 
+    /// A batch dropped unanswered: the session's ingest queue was full.
+    pub fn usage_dropped(&self, cluster: &str) {
+        self.usage_batches
+            .with_label_values(&[cluster, "queue_full"])
+            .inc();
+    }
+
     pub fn usage_expired(&self, cluster: &str, windows: u64) {
         self.usage_windows
             .with_label_values(&[cluster, "expired"])

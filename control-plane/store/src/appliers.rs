@@ -68,6 +68,15 @@ impl Store {
     ) -> Result<bool> {
         self.timed("claim_session", async {
             let mut tx = self.begin().await?;
+            // Lock order: the cluster's fence row, then agent rows, as
+            // claim_applier and end_session (release) take them. Taking the
+            // agent row first deadlocked against the end of this agent's
+            // previous session, which PostgreSQL broke by failing one of
+            // them (an Internal error for the new session).
+            sqlx::query("SELECT 1 FROM cluster_appliers WHERE cluster_id = $1 FOR UPDATE")
+                .bind(agent.cluster_id)
+                .execute(&mut *tx)
+                .await?;
             let claimed = sqlx::query(
                 "UPDATE agents SET session_id = $2, connected = TRUE, applier = FALSE,
                         last_seen_time = now(), agent_version = $3

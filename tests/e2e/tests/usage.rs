@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use mtp_e2e::agent::{Enrollment, ScriptedAgent, register};
+use mtp_e2e::agent::{Enrollment, ScriptedAgent, namespaces, register};
 use mtp_e2e::{Clients, TestPlane, quota};
 use mtp_proto::v1 as pb;
 use mtp_proto::v1::agent_message::Kind as AgentKind;
@@ -69,6 +69,11 @@ fn batch(epoch: u64, sequence: u64, minutes: i64) -> pb::UsageBatch {
 async fn send_and_confirm(agent: &mut ScriptedAgent, batch: pb::UsageBatch) {
     let (epoch, sequence) = (batch.spool_epoch, batch.sequence);
     agent.send(AgentKind::Usage(batch)).await;
+    confirmed(agent, epoch, sequence).await;
+}
+
+/// Waits for the answer to batch (epoch, sequence).
+async fn confirmed(agent: &mut ScriptedAgent, epoch: u64, sequence: u64) {
     tokio::time::timeout(WAIT, async {
         loop {
             let message = agent.inbound.message().await.expect("session open");
@@ -183,4 +188,82 @@ async fn windows_past_the_ingest_horizon_are_dropped_and_the_batch_answered() {
     // Answered, not refused: a spool that held it would resend it forever.
     send_and_confirm(&mut agent, late).await;
     assert_eq!(stored(&plane).await, (1, 9_000_000_000));
+}
+
+/// Usage never delays desired state on the same session: while the usage
+/// tables are locked (a database slow for usage), a batch waits to be
+/// stored, and an environment created meanwhile still reaches the agent at
+/// once; the batch is answered when the lock goes.
+#[tokio::test]
+async fn a_slow_usage_insert_never_holds_back_desired_state() {
+    let plane = TestPlane::start().await;
+    let (mut admin, enrollment) = setup(&plane).await;
+    let mut agent = ScriptedAgent::connect(&plane.url(), &enrollment, 0, false)
+        .await
+        .unwrap();
+    agent.next_desired(WAIT).await;
+    let sql = plane.sql().await;
+    let mut locker = sql.begin().await.unwrap();
+    sqlx::query("LOCK TABLE usage_batches IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    agent.send(AgentKind::Usage(batch(9, 1, 5))).await;
+    admin
+        .create_env("team-a", "late", "k3s-1", "small")
+        .await
+        .unwrap();
+    let change = agent.next_desired(WAIT).await;
+    assert!(
+        namespaces(&change).contains(&"team-a-late".to_owned()),
+        "{change:?}"
+    );
+    assert_eq!(stored(&plane).await.0, 0, "the batch still waits");
+    locker.rollback().await.unwrap();
+    confirmed(&mut agent, 9, 1).await;
+    assert_eq!(stored(&plane).await.0, 5);
+}
+
+/// A session holds a bounded queue of batches waiting to be stored: while
+/// the store is stuck, batches beyond it are dropped unanswered (an honest
+/// agent has at most 4 in flight and never gets there; it would send them
+/// again on its next session), never buffered without bound.
+#[tokio::test]
+async fn batches_beyond_the_ingest_queue_are_dropped_unanswered() {
+    let plane = TestPlane::start().await;
+    let (_admin, enrollment) = setup(&plane).await;
+    let mut agent = ScriptedAgent::connect(&plane.url(), &enrollment, 0, false)
+        .await
+        .unwrap();
+    agent.next_desired(WAIT).await;
+    let sql = plane.sql().await;
+    let mut locker = sql.begin().await.unwrap();
+    sqlx::query("LOCK TABLE usage_batches IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let base = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap() - TimeDelta::hours(3);
+    for sequence in 1..=20u64 {
+        let mut b = batch(11, sequence, 1);
+        b.windows[0].start = Some(ts(base + TimeDelta::minutes(sequence as i64)));
+        agent.send(AgentKind::Usage(b)).await;
+    }
+    // Let the session take all twenty in before the store moves again.
+    assert!(agent.quiet_for(Duration::from_millis(500)).await);
+    locker.rollback().await.unwrap();
+    let mut answered = Vec::new();
+    while let Ok(Ok(Some(message))) =
+        tokio::time::timeout(Duration::from_secs(2), agent.inbound.message()).await
+    {
+        if let Some(ControlKind::UsageRecorded(r)) = message.kind {
+            answered.push(r.sequence);
+        }
+    }
+    // The queue's eight, in order, and at most one more: the one the store
+    // had taken out of the queue (when it did depends on scheduling).
+    assert!(
+        (8..=9).contains(&answered.len()) && answered[..8] == (1..=8).collect::<Vec<_>>(),
+        "{answered:?}"
+    );
+    assert_eq!(stored(&plane).await.0, answered.len() as i64);
 }

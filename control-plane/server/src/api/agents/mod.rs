@@ -5,6 +5,7 @@
 //! row in the store, never from message content.
 
 mod session;
+mod usage;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use tonic::{Code, Status, Streaming};
 use uuid::Uuid;
 
 use super::AgentChannel;
+use super::usage::UsageIngest;
 use crate::api::convert::{DESIRED_PAGE_BYTES, FromRequest, desired_pages, timestamp, usage_batch};
 use crate::api::error::ApiError;
 use crate::metrics::SessionGauges;
@@ -120,6 +121,8 @@ pub(super) struct AgentSession {
     last_renewal: Option<Instant>,
     /// Present from the hello on: the session counts as connected.
     gauges: Option<SessionGauges>,
+    /// Usage batches are stored by a task of their own (from the first one on).
+    usage: Option<UsageIngest>,
 }
 
 impl AgentSession {
@@ -143,12 +146,14 @@ impl AgentSession {
                 Instant::now().into_std(),
             ),
             gauges: None,
+            usage: None,
         }
     }
 
     pub(super) async fn run(mut self, mut inbound: Streaming<pb::AgentMessage>) {
         let end = self.serve(&mut inbound).await;
         self.gauges = None;
+        self.usage = None;
         self.channel
             .metrics
             .session_ended(&self.identity.cluster, end.label());
@@ -349,6 +354,7 @@ impl AgentSession {
                 }
                 notice = self.notices.recv() => self.on_notice(notice).await,
                 notice = self.agent_notices.recv() => self.on_agent_notice(notice),
+                Some(e) = usage_failure(&mut self.usage) => Err(SessionEnd::Store(e)),
                 _ = ticker.tick() => {
                     if last_heard.elapsed() > silence_limit {
                         Err(SessionEnd::HalfOpen)
@@ -686,29 +692,21 @@ impl AgentSession {
     /// Every agent reports its own node's usage, applier or not. Stored at
     /// most once (the batch id is the key); every copy is answered, so the
     /// agent can drop it from its spool.
+    /// Hands the batch to this session's ingest task: stored and answered
+    /// there, in order, while this loop goes on with desired state.
     async fn on_usage(&mut self, batch: UsageBatchClaim) -> Result<(), SessionEnd> {
-        let record = self
-            .channel
-            .store
-            .record_usage(&self.identity, &batch, chrono::Utc::now())
-            .await?;
-        self.channel.metrics.usage_recorded(
-            &self.identity.cluster,
-            record.duplicate,
-            record.namespace_windows,
-            record.unknown_namespaces,
-        );
-        if record.unknown_namespaces > 0 {
-            tracing::debug!(
-                unknown = record.unknown_namespaces,
-                "usage of namespaces that are no environment of this cluster ignored"
-            );
-        }
-        self.send(ControlKind::UsageRecorded(pb::UsageRecorded {
-            spool_epoch: batch.spool_epoch,
-            sequence: batch.sequence,
-        }))
-        .await
+        let channel = &self.channel;
+        self.usage
+            .get_or_insert_with(|| {
+                UsageIngest::start(
+                    channel.store.clone(),
+                    channel.metrics.clone(),
+                    self.identity.clone(),
+                    self.outbound.clone(),
+                )
+            })
+            .submit(batch);
+        Ok(())
     }
 
     async fn on_drift(&mut self, drift: DriftClaim) -> Result<(), SessionEnd> {
@@ -868,5 +866,14 @@ impl AgentSession {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The next store failure of the session's usage ingest (pending forever
+/// while there is none, or no ingest yet).
+async fn usage_failure(usage: &mut Option<UsageIngest>) -> Option<mtp_store::Error> {
+    match usage {
+        Some(u) => u.failures.recv().await,
+        None => std::future::pending().await,
     }
 }
