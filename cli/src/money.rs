@@ -15,17 +15,32 @@ pub fn nanos(m: Option<&Money>) -> i128 {
 /// Nanos rounded half to even to 2 decimals, e.g. 0.125 → `0.12`,
 /// 0.135 → `0.14`, -1.005 → `-1.00`.
 pub fn format_2dp(total_nanos: i128) -> String {
+    format_dp(total_nanos, 2)
+}
+
+/// Nanos rounded half to even to `decimals` (0..=9) decimals.
+pub fn format_dp(total_nanos: i128, decimals: u32) -> String {
+    let decimals = decimals.min(9);
     let neg = total_nanos < 0;
     let abs = total_nanos.unsigned_abs();
-    let step: u128 = 10_000_000; // one cent in nanos
-    let mut cents = abs / step;
+    let step: u128 = 10u128.pow(9 - decimals);
+    let mut steps = abs / step;
     let rem = abs % step;
     let half = step / 2;
-    if rem > half || (rem == half && cents % 2 == 1) {
-        cents += 1;
+    if step > 1 && (rem > half || (rem == half && steps % 2 == 1)) {
+        steps += 1;
     }
-    let sign = if neg && cents != 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", cents / 100, cents % 100)
+    let sign = if neg && steps != 0 { "-" } else { "" };
+    let scale = 10u128.pow(decimals);
+    if decimals == 0 {
+        return format!("{sign}{steps}");
+    }
+    format!(
+        "{sign}{}.{:0width$}",
+        steps / scale,
+        steps % scale,
+        width = decimals as usize
+    )
 }
 
 /// Nanos at full precision: trailing zeros dropped but at least 2 decimals
@@ -138,6 +153,16 @@ mod tests {
             units,
             nanos,
         }))
+    }
+
+    #[test]
+    fn four_decimals_round_half_to_even() {
+        assert_eq!(format_dp(1_234_550_000, 4), "1.2346");
+        assert_eq!(format_dp(1_234_450_000, 4), "1.2344");
+        assert_eq!(format_dp(1_400_000, 4), "0.0014");
+        assert_eq!(format_dp(-50_000, 4), "0.0000", "no minus on a zero");
+        assert_eq!(format_dp(7_000_000_000, 0), "7");
+        assert_eq!(format_dp(1, 9), "0.000000001");
     }
 
     #[test]

@@ -33,8 +33,8 @@ Coverage:
   draws on. Below 100 % (marked `*`) the costs rest on part of the time: the
   coverage gaps listed under the table are missing, not zero.
 Money:
-  exact amounts from the server, in the price book's currency. The table and
-  the chart round half to even to 2 decimals; -o json and -o csv give full
+  exact amounts from the server, in the price book's currency. The table
+  rounds half to even to 4 decimals, the chart to 2; -o json and -o csv give full
   precision (up to 9 decimals) as decimal strings without a currency symbol.
 Scope:
   a tenant-owner token sees only its own tenant (--tenant is implied); idle

@@ -30,13 +30,17 @@ pub fn coverage_cell(coverage: f64) -> String {
     if coverage < 1.0 { format!("{s}*") } else { s }
 }
 
-/// A money cell: `EUR 12.35` (2 decimals, half to even).
+/// Money decimals in the table: a small environment's day is a fraction of
+/// a cent, which 2 decimals would show as 0.00.
+pub(super) const MONEY_DECIMALS: u32 = 4;
+
+/// A money cell: `EUR 12.3457` (4 decimals, half to even).
 fn money_cell(m: Option<&Money>, currency: &str) -> String {
     let cur = m
         .map(|m| m.currency_code.as_str())
         .filter(|c| !c.is_empty())
         .unwrap_or(currency);
-    money::with_currency(cur, &money::format_2dp(money::nanos(m)))
+    money::with_currency(cur, &money::format_dp(money::nanos(m), MONEY_DECIMALS))
 }
 
 /// Full-precision decimal string for JSON and CSV.
@@ -164,7 +168,7 @@ pub fn render_table(r: &CostReport, by: GroupBy, step: Step) -> String {
         out.push_str(&table.render());
         out.push_str(
             "\nCPU in core-hours, memory and storage in GiB-hours; billed = max(request, usage).\n\
-             Money rounded half to even to 2 decimals (-o json or -o csv for full precision).\n",
+             Money rounded half to even to 4 decimals (-o json or -o csv for full precision).\n",
         );
         if partial {
             out.push_str(
@@ -528,18 +532,18 @@ pub(crate) mod tests {
         let want = "\
 Cost by tenant, 2026-11-01 to 2026-12-01 (UTC), in EUR
 
-TENANT   CPU REQ   CPU USED   CPU BILLED   MEM REQ   MEM USED   MEM BILLED   STORAGE BILLED   CPU COST    MEM COST    STORAGE COST   TOTAL       EFF %   COVERAGE %
-team-a   1440.00   360.50     1450.25      2880.00   2000.00    2900.00      7300.00          EUR 43.51   EUR 11.60   EUR 1.00       EUR 56.11   45.7    100.0
-team-b   1440.00   360.50     1450.25      2880.00   2000.00    2900.00      7300.00          EUR 0.12    EUR 0.00    EUR 1.00       EUR 1.13    45.7    99.9*
-TOTAL    2880.00   721.00     2900.50      5760.00   4000.00    5800.00      14600.00         EUR 43.63   EUR 11.60   EUR 2.00       EUR 57.24   45.7    99.9*
+TENANT   CPU REQ   CPU USED   CPU BILLED   MEM REQ   MEM USED   MEM BILLED   STORAGE BILLED   CPU COST      MEM COST      STORAGE COST   TOTAL         EFF %   COVERAGE %
+team-a   1440.00   360.50     1450.25      2880.00   2000.00    2900.00      7300.00          EUR 43.5075   EUR 11.6000   EUR 1.0000     EUR 56.1075   45.7    100.0
+team-b   1440.00   360.50     1450.25      2880.00   2000.00    2900.00      7300.00          EUR 0.1250    EUR 0.0050    EUR 1.0000     EUR 1.1300    45.7    99.9*
+TOTAL    2880.00   721.00     2900.50      5760.00   4000.00    5800.00      14600.00         EUR 43.6325   EUR 11.6050   EUR 2.0000     EUR 57.2375   45.7    99.9*
 
 CPU in core-hours, memory and storage in GiB-hours; billed = max(request, usage).
-Money rounded half to even to 2 decimals (-o json or -o csv for full precision).
+Money rounded half to even to 4 decimals (-o json or -o csv for full precision).
 * coverage below 100 %: these costs rest on part of the time (see the gaps below).
 
 Idle capacity (allocatable, billed to no environment):
-CLUSTER   CPU CORE-H   MEM GIB-H   STORAGE GIB-H   CPU COST   MEM COST   STORAGE COST   TOTAL      COVERAGE %
-eu-1      100.00       400.00      0.00            EUR 3.00   EUR 1.60   EUR 0.00       EUR 4.60   100.0
+CLUSTER   CPU CORE-H   MEM GIB-H   STORAGE GIB-H   CPU COST     MEM COST     STORAGE COST   TOTAL        COVERAGE %
+eu-1      100.00       400.00      0.00            EUR 3.0000   EUR 1.6000   EUR 0.0000     EUR 4.6000   100.0
 
 Coverage gaps (1): costs in these stretches are missing, not zero.
 CLUSTER   NODE     FROM                TO                  LENGTH   REASON
