@@ -11,7 +11,7 @@
 //! never a query per environment, so a month over 10,000 environments is a
 //! few hundred thousand rollup rows summed inside PostgreSQL.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, DurationRound, NaiveDate, Utc};
 use mtp_core::Error as DomainError;
 use mtp_core::cost::{BudgetSpec, PriceBook, PriceVersion, format_amount, parse_amount};
 use mtp_core::usage::UsageTotals;
@@ -452,13 +452,47 @@ impl Store {
     /// grouped query over the rollups, with the names joined after summing.
     pub async fn usage_cells(&self, q: &UsageQuery) -> Result<Vec<UsageCell>> {
         self.timed("usage_cells", async {
-            let (table, _, t) = q.rollup.tables();
             // Tenant and cluster reports by day read the per-tenant rollup
             // (kept equal to usage_daily's sums by triggers, see 0005).
-            let table = if q.rollup == Rollup::Daily && q.grouping != CostGrouping::Environment {
-                "usage_tenant_daily"
+            let daily = if q.grouping == CostGrouping::Environment {
+                "usage_daily"
             } else {
-                table
+                "usage_tenant_daily"
+            };
+            let env_column = if q.grouping == CostGrouping::Environment {
+                "environment_id"
+            } else {
+                "NULL::uuid"
+            };
+            const AMOUNTS: &str = "cpu_requested, cpu_used, cpu_billed, memory_requested, memory_used, \
+                memory_billed, storage_requested, storage_used, storage_billed, network_receive, \
+                network_transmit, container_seconds";
+            let part = |table: &str, t: &str, from: &str, to: &str| {
+                format!(
+                    "SELECT {t} AS t, tenant_id, {env_column} AS environment_id, cluster_id, {AMOUNTS} \
+                     FROM {table} WHERE {t} >= {from} AND {t} < {to}"
+                )
+            };
+            // The rows to sum. Daily rollups are 24 times fewer than hourly
+            // ones: a one-step report on whole hours (`--window 30d` ends at
+            // the next hour) reads its whole days from them and only the
+            // partial days at either end from the hourly rollups. Several
+            // steps must not straddle a day, so they read one rollup.
+            let midnight = |t: DateTime<Utc>, up: bool| {
+                let day = t.duration_trunc(chrono::Duration::days(1)).unwrap_or(t);
+                if up && day < t { day + chrono::Duration::days(1) } else { day }
+            };
+            let (first_day, last_day) = (midnight(q.from, true), midnight(q.to, false));
+            let one_step = q.step_seconds >= (q.to - q.from).num_seconds();
+            let source = match q.rollup {
+                Rollup::Daily => part(daily, "day", "$4", "$5"),
+                Rollup::Hourly if one_step && first_day < last_day => format!(
+                    "{} UNION ALL {} UNION ALL {}",
+                    part("usage_hourly", "hour", "$4", "$8"),
+                    part(daily, "day", "$8", "$9"),
+                    part("usage_hourly", "hour", "$9", "$5"),
+                ),
+                Rollup::Hourly => part("usage_hourly", "hour", "$4", "$5"),
             };
             let (keys, select) = match q.grouping {
                 CostGrouping::Tenant => ("tenant_id", "tenant_id, NULL::uuid AS environment_id"),
@@ -476,15 +510,14 @@ impl Store {
             // Names and column lists are constants of this function, never input.
             let sql = format!(
                 "WITH u AS ( \
-                   SELECT (EXTRACT(EPOCH FROM {t})::bigint - $1) / $2 AS bucket, \
-                          width_bucket({t}, $3::timestamptz[]) AS period, {select}, cluster_id, \
+                   SELECT (EXTRACT(EPOCH FROM t)::bigint - $1) / $2 AS bucket, \
+                          width_bucket(t, $3::timestamptz[]) AS period, {select}, cluster_id, \
                           ARRAY[SUM(cpu_requested)::text, SUM(cpu_used)::text, SUM(cpu_billed)::text, \
                             SUM(memory_requested)::text, SUM(memory_used)::text, SUM(memory_billed)::text, \
                             SUM(storage_requested)::text, SUM(storage_used)::text, SUM(storage_billed)::text, \
                             SUM(network_receive)::text, SUM(network_transmit)::text, SUM(container_seconds)::text] AS sums \
-                   FROM {table} \
-                   WHERE {t} >= $4 AND {t} < $5 \
-                     AND ($6::text IS NULL OR tenant_id IN (SELECT id FROM tenants WHERE name = $6)) \
+                   FROM ({source}) AS src \
+                   WHERE ($6::text IS NULL OR tenant_id IN (SELECT id FROM tenants WHERE name = $6)) \
                      AND ($7::text IS NULL OR cluster_id IN (SELECT id FROM clusters WHERE name = $7)) \
                    GROUP BY 1, 2{group_keys}, cluster_id) \
                  SELECT u.bucket, u.period, COALESCE(tn.name, u.tenant_id::text), \
@@ -511,6 +544,8 @@ impl Store {
                 .bind(q.to)
                 .bind(&q.tenant)
                 .bind(&q.cluster)
+                .bind(first_day)
+                .bind(last_day)
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;

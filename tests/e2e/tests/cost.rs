@@ -1082,3 +1082,49 @@ async fn a_month_over_ten_thousand_environments_is_summed_exactly() {
         }
     }
 }
+
+/// A one-step report on whole hours reads its whole days from the daily
+/// rollups and the partial days at either end from the hourly ones: it must
+/// come to what the hourly rollups alone give (here: the same range in
+/// hourly steps, summed), across a price change and both clusters.
+#[tokio::test]
+async fn a_range_on_whole_hours_reads_whole_days_from_daily_rollups_and_sums_the_same() {
+    let Fleet { mut cost, day, .. } = fleet().await;
+    let from = day - TimeDelta::days(1) + TimeDelta::hours(1);
+    let to = day + TimeDelta::days(2) - TimeDelta::hours(1);
+    let one = report(&mut cost, request(from, to, pb::CostGrouping::Tenant)).await;
+    let mut hourly = request(from, to, pb::CostGrouping::Tenant);
+    hourly.step_seconds = 3600;
+    hourly.page_size = 5000;
+    let steps = report(&mut cost, hourly).await;
+    let a = row(&one, |r| r.tenant == "team-a");
+    let team_a: Vec<&pb::CostRow> = steps.rows.iter().filter(|r| r.tenant == "team-a").collect();
+    assert!(team_a.len() > 24, "hourly rows: {}", team_a.len());
+    let sum = |f: &dyn Fn(&pb::CostRow) -> f64| team_a.iter().map(|r| f(r)).sum::<f64>();
+    let cpu = |r: &pb::CostRow| r.cpu.as_ref().unwrap().billed;
+    let memory = |r: &pb::CostRow| r.memory.as_ref().unwrap().billed;
+    let storage = |r: &pb::CostRow| r.storage.as_ref().unwrap().billed;
+    for (what, f) in [
+        ("cpu", &cpu as &dyn Fn(&pb::CostRow) -> f64),
+        ("memory", &memory),
+        ("storage", &storage),
+    ] {
+        assert!(
+            (f(a) - sum(f)).abs() < 1e-6,
+            "{what}: {} vs {}",
+            f(a),
+            sum(f)
+        );
+    }
+    // The one-step total is rounded once; the hourly rows each once.
+    let total = nanos(&a.total_cost).expect("priced");
+    let summed: i128 = team_a
+        .iter()
+        .map(|r| nanos(&r.total_cost).expect("priced"))
+        .sum();
+    assert!(
+        (total - summed).abs() <= team_a.len() as i128,
+        "{total} vs {summed}"
+    );
+    assert!(total > 0);
+}
