@@ -638,59 +638,9 @@ async fn usage_is_sampled_spooled_sent_and_resent_until_recorded() {
 /// The control plane's own validation of a usage batch (what would end the
 /// session if it failed), with its clock at the agent's.
 fn control_plane_accepts(batch: &pb::UsageBatch) {
-    use mtp_core::usage::{GapClaim, NamespaceWindow, UsageAmounts, UsageBatchClaim, WindowClaim};
-    let time = |t: &Option<prost_types::Timestamp>| {
-        let t = t.expect("a time");
-        chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
-    };
-    let windows = batch
-        .windows
-        .iter()
-        .map(|w| WindowClaim {
-            start: time(&w.start),
-            duration_seconds: w.duration_seconds,
-            covered_seconds: w.covered_seconds,
-            node_cpu_millis: w.node_cpu_millis,
-            node_memory_bytes: w.node_memory_bytes,
-            namespaces: w
-                .namespaces
-                .iter()
-                .map(|n| NamespaceWindow {
-                    namespace: n.namespace.clone(),
-                    amounts: UsageAmounts {
-                        cpu_requested_core_nanos: n.cpu_requested_core_nanos,
-                        cpu_used_core_nanos: n.cpu_used_core_nanos,
-                        cpu_billed_core_nanos: n.cpu_billed_core_nanos,
-                        memory_requested_byte_seconds: n.memory_requested_byte_seconds,
-                        memory_used_byte_seconds: n.memory_used_byte_seconds,
-                        memory_billed_byte_seconds: n.memory_billed_byte_seconds,
-                        storage_requested_byte_seconds: n.storage_requested_byte_seconds,
-                        storage_used_byte_seconds: n.storage_used_byte_seconds,
-                        storage_billed_byte_seconds: n.storage_billed_byte_seconds,
-                        network_receive_bytes: n.network_receive_bytes,
-                        network_transmit_bytes: n.network_transmit_bytes,
-                        container_seconds: n.container_seconds,
-                    },
-                })
-                .collect(),
-        })
-        .collect();
-    let gaps = batch
-        .gaps
-        .iter()
-        .map(|g| GapClaim {
-            start: time(&g.start),
-            end: time(&g.end),
-            reason: g.reason.clone(),
-        })
-        .collect();
-    let now = chrono::Utc::now();
-    if let Err(e) = UsageBatchClaim::new(
-        batch.spool_epoch,
-        batch.sequence,
-        windows,
-        gaps,
-        now,
+    if let Err(e) = mtp_control_plane::api::convert::usage_batch(
+        batch.clone(),
+        chrono::Utc::now(),
         chrono::DateTime::from_timestamp(0, 0).unwrap(),
     ) {
         panic!("the control plane would refuse {batch:#?}: {e}");

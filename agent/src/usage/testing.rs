@@ -2,7 +2,6 @@
 //! validation of what the agent would send.
 
 use chrono::{DateTime, Utc};
-use mtp_core::usage::{GapClaim, NamespaceWindow, UsageAmounts, UsageBatchClaim, WindowClaim};
 use mtp_proto::v1 as pb;
 
 use super::sample::{
@@ -88,60 +87,11 @@ pub fn sample(time: Nanos, pods: Vec<PodInfo>, stats: Vec<PodStats>) -> Sample {
     }
 }
 
-fn time(t: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
-    let t = t.expect("a time");
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap()).unwrap()
-}
-
-/// The control plane's verdict on a batch (`UsageBatchClaim::new`), with
-/// its clock at `now`.
+/// The control plane's verdict on a batch (its own conversion and
+/// `UsageBatchClaim::new`), with its clock at `now`.
 pub fn validate(batch: &pb::UsageBatch, now: DateTime<Utc>) -> Result<(), String> {
-    let windows = batch
-        .windows
-        .iter()
-        .map(|w| WindowClaim {
-            start: time(&w.start),
-            duration_seconds: w.duration_seconds,
-            covered_seconds: w.covered_seconds,
-            node_cpu_millis: w.node_cpu_millis,
-            node_memory_bytes: w.node_memory_bytes,
-            namespaces: w
-                .namespaces
-                .iter()
-                .map(|n| NamespaceWindow {
-                    namespace: n.namespace.clone(),
-                    amounts: UsageAmounts {
-                        cpu_requested_core_nanos: n.cpu_requested_core_nanos,
-                        cpu_used_core_nanos: n.cpu_used_core_nanos,
-                        cpu_billed_core_nanos: n.cpu_billed_core_nanos,
-                        memory_requested_byte_seconds: n.memory_requested_byte_seconds,
-                        memory_used_byte_seconds: n.memory_used_byte_seconds,
-                        memory_billed_byte_seconds: n.memory_billed_byte_seconds,
-                        storage_requested_byte_seconds: n.storage_requested_byte_seconds,
-                        storage_used_byte_seconds: n.storage_used_byte_seconds,
-                        storage_billed_byte_seconds: n.storage_billed_byte_seconds,
-                        network_receive_bytes: n.network_receive_bytes,
-                        network_transmit_bytes: n.network_transmit_bytes,
-                        container_seconds: n.container_seconds,
-                    },
-                })
-                .collect(),
-        })
-        .collect();
-    let gaps = batch
-        .gaps
-        .iter()
-        .map(|g| GapClaim {
-            start: time(&g.start),
-            end: time(&g.end),
-            reason: g.reason.clone(),
-        })
-        .collect();
-    UsageBatchClaim::new(
-        batch.spool_epoch,
-        batch.sequence,
-        windows,
-        gaps,
+    mtp_control_plane::api::convert::usage_batch(
+        batch.clone(),
         now,
         DateTime::from_timestamp(0, 0).unwrap(),
     )
