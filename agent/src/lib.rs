@@ -17,6 +17,7 @@ pub mod lease;
 pub mod metrics;
 pub mod outbox;
 pub mod persist;
+pub mod quantity;
 pub mod reconciler;
 pub mod report;
 pub mod runtime;

@@ -107,41 +107,8 @@ fn show(v: &Value) -> String {
 /// A Kubernetes quantity in thousandths, exact, for comparison only; `None`
 /// for strings that are not quantities (so they compare as plain text).
 pub fn quantity_millis(s: &str) -> Option<i128> {
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    if number.is_empty() || number.starts_with('.') {
-        return None;
-    }
-    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-    if frac_part.contains('.') || int_part.len() > 20 || frac_part.len() > 9 {
-        return None;
-    }
-    // Scale by 10^9 so fractions like 0.5 stay exact, then apply the suffix.
-    let mut nanos: i128 = int_part.parse::<i128>().ok()? * 1_000_000_000;
-    if !frac_part.is_empty() {
-        let scale = 10i128.pow(9 - u32::try_from(frac_part.len()).ok()?);
-        nanos += frac_part.parse::<i128>().ok()? * scale;
-    }
-    let (num, den): (i128, i128) = match suffix {
-        "" => (1, 1),
-        "m" => (1, 1000),
-        "k" => (1000, 1),
-        "M" => (1_000_000, 1),
-        "G" => (1_000_000_000, 1),
-        "T" => (1_000_000_000_000, 1),
-        "Ki" => (1 << 10, 1),
-        "Mi" => (1 << 20, 1),
-        "Gi" => (1 << 30, 1),
-        "Ti" => (1 << 40, 1),
-        "Pi" => (1 << 50, 1),
-        "Ei" => (1 << 60, 1),
-        _ => return None,
-    };
-    // Back to thousandths: nanos * num / den / 10^6.
-    let scaled = nanos.checked_mul(num)? / den;
-    Some(scaled / 1_000_000)
+    let (num, den) = crate::quantity::exact(s)?;
+    i128::try_from(num.checked_mul(1000)? / den).ok()
 }
 
 #[cfg(test)]

@@ -333,54 +333,10 @@ fn spans(status: &ContainerStatus) -> Vec<Span> {
     out
 }
 
-/// A Kubernetes quantity as a whole number of `unit`s (rounded up, as the
-/// apiserver does for requests), or `None` if it is not one.
+/// A Kubernetes quantity as a whole number of units (of millis with
+/// `scale_to_milli`), rounded up as the apiserver does for requests.
 fn parse_quantity(text: &str, scale_to_milli: bool) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    // Value = number × multiplier, kept as a fraction of u128 (num / den).
-    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    let int = int.trim_start_matches('+');
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    let digits = format!("{int}{frac}");
-    let mut num: u128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
-    let mut den: u128 = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
-    let (mul, div): (u128, u128) = match suffix {
-        "" => (1, 1),
-        "m" => (1, 1000),
-        "k" => (1_000, 1),
-        "M" => (1_000_000, 1),
-        "G" => (1_000_000_000, 1),
-        "T" => (1_000_000_000_000, 1),
-        "P" => (1_000_000_000_000_000, 1),
-        "E" => (1_000_000_000_000_000_000, 1),
-        "Ki" => (1 << 10, 1),
-        "Mi" => (1 << 20, 1),
-        "Gi" => (1 << 30, 1),
-        "Ti" => (1 << 40, 1),
-        "Pi" => (1 << 50, 1),
-        "Ei" => (1 << 60, 1),
-        s if s.starts_with(['e', 'E']) => {
-            let exp: i32 = s[1..].parse().ok()?;
-            if exp >= 0 {
-                (10u128.checked_pow(exp.unsigned_abs())?, 1)
-            } else {
-                (1, 10u128.checked_pow(exp.unsigned_abs())?)
-            }
-        }
-        _ => return None,
-    };
-    num = num.checked_mul(mul)?;
-    den = den.checked_mul(div)?;
+    let (mut num, den) = crate::quantity::exact(text)?;
     if scale_to_milli {
         num = num.checked_mul(1000)?;
     }
